@@ -1,0 +1,116 @@
+"""The two small interfaces the operator drives (SPEC §8), plus object-store access for GC.
+
+Everything here takes plain values (uids, op ids, image references, limits): adapters
+know nothing of the Workspace resource, so M3 can swap Docker and S3 for Kubernetes
+without touching the operator. Every method is idempotent. The ``list_*`` calls answer
+for every workspace in a constant number of engine calls: the HealthMonitor's pass
+depends on it (SPEC §5).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Optional container limits as Kubernetes quantities ("2", "500m", "4Gi")."""
+
+    cpu: str | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """What one batch listing says about one workspace's container."""
+
+    uid: str
+    running: bool
+    upstream: str | None = None  # e.g. "http://127.0.0.1:49153" when running
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything ``start`` needs; labels carry namespace and name (SPEC §7)."""
+
+    uid: str
+    image_ref: str
+    resources: Resources = field(default_factory=Resources)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class InstanceController(ABC):
+    """Runs one workspace container per uid."""
+
+    @abstractmethod
+    async def start(self, spec: InstanceSpec) -> None:
+        """Return only when the workspace can take traffic; recreate a stopped container."""
+
+    @abstractmethod
+    async def delete(self, uid: str) -> None:
+        """Kill immediately (data is safe on the volume) and remove; missing is fine."""
+
+    @abstractmethod
+    async def is_running(self, uid: str) -> bool: ...
+
+    @abstractmethod
+    async def upstream(self, uid: str) -> str | None:
+        """The base URL the proxy should use (a port published on 127.0.0.1), or None."""
+
+    @abstractmethod
+    async def list_instances(self) -> dict[str, InstanceInfo]:
+        """Every workspace container, keyed by uid, in a constant number of engine calls."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients; the default has nothing to release."""
+
+
+class StorageProvider(ABC):
+    """The home volume of each workspace and its archives (SPEC §8, crash-only)."""
+
+    @abstractmethod
+    async def provision(self, uid: str, labels: Mapping[str, str] | None = None) -> None: ...
+
+    @abstractmethod
+    async def restore(self, uid: str, archive_key: str) -> None:
+        """Make the volume's content exactly the archive's; raise DataLostError on loss."""
+
+    @abstractmethod
+    async def archive(self, uid: str, op_id: str) -> str:
+        """Upload the volume as ``archives/{uid}/{op_id}/home.tar.gz`` and return that key."""
+
+    @abstractmethod
+    async def delete_volume(self, uid: str) -> None: ...
+
+    @abstractmethod
+    async def volume_exists(self, uid: str) -> bool: ...
+
+    @abstractmethod
+    async def list_volumes(self) -> set[str]:
+        """The uids of every workspace volume, in a constant number of engine calls."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients; the default has nothing to release."""
+
+
+class ObjectStore(ABC):
+    """Bucket access the Archive GC needs (SPEC §13)."""
+
+    @abstractmethod
+    async def list(self, prefix: str) -> list[ObjectInfo]: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    async def exists(self, key: str) -> bool: ...

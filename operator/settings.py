@@ -1,0 +1,148 @@
+"""The one typed settings object, read from the environment once and passed down.
+
+Defaults follow SPEC §14. Secrets are kept out of ``repr`` so a logged Settings never
+leaks them; layer-specific configuration objects are derived here, so ``crd_like`` and
+``adapters`` never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from codehub.adapters.config import DockerConfig, S3Config
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # SPEC §14 intervals and limits (seconds where a duration).
+    reconciler_interval: float = 10.0
+    reconciler_max_retries: int = 3
+    reconciler_retry_backoff: float = 30.0
+    health_monitor_interval: float = 30.0
+    health_monitor_stale_threshold: float = 120.0
+    ttl_manager_interval: float = 60.0
+    default_standby_ttl: int = 300
+    default_archive_ttl: int = 86400
+    gc_interval: float = 3600.0
+    gc_orphan_delay: float = 7200.0
+    max_running_per_user: int = 2
+    max_running_global: int = 100
+    coordinator_retry_interval: float = 5.0
+    # Per-operation timeouts (SPEC §6).
+    timeout_starting: float = 300.0
+    timeout_stopping: float = 300.0
+    timeout_provisioning: float = 300.0
+    timeout_deleting: float = 300.0
+    timeout_archiving: float = 1800.0
+    timeout_restoring: float = 1800.0
+    job_timeout: float = 1800.0
+    # Services.
+    database_url: str = field(default="", repr=False)
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_access_key: str = field(default="", repr=False)
+    s3_secret_key: str = field(default="", repr=False)
+    s3_bucket: str = "codehub"
+    docker_host: str | None = None
+    # API and clients.
+    server: str = "https://127.0.0.1:8443"
+    token: str = field(default="", repr=False)
+    ca_file: str | None = None
+    token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    state_dir: Path = Path(".codehub-dev")
+    default_image: str = "codehub/workspace-test:local"
+    job_image: str = "codehub/storage-job:local"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); unknown values are errors."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = _ENV_NAMES.get(f.name, f.name.upper())
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(name, raw, f.type)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in (
+            "reconciler_interval",
+            "health_monitor_interval",
+            "ttl_manager_interval",
+            "gc_interval",
+            "coordinator_retry_interval",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be greater than 0")
+        for name in ("max_running_per_user", "max_running_global", "reconciler_max_retries"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name.upper()} must not be negative")
+
+    def s3_config(self) -> S3Config:
+        return S3Config(
+            endpoint=self.s3_endpoint,
+            bucket=self.s3_bucket,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key,
+        )
+
+    def docker_config(self, scope_labels: Mapping[str, str] | None = None) -> DockerConfig:
+        return DockerConfig(
+            docker_host=self.docker_host,
+            job_image=self.job_image,
+            job_timeout=self.job_timeout,
+            scope_labels=dict(scope_labels or {}),
+        )
+
+
+_ENV_NAMES = {
+    "database_url": "CODEHUB_DATABASE_URL",
+    "s3_endpoint": "CODEHUB_S3_ENDPOINT",
+    "s3_access_key": "CODEHUB_S3_ACCESS_KEY",
+    "s3_secret_key": "CODEHUB_S3_SECRET_KEY",
+    "s3_bucket": "CODEHUB_S3_BUCKET",
+    "docker_host": "DOCKER_HOST",
+    "server": "CODEHUB_SERVER",
+    "token": "CODEHUB_TOKEN",
+    "ca_file": "CODEHUB_CA_FILE",
+    "token_file": "CODEHUB_TOKEN_FILE",
+    "tls_cert": "CODEHUB_TLS_CERT",
+    "tls_key": "CODEHUB_TLS_KEY",
+    "state_dir": "CODEHUB_STATE_DIR",
+    "default_image": "CODEHUB_DEFAULT_IMAGE",
+    "job_image": "CODEHUB_JOB_IMAGE",
+    "timeout_starting": "TIMEOUT_STARTING",
+    "timeout_stopping": "TIMEOUT_STOPPING",
+    "timeout_provisioning": "TIMEOUT_PROVISIONING",
+    "timeout_deleting": "TIMEOUT_DELETING",
+    "timeout_archiving": "TIMEOUT_ARCHIVING",
+    "timeout_restoring": "TIMEOUT_RESTORING",
+    "job_timeout": "CODEHUB_JOB_TIMEOUT",
+}
+
+
+def _convert(name: str, raw: str, type_: Any) -> Any:
+    text = str(type_)
+    try:
+        if text == "float":
+            return float(raw)
+        if text == "int":
+            return int(raw)
+        if text == "Path":
+            return Path(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    return raw

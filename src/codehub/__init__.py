@@ -1,0 +1,1 @@
+"""codehub: a Kubernetes-style operator for developer workspaces on a plain Docker host."""
