@@ -61,6 +61,11 @@ class Settings:
     state_dir: Path = Path(".codehub-dev")
     default_image: str = "codehub/workspace-test:local"
     job_image: str = "codehub/storage-job:local"
+    node_id: str = ""  # coordinator identity; empty means hostname-pid
+    #: Test hook (never set in production): "action=seconds,..." pauses the named actuator
+    #: (provision, restore, archive, start, stop, delete_volume) so tests can crash the
+    #: coordinator mid-operation. Parsed by the operator.
+    test_pause_actuators: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +136,8 @@ _ENV_NAMES = {
     "timeout_archiving": "TIMEOUT_ARCHIVING",
     "timeout_restoring": "TIMEOUT_RESTORING",
     "job_timeout": "CODEHUB_JOB_TIMEOUT",
+    "node_id": "CODEHUB_NODE_ID",
+    "test_pause_actuators": "CODEHUB_TEST_PAUSE_ACTUATORS",
 }
 
 
