@@ -1,0 +1,1 @@
+"""Client side of the Kubernetes-compatible API: the async ApiClient, kubeconfig, manifests."""

@@ -1,0 +1,235 @@
+"""ApiClient against a small in-process aiohttp fake (unit level: no real server)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from codehub.crd_like.client.api import ApiClient, ApiConnectionError, ApiError
+
+TOKEN = "s3cr3t-token-value"
+
+
+def _status(code: int, reason: str, message: str, **details: Any) -> web.Response:
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+        "details": details,
+    }
+    return web.json_response(body, status=code)
+
+
+class Fake:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], str, bytes]] = []
+        self.watch_lines: list[dict[str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(
+            (
+                request.method,
+                request.path,
+                dict(request.query),
+                request.headers.get("Content-Type", ""),
+                body,
+            )
+        )
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return _status(401, "Unauthorized", "Unauthorized")
+        name = request.match_info.get("name", "")
+        if request.query.get("watch") == "true":
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            for line in self.watch_lines:
+                await resp.write(json.dumps(line).encode() + b"\n")
+            await resp.write_eof()
+            return resp
+        if name == "missing":
+            return _status(404, "NotFound", 'workspaces.codehub.io "missing" not found')
+        if name == "invalid":
+            return _status(
+                422,
+                "Invalid",
+                'Workspace.codehub.io "invalid" is invalid',
+                causes=[
+                    {
+                        "field": "spec.desired_state",
+                        "reason": "FieldValueNotSupported",
+                        "message": 'Unsupported value: "FLYING"',
+                    }
+                ],
+            )
+        if name == "limit":
+            return web.json_response(
+                {
+                    "error": "workspace_limit_exceeded",
+                    "message": "limit reached",
+                    "details": {"limit_type": "per_user", "current": 2, "max": 2},
+                },
+                status=429,
+            )
+        if name == "html":
+            return web.Response(status=502, text="<html>bad gateway</html>")
+        return web.json_response(
+            {
+                "kind": "Workspace",
+                "metadata": {"name": name, "resourceVersion": "7"},
+                "echo": json.loads(body) if body else None,
+            }
+        )
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[Fake, str]]:
+    f = Fake()
+    app = web.Application()
+    app.router.add_route(
+        "*", "/apis/codehub.io/v1alpha1/namespaces/{ns}/workspaces/{name}", f.handle
+    )
+    app.router.add_route(
+        "*", "/apis/codehub.io/v1alpha1/namespaces/{ns}/workspaces/{name}/status", f.handle
+    )
+    app.router.add_route("*", "/apis/codehub.io/v1alpha1/namespaces/{ns}/workspaces", f.handle)
+    app.router.add_route("*", "/apis/codehub.io/v1alpha1/workspaces", f.handle)
+    app.router.add_route("*", "/api/v1/namespaces/{ns}/events", f.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_paths_methods_and_content_types(fake: tuple[Fake, str]) -> None:
+    f, url = fake
+    async with ApiClient(url, TOKEN) as api:
+        await api.get("alice", "w1")
+        await api.list("alice", label_selector="a=b")
+        await api.list()
+        await api.create("alice", {"metadata": {"name": "w1"}})
+        await api.patch_merge("alice", "w1", {"spec": {"desired_state": "STANDBY"}})
+        await api.patch_merge("alice", "w1", {"status": {}}, status=True)
+        await api.patch_json("alice", "w1", [{"op": "test", "path": "/x", "value": 1}])
+        await api.delete("alice", "w1")
+        await api.list_events("alice", "w1")
+    seen = [(m, p, ct) for m, p, _q, ct, _b in f.requests]
+    base = "/apis/codehub.io/v1alpha1"
+    assert seen == [
+        ("GET", f"{base}/namespaces/alice/workspaces/w1", ""),
+        ("GET", f"{base}/namespaces/alice/workspaces", ""),
+        ("GET", f"{base}/workspaces", ""),
+        ("POST", f"{base}/namespaces/alice/workspaces", "application/json"),
+        ("PATCH", f"{base}/namespaces/alice/workspaces/w1", "application/merge-patch+json"),
+        ("PATCH", f"{base}/namespaces/alice/workspaces/w1/status", "application/merge-patch+json"),
+        ("PATCH", f"{base}/namespaces/alice/workspaces/w1", "application/json-patch+json"),
+        ("DELETE", f"{base}/namespaces/alice/workspaces/w1", ""),
+        ("GET", "/api/v1/namespaces/alice/events", ""),
+    ]
+    assert f.requests[1][2] == {"labelSelector": "a=b"}
+    assert f.requests[8][2] == {"fieldSelector": "involvedObject.name=w1"}
+
+
+async def test_status_errors_are_parsed(fake: tuple[Fake, str]) -> None:
+    _f, url = fake
+    async with ApiClient(url, TOKEN) as api:
+        with pytest.raises(ApiError) as nf:
+            await api.get("alice", "missing")
+        assert (nf.value.status, nf.value.reason) == (404, "NotFound")
+        assert "missing" in nf.value.message
+        with pytest.raises(ApiError) as inv:
+            await api.get("alice", "invalid")
+        assert inv.value.status == 422
+        assert inv.value.causes[0]["field"] == "spec.desired_state"
+        with pytest.raises(ApiError) as lim:
+            await api.get("alice", "limit")
+        assert (lim.value.status, lim.value.reason) == (429, "workspace_limit_exceeded")
+        assert lim.value.details["limit_type"] == "per_user"
+        with pytest.raises(ApiError) as html:
+            await api.get("alice", "html")
+        assert html.value.status == 502
+        assert "bad gateway" in html.value.message
+
+
+async def test_token_never_in_errors(fake: tuple[Fake, str]) -> None:
+    _f, url = fake
+    async with ApiClient(url, "wrong-" + TOKEN) as api:
+        assert TOKEN not in repr(api)
+        with pytest.raises(ApiError) as err:
+            await api.get("alice", "w1")
+    assert err.value.status == 401
+    assert TOKEN not in str(err.value)
+    assert TOKEN not in repr(err.value)
+
+
+async def test_connection_refused_is_one_clean_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with ApiClient(f"http://127.0.0.1:{port}", TOKEN) as api:
+        with pytest.raises(ApiConnectionError) as err:
+            await api.get("alice", "w1")
+    assert isinstance(err.value, ConnectionError)
+    assert isinstance(err.value, ApiError)
+    assert "cannot connect" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert TOKEN not in str(err.value)
+
+
+async def test_missing_ca_file_is_clean(tmp_path: Any) -> None:
+    async with ApiClient("https://127.0.0.1:1", TOKEN, ca_file=str(tmp_path / "nope.crt")) as api:
+        with pytest.raises(ApiConnectionError) as err:
+            await api.get("alice", "w1")
+    assert "CA file" in str(err.value)
+
+
+async def test_watch_bookmarks_advance_rv_and_are_not_yielded(fake: tuple[Fake, str]) -> None:
+    f, url = fake
+    f.watch_lines = [
+        {"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "5"}}},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
+        {"type": "MODIFIED", "object": {"metadata": {"name": "a", "resourceVersion": "11"}}},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+    ]
+    async with ApiClient(url, TOKEN) as api:
+        watch = api.watch(
+            "alice", resource_version="3", field_selector="metadata.name=a", timeout_seconds=5
+        )
+        events = [(t, o["metadata"]["resourceVersion"]) async for t, o in watch]
+        assert events == [("ADDED", "5"), ("MODIFIED", "11")]
+        assert watch.resource_version == "12"
+    q = f.requests[-1][2]
+    assert q["watch"] == "true"
+    assert q["resourceVersion"] == "3"
+    assert q["fieldSelector"] == "metadata.name=a"
+    assert q["timeoutSeconds"] == "5"
+
+
+async def test_watch_410_raises(fake: tuple[Fake, str]) -> None:
+    f, url = fake
+    f.watch_lines = [
+        {
+            "type": "ERROR",
+            "object": {
+                "kind": "Status",
+                "code": 410,
+                "reason": "Expired",
+                "message": "too old resource version: 1 (50)",
+            },
+        },
+    ]
+    async with ApiClient(url, TOKEN) as api:
+        with pytest.raises(ApiError) as err:
+            async for _ in api.watch("alice", resource_version="1"):
+                pass
+    assert err.value.status == 410
