@@ -1,0 +1,433 @@
+"""The Docker InstanceController: one hardened code-server container per workspace.
+
+SPEC §7/§8: container ``ws-{uid}`` with the home volume ``ws-{uid}-home`` at
+``/home/coder``, user 1000, no privileges, no Docker socket, restart policy "no", the app
+port published on 127.0.0.1 only (the proxy never relies on a bridge IP being routable).
+Every method is idempotent, and ``list_instances`` is a single engine call whatever the
+number of workspaces (the HealthMonitor's pass depends on it, SPEC §5).
+
+Only the low-level ``APIClient`` is used: the high-level models inspect each container
+after listing it, which would make a listing cost one call per workspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Mapping
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from typing import Any
+
+import aiohttp
+import docker
+import docker.errors
+import docker.types
+
+from codehub.adapters import naming
+from codehub.adapters.config import DockerConfig
+from codehub.adapters.docker_client import DockerEngine, label_filter, scoped_labels
+from codehub.adapters.errors import (
+    ActionFailedError,
+    ErrorCode,
+    OperationTimeoutError,
+)
+from codehub.adapters.interfaces import InstanceController, InstanceInfo, InstanceSpec
+
+log = logging.getLogger(__name__)
+
+ROLE_WORKSPACE = "workspace"
+_PORT_KEY = f"{naming.APP_PORT}/tcp"
+_LOOPBACK = "127.0.0.1"
+#: Capabilities a code-server user never needs; SETUID/SETGID stay so ``sudo`` in the
+#: image keeps working (the process itself runs as 1000 without capabilities anyway).
+CAP_DROP = ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"]
+
+# --- Kubernetes quantities ---------------------------------------------------------------
+
+_BINARY_SUFFIXES = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+_DECIMAL_SUFFIXES = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
+_QUANTITY_RE = re.compile(
+    r"^(?P<num>[+]?(?:\d+(?:\.\d*)?|\.\d+))"
+    r"(?:(?P<bin>Ki|Mi|Gi|Ti|Pi|Ei)|(?P<exp>[eE][+-]?\d+)|(?P<dec>[numkMGTPE]?))$"
+)
+
+
+def parse_quantity(text: str) -> Decimal:
+    """Parse a Kubernetes resource quantity ("2", "500m", "4Gi", "1e3") into a Decimal.
+
+    Raises ValueError for anything else, including negative values.
+    """
+    match = _QUANTITY_RE.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"not a resource quantity: {text!r}")
+    try:
+        number = Decimal(match["num"])
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only numbers
+        raise ValueError(f"not a resource quantity: {text!r}") from exc
+    if match["bin"]:
+        return number * _BINARY_SUFFIXES[match["bin"]]
+    if match["exp"]:
+        return number * (Decimal(10) ** int(match["exp"][1:]))
+    return number * _DECIMAL_SUFFIXES[match["dec"] or ""]
+
+
+def cpu_to_nano_cpus(cpu: str) -> int:
+    """CPU quantity to Docker ``NanoCpus`` ("2" -> 2e9, "500m" -> 5e8); must be > 0."""
+    nano = (parse_quantity(cpu) * Decimal(10**9)).to_integral_value(rounding=ROUND_CEILING)
+    if nano <= 0:
+        raise ValueError(f"CPU limit must be positive: {cpu!r}")
+    return int(nano)
+
+
+def memory_to_bytes(memory: str) -> int:
+    """Memory quantity to bytes ("4Gi" -> 4294967296, "1G" -> 10**9); must be > 0."""
+    value = parse_quantity(memory).to_integral_value(rounding=ROUND_CEILING)
+    if value <= 0:
+        raise ValueError(f"memory limit must be positive: {memory!r}")
+    return int(value)
+
+
+# --- payload readers ---------------------------------------------------------------------
+
+
+def _host_port_from_inspect(attrs: Mapping[str, Any]) -> int | None:
+    ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    for binding in ports.get(_PORT_KEY) or []:
+        if binding.get("HostIp") == _LOOPBACK and binding.get("HostPort"):
+            return int(binding["HostPort"])
+    return None
+
+
+def _host_port_from_list(entry: Mapping[str, Any]) -> int | None:
+    for port in entry.get("Ports") or []:
+        if (
+            port.get("PrivatePort") == naming.APP_PORT
+            and port.get("Type", "tcp") == "tcp"
+            and port.get("IP") == _LOOPBACK
+            and port.get("PublicPort")
+        ):
+            return int(port["PublicPort"])
+    return None
+
+
+def _upstream_url(port: int | None) -> str | None:
+    return f"http://{_LOOPBACK}:{port}" if port else None
+
+
+class DockerInstanceController(InstanceController):
+    """Workspace containers on a Docker engine; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        config: DockerConfig,
+        engine: DockerEngine | None = None,
+        *,
+        client: docker.DockerClient | None = None,
+        pull_missing_images: bool = True,
+        poll_interval: float = 0.1,
+    ) -> None:
+        self.config = config
+        self.engine = engine or DockerEngine(config, client)
+        self._owns_engine = engine is None
+        self.pull_missing_images = pull_missing_images
+        self.poll_interval = poll_interval
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def engine_calls(self) -> int:
+        """HTTP requests sent to the engine so far (for tests and benchmarks)."""
+        return self.engine.engine_calls
+
+    # --- helpers -------------------------------------------------------------------------
+
+    async def _inspect(self, uid: str) -> dict[str, Any] | None:
+        name = naming.container_name(uid)
+
+        def inspect(client: docker.DockerClient) -> dict[str, Any] | None:
+            try:
+                result: dict[str, Any] = client.api.inspect_container(name)
+                return result
+            except docker.errors.NotFound:
+                return None
+
+        return await self.engine.run(inspect, action="inspect container", subject=name)
+
+    async def _remove(self, uid: str) -> None:
+        """Kill (SIGKILL) and remove in one call; a missing container is success."""
+        name = naming.container_name(uid)
+
+        def remove(client: docker.DockerClient) -> None:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.api.remove_container(name, force=True, v=False)
+                    return
+                except docker.errors.NotFound:
+                    return
+                except docker.errors.APIError as exc:
+                    # 409 "removal already in progress": someone else is removing it;
+                    # wait until it is gone so the caller can rely on "no container".
+                    if exc.status_code != 409 or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+
+        await self.engine.run(remove, action="remove container", subject=name)
+
+    async def _require_volume(self, uid: str) -> None:
+        """Refuse to start without the home volume (SPEC §4): Docker would create it empty."""
+        volume = naming.volume_name(uid)
+
+        def check(client: docker.DockerClient) -> bool:
+            try:
+                client.api.inspect_volume(volume)
+                return True
+            except docker.errors.NotFound:
+                return False
+
+        if not await self.engine.run(check, action="inspect volume", subject=volume):
+            raise ActionFailedError(
+                f"home volume {volume} does not exist; provision it before starting",
+                code=ErrorCode.VOLUME_NOT_FOUND,
+                context={"volume": volume},
+            )
+
+    def _labels(self, spec: InstanceSpec) -> dict[str, str]:
+        return scoped_labels(
+            self.config,
+            spec.labels,
+            naming.workspace_labels(spec.uid),
+            {naming.LABEL_ROLE: ROLE_WORKSPACE},
+        )
+
+    def _host_config_kwargs(self, spec: InstanceSpec) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "mounts": [
+                docker.types.Mount(
+                    target=naming.HOME_MOUNT,
+                    source=naming.volume_name(spec.uid),
+                    type="volume",
+                )
+            ],
+            "port_bindings": {naming.APP_PORT: (_LOOPBACK,)},
+            "privileged": False,
+            "restart_policy": {"Name": "no"},
+            "cap_drop": list(CAP_DROP),
+        }
+        try:
+            if spec.resources.cpu:
+                kwargs["nano_cpus"] = cpu_to_nano_cpus(spec.resources.cpu)
+            if spec.resources.memory:
+                memory = memory_to_bytes(spec.resources.memory)
+                kwargs["mem_limit"] = memory
+                kwargs["memswap_limit"] = memory
+        except ValueError as exc:
+            raise ActionFailedError(
+                f"invalid resource limits for {naming.container_name(spec.uid)}: {exc}",
+                code=ErrorCode.CONTAINER_CREATE_FAILED,
+            ) from exc
+        return kwargs
+
+    async def _create_and_start(self, spec: InstanceSpec) -> dict[str, Any]:
+        name = naming.container_name(spec.uid)
+        labels = self._labels(spec)
+        host_kwargs = self._host_config_kwargs(spec)
+        pull = self.pull_missing_images
+
+        def create(client: docker.DockerClient) -> str:
+            host_config = client.api.create_host_config(**host_kwargs)
+            kwargs: dict[str, Any] = {
+                "name": name,
+                "user": naming.WORKSPACE_USER,
+                "environment": {"HOME": naming.HOME_MOUNT},
+                "labels": labels,
+                "ports": [naming.APP_PORT],
+                "host_config": host_config,
+                "detach": True,
+            }
+            try:
+                created = client.api.create_container(spec.image_ref, **kwargs)
+            except docker.errors.ImageNotFound:
+                if not pull:
+                    raise
+                _pull(client, spec.image_ref)
+                created = client.api.create_container(spec.image_ref, **kwargs)
+            container_id: str = created["Id"]
+            return container_id
+
+        container_id = await self.engine.run(
+            create,
+            action="create container",
+            subject=name,
+            api_error_code=ErrorCode.CONTAINER_CREATE_FAILED,
+        )
+
+        def start(client: docker.DockerClient) -> dict[str, Any]:
+            client.api.start(container_id)
+            attrs: dict[str, Any] = client.api.inspect_container(container_id)
+            return attrs
+
+        return await self.engine.run(
+            start,
+            action="start container",
+            subject=name,
+            api_error_code=ErrorCode.CONTAINER_CREATE_FAILED,
+        )
+
+    async def _http_session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=5, connect=2), trust_env=False
+            )
+        return self._http
+
+    async def _wait_ready(self, uid: str, port: int) -> None:
+        """Poll the health path on the published port until it answers 2xx/3xx.
+
+        Checks now and then that the container still runs, so a crashing image fails
+        fast with ActionFailed instead of burning the whole start timeout.
+        """
+        url = f"http://{_LOOPBACK}:{port}{self.config.health_path}"
+        session = await self._http_session()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.start_timeout
+        interval = self.poll_interval
+        next_state_check = loop.time() + 1.0
+        while True:
+            try:
+                async with session.get(url, allow_redirects=False) as response:
+                    if response.status < 400:
+                        return
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                pass
+            now = loop.time()
+            if now >= deadline:
+                raise OperationTimeoutError(
+                    f"{naming.container_name(uid)} did not answer {self.config.health_path} "
+                    f"within {self.config.start_timeout:g}s",
+                    context={"timeout": self.config.start_timeout},
+                )
+            if now >= next_state_check:
+                next_state_check = now + 2.0
+                attrs = await self._inspect(uid)
+                state = (attrs or {}).get("State") or {}
+                if not state.get("Running"):
+                    raise ActionFailedError(
+                        f"{naming.container_name(uid)} stopped while starting "
+                        f"(status {state.get('Status', 'missing')}, "
+                        f"exit code {state.get('ExitCode')})",
+                        code=ErrorCode.CONTAINER_CREATE_FAILED,
+                        context={"exit_code": state.get("ExitCode")},
+                    )
+            await asyncio.sleep(min(interval, max(0.0, deadline - now)))
+            interval = min(interval * 1.5, 1.0)
+
+    # --- InstanceController --------------------------------------------------------------
+
+    async def start(self, spec: InstanceSpec) -> None:
+        attrs = await self._inspect(spec.uid)
+        if attrs is not None:
+            state = attrs.get("State") or {}
+            image = (attrs.get("Config") or {}).get("Image")
+            port = _host_port_from_inspect(attrs)
+            if state.get("Running") and image == spec.image_ref and port is not None:
+                await self._wait_ready(spec.uid, port)
+                return
+            log.info(
+                "recreating container",
+                extra={
+                    "container": naming.container_name(spec.uid),
+                    "status": state.get("Status"),
+                },
+            )
+            await self._remove(spec.uid)
+        await self._require_volume(spec.uid)
+        attrs = await self._create_and_start(spec)
+        port = _host_port_from_inspect(attrs)
+        if port is None:
+            raise ActionFailedError(
+                f"{naming.container_name(spec.uid)} has no port published on {_LOOPBACK}",
+                code=ErrorCode.CONTAINER_CREATE_FAILED,
+            )
+        await self._wait_ready(spec.uid, port)
+
+    async def delete(self, uid: str) -> None:
+        await self._remove(uid)
+
+    async def is_running(self, uid: str) -> bool:
+        attrs = await self._inspect(uid)
+        return bool(attrs and (attrs.get("State") or {}).get("Running"))
+
+    async def upstream(self, uid: str) -> str | None:
+        attrs = await self._inspect(uid)
+        if not attrs or not (attrs.get("State") or {}).get("Running"):
+            return None
+        return _upstream_url(_host_port_from_inspect(attrs))
+
+    async def container_id(self, uid: str) -> str | None:
+        """The engine's id of the workspace container, or None (tests, diagnostics)."""
+        attrs = await self._inspect(uid)
+        return str(attrs["Id"]) if attrs else None
+
+    async def list_instances(self) -> dict[str, InstanceInfo]:
+        filters = {"label": label_filter(self.config, {naming.LABEL_ROLE: ROLE_WORKSPACE})}
+
+        def listing(client: docker.DockerClient) -> list[dict[str, Any]]:
+            result: list[dict[str, Any]] = client.api.containers(all=True, filters=filters)
+            return result
+
+        entries = await self.engine.run(listing, action="list containers")
+        instances: dict[str, InstanceInfo] = {}
+        for entry in entries:
+            uid = (entry.get("Labels") or {}).get(naming.LABEL_WORKSPACE_ID)
+            if not uid:
+                continue
+            running = entry.get("State") == "running"
+            upstream = _upstream_url(_host_port_from_list(entry)) if running else None
+            instances[uid] = InstanceInfo(uid=uid, running=running, upstream=upstream)
+        return instances
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._owns_engine:
+            await self.engine.close()
+
+
+def _pull(client: docker.DockerClient, image_ref: str) -> None:
+    """Pull once; any failure is reported as ImageNotFound so it maps to IMAGE_PULL_FAILED.
+
+    The engine answers a failed pull with HTTP 200 and an ``error`` line in the progress
+    stream, so the stream is read to the end and checked.
+    """
+    error: str | None = None
+    try:
+        for line in client.api.pull(image_ref, stream=True, decode=True):
+            if isinstance(line, dict) and line.get("error"):
+                error = str(line["error"])
+    except docker.errors.APIError as exc:
+        raise docker.errors.ImageNotFound(
+            f"pull of {image_ref} failed", response=exc.response, explanation=exc.explanation
+        ) from exc
+    if error is not None:
+        raise docker.errors.ImageNotFound(f"pull of {image_ref} failed", explanation=error)
