@@ -251,10 +251,12 @@ class ApiClient:
         ca_file: str | None = None,
         insecure: bool = False,
         timeout: float = _DEFAULT_TIMEOUT,
+        ca_data: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self._token = token
         self.ca_file = ca_file
+        self.ca_data = ca_data
         self.insecure = insecure
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
@@ -287,11 +289,11 @@ class ApiClient:
                 self._ssl = False
             else:
                 try:
-                    self._ssl = ssl.create_default_context(cafile=self.ca_file)
+                    self._ssl = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
                 except (OSError, ssl.SSLError) as exc:
-                    raise ApiConnectionError(
-                        f"cannot read CA file {self.ca_file}: {exc.strerror or exc}"
-                    ) from None
+                    where = f"CA file {self.ca_file}" if self.ca_file else "CA data"
+                    detail = exc.strerror or type(exc).__name__
+                    raise ApiConnectionError(f"cannot read {where}: {detail}") from None
         return self._ssl
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -375,9 +377,7 @@ class ApiClient:
     async def patch_status_merge(self, ns: str, name: str, patch: Mapping[str, Any]) -> Obj:
         return await self.patch_merge(ns, name, patch, status=True)
 
-    async def patch_json(
-        self, ns: str, name: str, ops: JsonPatch, status: bool = False
-    ) -> Obj:
+    async def patch_json(self, ns: str, name: str, ops: JsonPatch, status: bool = False) -> Obj:
         return await self._obj(
             "PATCH", workspaces_path(ns, name, status), json_body=ops, content_type=JSON_PATCH
         )
