@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from typing import Any
 
 import psycopg
 import pytest
 
+from codehub.operator.coordinator import Coordinator, LeaderComponent, LeaderTerm
 from codehub.operator.leader import LeaderElector
+from codehub.operator.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +114,108 @@ async def test_release_hands_over_at_once(database_url: str) -> None:
     assert await b.try_acquire()
     await b.release()
     assert await _lock_holders(database_url) == []
+
+
+# --- the coordinator on top of the elector --------------------------------------------
+
+
+class _Recorder:
+    """Intervals during which each node's component was running (wall clock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.intervals: list[list[Any]] = []  # [node, start, end or None]
+
+    def component(self, node: str) -> LeaderComponent:
+        async def run(term: LeaderTerm) -> None:
+            entry = [node, time.monotonic(), None]
+            with self.lock:
+                self.intervals.append(entry)
+            term.mark_running("worker")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                entry[2] = time.monotonic()
+
+        return LeaderComponent("worker", run)
+
+
+async def _no_context(settings: Settings, labels: Any, metrics: Any) -> object:
+    return object()
+
+
+def _coordinator(database_url: str, node: str, recorder: _Recorder) -> Coordinator:
+    settings = Settings(database_url=database_url, coordinator_retry_interval=0.2, node_id=node)
+    return Coordinator(
+        settings,
+        components=lambda: [recorder.component(node)],
+        context_factory=_no_context,
+        elector=_elector(database_url, node),
+        metrics=object(),
+    )
+
+
+async def _until(predicate: Any, limit: float = 20.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def test_coordinators_hand_over_without_overlap(database_url: str) -> None:
+    recorder = _Recorder()
+    a = _coordinator(database_url, "coord-a", recorder)
+    b = _coordinator(database_url, "coord-b", recorder)
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    run_a = asyncio.create_task(a.run(stop_a))
+    await _until(lambda: a.health()["components"].get("worker", {}).get("state") == "running")
+    run_b = asyncio.create_task(b.run(stop_b))
+    try:
+        await asyncio.sleep(1.0)
+        assert a.health()["leader"] is True
+        assert b.health()["leader"] is False
+        assert [i[0] for i in recorder.intervals] == ["coord-a"]
+
+        await _terminate(database_url, "coord-a")
+        await _until(lambda: b.health()["leader"] and len(recorder.intervals) == 2)
+        await _until(lambda: a.health()["components"]["worker"]["state"] == "stopped")
+        old, new = recorder.intervals
+        assert old[0] == "coord-a"
+        assert new[0] == "coord-b"
+        assert old[2] is not None
+        assert old[2] <= new[1], "the new leader acted before the old one stopped"
+        # The old leader is a standby now and campaigns again, without winning.
+        await asyncio.sleep(1.0)
+        assert a.health()["leader"] is False
+        assert a.terms == 1
+        assert b.terms == 1
+    finally:
+        stop_a.set()
+        stop_b.set()
+        await asyncio.wait_for(asyncio.gather(run_a, run_b), 30)
+    assert all(i[2] is not None for i in recorder.intervals)
+    assert await _lock_holders(database_url) == []
+
+
+async def test_healthz_and_metrics_show_leadership(database_url: str) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    recorder = _Recorder()
+    a = _coordinator(database_url, "coord-http", recorder)
+    stop = asyncio.Event()
+    run = asyncio.create_task(a.run(stop))
+    async with TestClient(TestServer(a.app())) as client:
+        try:
+            await _until(lambda: a.elector.is_leader)
+            health = await (await client.get("/healthz")).json()
+            assert health["leader"] is True
+            assert health["node_id"] == "coord-http"
+            assert "worker" in health["components"]
+            metrics = await (await client.get("/metrics")).text()
+            assert "codehub_leader 1.0" in metrics
+        finally:
+            stop.set()
+            await asyncio.wait_for(run, 30)
+        health = await (await client.get("/healthz")).json()
+        assert health["leader"] is False
+        assert "codehub_leader 0.0" in await (await client.get("/metrics")).text()
