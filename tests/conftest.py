@@ -1,0 +1,234 @@
+"""Shared fixtures: real services for integration and e2e tests, isolated per test run.
+
+Services come from ``scripts/dev-services up`` (started once, reused when already
+running, shared by everyone on the machine), so every test session labels what it creates
+with its own run id and removes exactly that at the end. Unit tests request none of these
+fixtures and therefore never touch a service.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    import docker
+
+    from codehub.operator.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_LABEL = "codehub.io/test-run"
+#: One id per pytest session; in labels, bucket and database names (lowercase, DNS-safe).
+RUN_ID = "t" + uuid.uuid4().hex[:12]
+
+_state: dict[str, Any] = {"env": None}
+
+
+# ------------------------------------------------------------------ collection and guards
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by directory so ``-m 'not integration and not e2e'`` selects unit tests."""
+    tests = REPO / "tests"
+    for item in items:
+        path = Path(str(item.path))
+        if not path.is_relative_to(tests):
+            continue
+        top = path.relative_to(tests).parts[0]
+        if top == "integration":
+            item.add_marker(pytest.mark.integration)
+        elif top == "e2e":
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _cleanup_run()
+    if session.config.option.collectonly:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    stats = reporter.stats if reporter is not None else {}
+    ran = sum(len(stats.get(k, [])) for k in ("passed", "failed", "error", "xfailed", "xpassed"))
+    if ran == 0 and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        # A run that tested nothing (wrong path, everything skipped or deselected) must not
+        # look like success in CI.
+        sys.stderr.write("\nERROR: pytest ran zero tests; failing the run.\n")
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+# ------------------------------------------------------------------ services
+
+
+def _dev_services_up() -> dict[str, str]:
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "dev-services"), "up"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO, check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/dev-services up failed (exit {proc.returncode}); see stderr above",
+                    pytrace=False)
+    env: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            name, _, value = words[1].partition("=")
+            env[name] = value
+    return env
+
+
+@pytest.fixture(scope="session")
+def service_env() -> dict[str, str]:
+    """The service endpoints and credentials (CODEHUB_*, DOCKER_HOST), services started once.
+
+    Also exported into ``os.environ`` so subprocesses and default-configured clients
+    started by tests reach the same services.
+    """
+    if _state["env"] is None:
+        env = _dev_services_up()
+        os.environ.update(env)
+        _state["env"] = env
+    return dict(_state["env"])
+
+
+@pytest.fixture(scope="session")
+def settings(service_env: dict[str, str]) -> Settings:
+    from codehub.operator.settings import Settings
+
+    return Settings.from_env(service_env)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return RUN_ID
+
+
+@pytest.fixture(scope="session")
+def scope_labels(run_id: str) -> dict[str, str]:
+    """Labels for everything a test creates; the session end removes all that carry them."""
+    return {RUN_LABEL: run_id}
+
+
+@pytest.fixture(scope="session")
+def test_images(service_env: dict[str, str]) -> dict[str, str]:
+    """Builds (or confirms) the local images; maps image folder name to image reference."""
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "build-test-images")],
+        env={**os.environ, **service_env}, cwd=REPO, check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail("scripts/build-test-images failed; see its output above", pytrace=False)
+    return {
+        d.name: f"codehub/{d.name}:local"
+        for d in sorted((REPO / "scripts" / "images").iterdir())
+        if (d / "build").exists()
+    }
+
+
+@pytest.fixture(scope="session")
+def docker_client(service_env: dict[str, str]) -> Iterator[docker.DockerClient]:
+    import docker
+
+    client = docker.DockerClient(base_url=service_env["DOCKER_HOST"], timeout=120)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(service_env: dict[str, str], run_id: str) -> Iterator[str]:
+    """A fresh, empty bucket for this run (removed with its objects at the end)."""
+    client = _minio(service_env)
+    name = f"test-{run_id}"
+    if not client.bucket_exists(name):
+        client.make_bucket(name)
+    yield name
+    _remove_bucket(client, name)
+
+
+@pytest.fixture
+def database_url(service_env: dict[str, str], run_id: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+
+    admin = service_env["CODEHUB_DATABASE_URL"]
+    name = f"{run_id}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = admin.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ------------------------------------------------------------------ cleanup
+
+
+def _minio(env: dict[str, str]) -> Any:
+    from urllib.parse import urlparse
+
+    from minio import Minio
+
+    url = urlparse(env["CODEHUB_S3_ENDPOINT"])
+    return Minio(url.netloc, access_key=env["CODEHUB_S3_ACCESS_KEY"],
+                 secret_key=env["CODEHUB_S3_SECRET_KEY"], secure=url.scheme == "https")
+
+
+def _remove_bucket(client: Any, name: str) -> None:
+    from minio.deleteobjects import DeleteObject
+
+    if not client.bucket_exists(name):
+        return
+    objects = [DeleteObject(o.object_name) for o in client.list_objects(name, recursive=True)]
+    for i in range(0, len(objects), 500):
+        for err in client.remove_objects(name, objects[i:i + 500]):
+            sys.stderr.write(f"cleanup: could not delete {err.name}\n")
+    client.remove_bucket(name)
+
+
+def _cleanup_run() -> None:
+    """Remove whatever this run left behind: containers, volumes, networks, buckets, DBs."""
+    env = _state["env"]
+    if env is None:
+        return
+    problems: list[str] = []
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=env["DOCKER_HOST"], timeout=120)
+        selector = {"label": f"{RUN_LABEL}={RUN_ID}"}
+        for c in client.containers.list(all=True, filters=selector):
+            c.remove(force=True, v=True)
+        for v in client.volumes.list(filters=selector):
+            v.remove(force=True)
+        for n in client.networks.list(filters=selector):
+            n.remove()
+        client.close()
+    except Exception as exc:
+        problems.append(f"docker: {type(exc).__name__}: {exc}")
+    try:
+        s3 = _minio(env)
+        for b in s3.list_buckets():
+            if RUN_ID in b.name:
+                _remove_bucket(s3, b.name)
+    except Exception as exc:
+        problems.append(f"s3: {type(exc).__name__}")
+    try:
+        import psycopg
+
+        with psycopg.connect(env["CODEHUB_DATABASE_URL"], autocommit=True) as conn:
+            rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                (f"{RUN_ID}%",)).fetchall()
+            for (name,) in rows:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception as exc:
+        problems.append(f"postgres: {type(exc).__name__}")
+    for p in problems:
+        sys.stderr.write(f"\ncleanup of test run {RUN_ID} incomplete: {p}\n")
