@@ -265,12 +265,19 @@ class DockerInstanceController(InstanceController):
                 "detach": True,
             }
             try:
-                created = client.api.create_container(spec.image_ref, **kwargs)
-            except docker.errors.ImageNotFound:
-                if not pull:
-                    raise
-                _pull(client, spec.image_ref)
-                created = client.api.create_container(spec.image_ref, **kwargs)
+                try:
+                    created = client.api.create_container(spec.image_ref, **kwargs)
+                except docker.errors.ImageNotFound:
+                    if not pull:
+                        raise
+                    _pull(client, spec.image_ref)
+                    created = client.api.create_container(spec.image_ref, **kwargs)
+            except docker.errors.ImageNotFound as exc:
+                raise docker.errors.ImageNotFound(
+                    str(exc),
+                    response=exc.response,
+                    explanation=f"{spec.image_ref}: {exc.explanation}",
+                ) from exc
             container_id: str = created["Id"]
             return container_id
 
