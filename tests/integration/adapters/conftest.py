@@ -76,5 +76,9 @@ def docker_volume(
 
     yield create
     for name in created:
+        # Containers still using it (fixture teardown order is not ours to choose) go first.
+        for container in docker_client.containers.list(all=True, filters={"volume": name}):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
         with contextlib.suppress(docker.errors.NotFound):
             docker_client.volumes.get(name).remove(force=True)
