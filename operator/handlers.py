@@ -1,0 +1,173 @@
+"""kopf wiring: every handler funnels into the one ``reconcile`` entry point.
+
+kopf decides *when* to look at a workspace (create, spec update, operator restart,
+deletion, and a periodic safety-net timer); ``reconcile`` decides *what* to do from the
+current resource and the real resources. Outcomes map to kopf as follows: ``done`` returns,
+``retry`` raises ``kopf.TemporaryError(delay)``, ``terminal`` returns (the workspace waits
+for an administrator) — except in the deletion handler, which returns only once the
+workspace's resources are gone, so the finalizer holds until then.
+
+kopf's own bookkeeping (last-handled configuration, handler progress) lives in
+``codehub.io/*`` annotations: status is ours and the shim validates it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from codehub.crd_like.client.api import GROUP, PLURAL, VERSION
+from codehub.operator.context import OperatorContext
+from codehub.operator.planning import (
+    DesiredState,
+    ObservedStatus,
+    Operation,
+    parse_enum,
+    plan,
+)
+from codehub.operator.reconciler import Outcome, reconcile
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "codehub.io/finalizer"
+ANNOTATION_PREFIX = "codehub.io"
+#: Annotation a writer of spec.desired_state may set to say who it is (metric label).
+DESIRED_SOURCE_ANNOTATION = "codehub.io/desired-state-source"
+DESIRED_SOURCES = frozenset({"user", "ttl", "autowake", "api", "recovery"})
+
+
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    """Register the operator's handlers for Workspaces in ``registry``."""
+    settings = ctx.settings
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_kopf(settings)
+
+    @kopf.on.login(registry=registry)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=ctx.settings.server,
+            token=ctx.settings.token,
+            scheme="Bearer",
+            ca_path=ctx.settings.ca_file,
+            default_namespace="default",
+        )
+
+    @kopf.on.resume(*resource, registry=registry, id="resume")
+    async def on_resume(body: Mapping[str, Any], **_: Any) -> None:
+        raise_for(await reconcile(ctx, body))
+
+    @kopf.on.create(*resource, registry=registry, id="create")
+    async def on_create(body: Mapping[str, Any], **_: Any) -> None:
+        raise_for(await reconcile(ctx, body))
+
+    @kopf.on.update(*resource, registry=registry, id="update")
+    async def on_update(body: Mapping[str, Any], diff: Any = (), **_: Any) -> None:
+        if _desired_changed(diff):
+            ctx.metrics.desired_state_changes.labels(source=desired_source(body)).inc()
+        raise_for(await reconcile(ctx, body))
+
+    @kopf.on.delete(*resource, registry=registry, id="delete")
+    async def on_delete(body: Mapping[str, Any], **_: Any) -> None:
+        outcome = await reconcile(ctx, body)
+        if outcome.deleted:
+            return
+        delay = outcome.delay
+        if outcome.result != "retry" or delay <= 0:
+            delay = max(settings.reconciler_interval, 1.0)
+        raise kopf.TemporaryError(f"deletion not complete ({outcome.detail})", delay=delay)
+
+    @kopf.timer(
+        *resource,
+        registry=registry,
+        id="safety-net",
+        interval=settings.reconciler_interval,
+        initial_delay=settings.reconciler_interval,
+    )
+    async def safety_net(body: Mapping[str, Any], **_: Any) -> None:
+        if needs_reconcile(body):
+            await reconcile(ctx, body)
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 64
+
+
+def raise_for(outcome: Outcome) -> None:
+    """Map an Outcome to kopf: only ``retry`` is an exception (a TemporaryError)."""
+    if outcome.result == "retry":
+        raise kopf.TemporaryError(
+            f"retrying {outcome.operation.value} ({outcome.reason or outcome.detail})",
+            delay=max(outcome.delay, 0.1),
+        )
+
+
+def needs_reconcile(body: Mapping[str, Any]) -> bool:
+    """The safety net's cheap pre-check on the watched body, without any I/O.
+
+    Drift is detected by the HealthMonitor's batch observation (observed_status), so a
+    stable workspace costs nothing here; anything unsettled gets a full reconcile.
+    """
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    if meta.get("deletionTimestamp"):
+        return True
+    err = status.get("error_info")
+    if isinstance(err, dict) and err.get("is_terminal"):
+        return False
+    operation = parse_enum(Operation, status.get("operation"), Operation.NONE)
+    if operation is not Operation.NONE or err:
+        return True
+    observed = parse_enum(ObservedStatus, status.get("observed_status"))
+    if observed is None or observed is ObservedStatus.ERROR:
+        return True
+    desired = parse_enum(DesiredState, spec.get("desired_state"), DesiredState.RUNNING)
+    assert desired is not None
+    return plan(observed, desired, Operation.NONE, status.get("archive_key"), False) is not (
+        Operation.NONE
+    )
+
+
+def desired_source(body: Mapping[str, Any]) -> str:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    source = str(annotations.get(DESIRED_SOURCE_ANNOTATION) or "api")
+    return source if source in DESIRED_SOURCES else "other"
+
+
+def _desired_changed(diff: Any) -> bool:
+    try:
+        for entry in diff or ():
+            field = tuple(entry[1])
+            if field[:2] == ("spec", "desired_state") or (
+                field == ("spec",) and _differs(entry[2], entry[3])
+            ):
+                return True
+    except (TypeError, IndexError):
+        return False
+    return False
+
+
+def _differs(old: Any, new: Any) -> bool:
+    old_d = old.get("desired_state") if isinstance(old, Mapping) else None
+    new_d = new.get("desired_state") if isinstance(new, Mapping) else None
+    return bool(old_d != new_d)

@@ -1,0 +1,239 @@
+"""The pure core of the operator: planning (SPEC §3), observation (SPEC §5), completion.
+
+Nothing here does I/O, so every rule is tested exhaustively over all combinations of its
+inputs. The reconciler and the HealthMonitor both call ``observe`` so they can never
+disagree about what a set of facts means.
+
+The ``plan`` contract (kept deliberately small so it can be tabulated):
+
+* ``deleting`` wins over everything, ERROR and a running operation included: DELETING.
+* An operation already claimed (``operation`` not NONE) is never replaced by another one
+  (one at a time): ``plan`` answers that same operation. Whether it is finished is a
+  separate question answered by ``is_complete`` from observation; when it is, the
+  reconciler records NONE and calls ``plan`` again with ``operation=NONE`` to get the next
+  step. A desired change made meanwhile is therefore applied after completion.
+* With ``operation`` NONE: one step toward the desired level (table in SPEC §3); ERROR and
+  DELETED answer NONE (ERROR waits for recovery; DELETED is transient).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class ObservedStatus(StrEnum):
+    PENDING = "PENDING"
+    STANDBY = "STANDBY"
+    RUNNING = "RUNNING"
+    ERROR = "ERROR"
+    DELETED = "DELETED"
+
+
+class DesiredState(StrEnum):
+    PENDING = "PENDING"
+    STANDBY = "STANDBY"
+    RUNNING = "RUNNING"
+
+
+class Operation(StrEnum):
+    NONE = "NONE"
+    PROVISIONING = "PROVISIONING"
+    RESTORING = "RESTORING"
+    STARTING = "STARTING"
+    STOPPING = "STOPPING"
+    ARCHIVING = "ARCHIVING"
+    DELETING = "DELETING"
+
+
+class Display(StrEnum):
+    PENDING = "PENDING"
+    ARCHIVED = "ARCHIVED"
+    STANDBY = "STANDBY"
+    RUNNING = "RUNNING"
+    ERROR = "ERROR"
+    DELETED = "DELETED"
+
+
+class InstanceState(Enum):
+    """What the engine says about a workspace's container."""
+
+    ABSENT = "absent"
+    STOPPED = "stopped"  # exists but not running (crashed, half-created)
+    RUNNING = "running"
+
+
+class ErrorRule(StrEnum):
+    """Why ``observe`` answered ERROR; the reconciler turns it into ``error_info.reason``."""
+
+    TERMINAL = "terminal"  # rule 1: error_info.is_terminal
+    NO_VOLUME = "no_volume"  # rule 2: a container without a volume
+    DATA_LOST = "data_lost"  # rule 6: the data vanished
+
+
+LEVEL: dict[ObservedStatus | DesiredState, int] = {
+    ObservedStatus.PENDING: 0,
+    ObservedStatus.STANDBY: 10,
+    ObservedStatus.RUNNING: 20,
+    DesiredState.PENDING: 0,
+    DesiredState.STANDBY: 10,
+    DesiredState.RUNNING: 20,
+}
+
+
+def instance_state(running: bool | None) -> InstanceState:
+    """Map the brief's tri-state (True running, None exists-but-stopped, False absent)."""
+    if running is None:
+        return InstanceState.STOPPED
+    return InstanceState.RUNNING if running else InstanceState.ABSENT
+
+
+def plan(
+    observed: ObservedStatus | None,
+    desired: DesiredState,
+    operation: Operation,
+    archive_key: str | None,
+    deleting: bool,
+) -> Operation:
+    """The operation that should be in ``status.operation`` now (contract in module doc)."""
+    if deleting:
+        return Operation.DELETING
+    if operation is not Operation.NONE:
+        return operation
+    if observed is None:
+        observed = ObservedStatus.PENDING
+    if observed is ObservedStatus.PENDING:
+        if desired is DesiredState.PENDING:
+            return Operation.NONE
+        return Operation.RESTORING if archive_key else Operation.PROVISIONING
+    if observed is ObservedStatus.STANDBY:
+        if desired is DesiredState.RUNNING:
+            return Operation.STARTING
+        if desired is DesiredState.PENDING:
+            return Operation.ARCHIVING
+        return Operation.NONE
+    if observed is ObservedStatus.RUNNING:
+        return Operation.NONE if desired is DesiredState.RUNNING else Operation.STOPPING
+    return Operation.NONE  # ERROR waits for recovery; DELETED is transient
+
+
+@dataclass(frozen=True)
+class Observation:
+    status: ObservedStatus
+    error_rule: ErrorRule | None = None
+
+
+def observe_detail(
+    instance: InstanceState,
+    volume: bool,
+    *,
+    terminal_error: bool,
+    previous: ObservedStatus | None,
+    operation: Operation,
+    archive_key: str | None,
+    previous_status: ObservedStatus | None = None,
+) -> Observation:
+    """SPEC §5 rules 1-6, plus DELETED once a DELETING operation left nothing behind.
+
+    Rule 6 ("did this workspace ever hold data?") uses the previous observation; when
+    that is itself ERROR, the reconciler's ``previous_status`` (what was observed before
+    the error) decides, so a workspace whose first provisioning failed is PENDING after
+    recovery, while an unexplained earlier ERROR keeps counting as data held.
+    """
+    if terminal_error:
+        return Observation(ObservedStatus.ERROR, ErrorRule.TERMINAL)
+    if instance is not InstanceState.ABSENT and not volume:
+        return Observation(ObservedStatus.ERROR, ErrorRule.NO_VOLUME)
+    if instance is InstanceState.RUNNING:
+        return Observation(ObservedStatus.RUNNING)
+    if volume:
+        return Observation(ObservedStatus.STANDBY)
+    if operation is Operation.DELETING:
+        return Observation(ObservedStatus.DELETED)
+    if archive_key:
+        return Observation(ObservedStatus.PENDING)
+    if _held_data(previous, operation, previous_status):
+        return Observation(ObservedStatus.ERROR, ErrorRule.DATA_LOST)
+    return Observation(ObservedStatus.PENDING)
+
+
+def _held_data(
+    previous: ObservedStatus | None,
+    operation: Operation,
+    previous_status: ObservedStatus | None,
+) -> bool:
+    if operation not in (Operation.NONE, Operation.PROVISIONING):
+        return True
+    if previous in (ObservedStatus.STANDBY, ObservedStatus.RUNNING):
+        return True
+    if previous is ObservedStatus.ERROR:
+        return previous_status not in (ObservedStatus.PENDING, ObservedStatus.DELETED)
+    return False
+
+
+def observe(
+    instance_running: bool | None,
+    volume: bool,
+    *,
+    terminal_error: bool,
+    previous: ObservedStatus | None,
+    operation: Operation,
+    archive_key: str | None,
+    previous_status: ObservedStatus | None = None,
+) -> ObservedStatus:
+    """``observe_detail`` with the brief's tri-state container flag, status only."""
+    return observe_detail(
+        instance_state(instance_running),
+        volume,
+        terminal_error=terminal_error,
+        previous=previous,
+        operation=operation,
+        archive_key=archive_key,
+        previous_status=previous_status,
+    ).status
+
+
+def is_complete(
+    operation: Operation,
+    instance: InstanceState,
+    volume: bool,
+    archive_key: str | None,
+    restore_returned: bool = False,
+) -> bool:
+    """SPEC §3 "done when observed". RESTORING also needs this process to have seen
+    ``restore`` return: a volume alone may be a fresh, still empty one."""
+    if operation is Operation.NONE:
+        return True
+    if operation is Operation.PROVISIONING:
+        return volume
+    if operation is Operation.RESTORING:
+        return volume and restore_returned
+    if operation is Operation.STARTING:
+        return instance is InstanceState.RUNNING and volume
+    if operation is Operation.STOPPING:
+        return instance is InstanceState.ABSENT and volume
+    if operation is Operation.ARCHIVING:
+        return bool(archive_key) and not volume
+    return instance is InstanceState.ABSENT and not volume  # DELETING
+
+
+def derive_display(observed: ObservedStatus | None, archive_key: str | None) -> Display:
+    """SPEC §3: ARCHIVED is PENDING with an archive; otherwise the observed status."""
+    if observed is None:
+        observed = ObservedStatus.PENDING
+    if observed is ObservedStatus.PENDING and archive_key:
+        return Display.ARCHIVED
+    return Display(observed.value)
+
+
+def parse_enum(cls: type[E], value: object, default: E | None = None) -> E | None:
+    """Read an enum from a resource field; unknown or missing values give ``default``."""
+    if isinstance(value, str):
+        try:
+            return cls(value)
+        except ValueError:
+            return default
+    return default
