@@ -130,6 +130,11 @@ def _host_port_from_list(entry: Mapping[str, Any]) -> int | None:
     return None
 
 
+def _is_running(attrs: Mapping[str, Any] | None) -> bool:
+    """Running and serving: a paused or restarting container does not count."""
+    return bool(attrs) and ((attrs or {}).get("State") or {}).get("Status") == "running"
+
+
 def _upstream_url(port: int | None) -> str | None:
     return f"http://{_LOOPBACK}:{port}" if port else None
 
@@ -337,7 +342,7 @@ class DockerInstanceController(InstanceController):
                 next_state_check = now + 2.0
                 attrs = await self._inspect(uid)
                 state = (attrs or {}).get("State") or {}
-                if not state.get("Running"):
+                if not _is_running(attrs):
                     raise ActionFailedError(
                         f"{naming.container_name(uid)} stopped while starting "
                         f"(status {state.get('Status', 'missing')}, "
@@ -356,7 +361,7 @@ class DockerInstanceController(InstanceController):
             state = attrs.get("State") or {}
             image = (attrs.get("Config") or {}).get("Image")
             port = _host_port_from_inspect(attrs)
-            if state.get("Running") and image == spec.image_ref and port is not None:
+            if _is_running(attrs) and image == spec.image_ref and port is not None:
                 await self._wait_ready(spec.uid, port)
                 return
             log.info(
@@ -382,11 +387,11 @@ class DockerInstanceController(InstanceController):
 
     async def is_running(self, uid: str) -> bool:
         attrs = await self._inspect(uid)
-        return bool(attrs and (attrs.get("State") or {}).get("Running"))
+        return _is_running(attrs)
 
     async def upstream(self, uid: str) -> str | None:
         attrs = await self._inspect(uid)
-        if not attrs or not (attrs.get("State") or {}).get("Running"):
+        if not attrs or not _is_running(attrs):
             return None
         return _upstream_url(_host_port_from_inspect(attrs))
 

@@ -390,3 +390,25 @@ async def test_list_instances_reports_all_in_constant_engine_calls(harness: Harn
         assert info.uid == uid
         assert info.running
         assert info.upstream == await harness.controller.upstream(uid)
+
+
+async def test_docker_paused_container_is_not_running_and_is_recreated(
+    docker_instance: DockerInstanceController,
+    docker_client: docker.DockerClient,
+    docker_volume: Callable[[str], str],
+) -> None:
+    uid = new_uid()
+    docker_volume(uid)
+    spec = InstanceSpec(uid=uid, image_ref=IMAGE)
+    await docker_instance.start(spec)
+    first = await docker_instance.container_id(uid)
+    await asyncio.to_thread(docker_client.api.pause, naming.container_name(uid))
+
+    assert not await docker_instance.is_running(uid)
+    assert (await docker_instance.list_instances())[uid].running is False
+    await docker_instance.start(spec)
+
+    assert await docker_instance.container_id(uid) != first
+    upstream = await docker_instance.upstream(uid)
+    assert upstream is not None
+    assert await get_healthz(upstream) == 200
