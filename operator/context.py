@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 JsonOps = list[dict[str, Any]]
-ObserveHint = Callable[[str, str], Awaitable[None]]
+ObserveHint = Callable[[str, str], Awaitable[object]]
 
 
 class WorkspaceApi(Protocol):
