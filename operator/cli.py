@@ -1120,7 +1120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    _SECRETS[:] = [t for t in (_opt(args, "token"), os.environ.get("CODEHUB_TOKEN")) if t]
+    _SECRETS[:] = [
+        t for t in (_opt(args, "token"), os.environ.get("CODEHUB_TOKEN")) if t and len(t) >= 8
+    ]
     debug = bool(_opt(args, "debug"))
     try:
         return int(args.func(args))
