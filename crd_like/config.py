@@ -1,9 +1,19 @@
-"""Plain configuration the API server takes (built by the CLI from the one Settings)."""
+"""Plain configuration the API server takes (built by the CLI from the one Settings).
+
+``from_env`` exists so ``python -m codehub.crd_like.server`` can start without the
+operator's Settings (crd_like never imports operator); both read the same variable names.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+class ApiConfigError(ValueError):
+    """An environment variable has a value the API server cannot use."""
 
 
 @dataclass(frozen=True)
@@ -23,3 +33,65 @@ class ApiConfig:
     watch_poll_interval: float = 1.0
     compaction_keep_revisions: int = 100_000
     compaction_interval: float = 60.0
+    #: SSE heartbeat period (SPEC §11: 30 s); tests set it small.
+    sse_heartbeat_interval: float = 30.0
+    #: Server-side limit of a watch without ``timeoutSeconds`` (clients re-watch).
+    default_watch_timeout: float = 1800.0
+    #: Upper bound for a ``limit`` on list requests.
+    max_list_limit: int = 10_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
+        env = os.environ if env is None else env
+
+        def text(name: str) -> str | None:
+            value = env.get(name)
+            return value if value else None
+
+        def number(name: str, default: float, kind: type[int] | type[float]) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ApiConfigError(f"{name} must be a number, got {raw!r}") from None
+            if value < 0:
+                raise ApiConfigError(f"{name} must not be negative")
+            return value
+
+        database_url = text("CODEHUB_DATABASE_URL")
+        if database_url is None:
+            raise ApiConfigError("CODEHUB_DATABASE_URL is required")
+        defaults = cls(database_url="")
+        return cls(
+            database_url=database_url,
+            state_dir=Path(text("CODEHUB_STATE_DIR") or defaults.state_dir),
+            token_file=text("CODEHUB_TOKEN_FILE"),
+            tls_cert=text("CODEHUB_TLS_CERT"),
+            tls_key=text("CODEHUB_TLS_KEY"),
+            max_running_per_user=int(
+                number("MAX_RUNNING_PER_USER", defaults.max_running_per_user, int)
+            ),
+            max_running_global=int(number("MAX_RUNNING_GLOBAL", defaults.max_running_global, int)),
+            default_image=text("CODEHUB_DEFAULT_IMAGE") or defaults.default_image,
+            default_standby_ttl=int(
+                number("DEFAULT_STANDBY_TTL", defaults.default_standby_ttl, int)
+            ),
+            default_archive_ttl=int(
+                number("DEFAULT_ARCHIVE_TTL", defaults.default_archive_ttl, int)
+            ),
+            max_body_bytes=int(number("CODEHUB_MAX_BODY_BYTES", defaults.max_body_bytes, int)),
+            bookmark_interval=number(
+                "CODEHUB_BOOKMARK_INTERVAL", defaults.bookmark_interval, float
+            ),
+            sse_heartbeat_interval=number(
+                "CODEHUB_SSE_HEARTBEAT_INTERVAL", defaults.sse_heartbeat_interval, float
+            ),
+            compaction_keep_revisions=int(
+                number("CODEHUB_COMPACTION_KEEP_REVISIONS", defaults.compaction_keep_revisions, int)
+            ),
+            compaction_interval=number(
+                "CODEHUB_COMPACTION_INTERVAL", defaults.compaction_interval, float
+            ),
+        )

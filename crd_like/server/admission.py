@@ -1,0 +1,72 @@
+"""SPEC §10 running limits, enforced inside the store's writing transaction.
+
+The store serialises every write that carries an admission check, so counting and
+writing happen atomically: twenty concurrent "run" requests against a limit of two admit
+exactly two. The count is of workspaces asked to run, running or starting; the object
+being written is excluded from it and then counted once, so re-saving a workspace that is
+already counted never refuses it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codehub.crd_like.store.interface import AdmissionCheck, AdmissionView, Obj, RunningRef
+
+from .status import ApiError
+
+
+class LimitExceeded(ApiError):
+    """429 whose Status also carries the SPEC §10 body (``error`` and ``details``)."""
+
+    def __init__(
+        self, limit_type: str, current: int, maximum: int, running: list[RunningRef]
+    ) -> None:
+        scope = "per-user" if limit_type == "per_user" else "global"
+        message = (
+            f"workspace limit exceeded: {current} of {maximum} {scope} running workspaces "
+            "are in use; stop one first"
+        )
+        limit = {
+            "limit_type": limit_type,
+            "current": current,
+            "max": maximum,
+            "running_workspaces": [{"namespace": r.namespace, "name": r.name} for r in running],
+        }
+        super().__init__(
+            429,
+            message,
+            reason="TooManyRequests",
+            details={"group": "codehub.io", "kind": "workspaces", **limit},
+            extra={"error": "workspace_limit_exceeded"},
+        )
+        self.limit_type = limit_type
+
+
+def _desired(obj: Obj | None) -> Any:
+    if not obj:
+        return None
+    spec = obj.get("spec")
+    return spec.get("desired_state") if isinstance(spec, dict) else None
+
+
+def asks_to_run(old: Obj | None, new: Obj) -> bool:
+    """Creating with RUNNING, or changing desired_state to RUNNING from something else."""
+    return bool(_desired(new) == "RUNNING" and _desired(old) != "RUNNING")
+
+
+def running_limit_check(max_per_user: int, max_global: int) -> AdmissionCheck:
+    async def check(view: AdmissionView, old: Obj | None, new: Obj) -> None:
+        if not asks_to_run(old, new):
+            return
+        meta = new.get("metadata") or {}
+        namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+        me = RunningRef(namespace, name)
+        mine = [r for r in await view.running_workspaces(namespace) if r != me]
+        if len(mine) + 1 > max_per_user:
+            raise LimitExceeded("per_user", len(mine), max_per_user, mine)
+        everyone = [r for r in await view.running_workspaces() if r != me]
+        if len(everyone) + 1 > max_global:
+            raise LimitExceeded("global", len(everyone), max_global, everyone)
+
+    return check

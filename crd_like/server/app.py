@@ -1,0 +1,207 @@
+"""The API server application: middlewares, routes, lifecycle and ``run_server``.
+
+Stateless by design (ARCHITECTURE A2): everything lives in the store, so several servers
+can share one PostgreSQL. Errors of every kind leave as Kubernetes ``Status`` bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from codehub.crd_like.config import ApiConfig
+from codehub.crd_like.store.interface import Store
+
+from . import discovery, resources, sse
+from .admission import LimitExceeded
+from .auth import TokenAuthenticator
+from .context import CTX_KEY, ServerContext, ctx_of, json_response
+from .status import ApiError, status_body
+from .tls import ensure_certificate, server_ssl_context
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/version"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Metrics and the one place where any failure becomes a Status body."""
+    ctx = ctx_of(request)
+    started = time.perf_counter()
+    code = 500
+    try:
+        response = await handler(request)
+        code = response.status
+        return response
+    except ApiError as exc:
+        code = exc.code
+        if isinstance(exc, LimitExceeded):
+            ctx.metrics.admission_refusals.labels(exc.limit_type).inc()
+        return json_response(exc.body(), exc.code)
+    except web.HTTPException as exc:
+        code = exc.status
+        if exc.status == 413:
+            message = (
+                f"the request body is too large: the limit is {ctx.config.max_body_bytes} bytes"
+            )
+        elif exc.status == 404:
+            message = "the server could not find the requested resource"
+        elif exc.status == 405:
+            message = f"the server does not allow method {request.method} on this resource"
+        else:
+            message = exc.reason
+        reason = {404: "NotFound", 405: "MethodNotAllowed", 413: "RequestEntityTooLarge"}.get(
+            exc.status, exc.reason.replace(" ", "")
+        )
+        if exc.status < 400:
+            raise
+        return json_response(status_body(exc.status, message, reason), exc.status)
+    except asyncio.CancelledError:
+        code = 499
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_response(status_body(500, "an internal error occurred", "InternalError"), 500)
+    finally:
+        verb = request.get("verb") or request.method.lower()
+        resource = request.get("resource") or "other"
+        ctx.metrics.requests.labels(verb, resource, str(code)).inc()
+        if verb not in ("watch", "sse"):
+            ctx.metrics.latency.labels(verb, resource).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path not in PUBLIC_PATHS:
+        ident = ctx_of(request).auth.authenticate(request.headers.get("Authorization"))
+        if ident is None:
+            raise ApiError(401, "Unauthorized")
+        request["identity"] = ident
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    request["verb"], request["resource"] = "get", "healthz"
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    request["verb"], request["resource"] = "get", "readyz"
+    try:
+        await asyncio.wait_for(ctx_of(request).store.current_revision(), 5.0)
+    except Exception as exc:
+        log.warning("readiness check failed: %r", exc)
+        return web.Response(status=503, text="database unreachable")
+    return web.Response(text="ok")
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    request["verb"], request["resource"] = "get", "metrics"
+    body = generate_latest(ctx_of(request).metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _compaction_loop(ctx: ServerContext) -> None:
+    while True:
+        await asyncio.sleep(ctx.config.compaction_interval)
+        try:
+            await ctx.store.compact(ctx.config.compaction_keep_revisions)
+        except Exception as exc:
+            log.warning("compaction failed: %r", exc)
+
+
+def create_app(
+    config: ApiConfig,
+    store: Store,
+    *,
+    authenticator: TokenAuthenticator | None = None,
+    compaction: bool = False,
+    close_store: bool = False,
+) -> web.Application:
+    """The application; ``store`` is used as given (tests pass a MemoryStore)."""
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=config.max_body_bytes,
+    )
+    ctx = ServerContext(
+        config=config, store=store, auth=authenticator or TokenAuthenticator(config.token_file)
+    )
+    app[CTX_KEY] = ctx
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    sse.add_routes(app)  # before anything generic under /api/v1/namespaces/{ns}/...
+    discovery.add_routes(app)
+    resources.add_routes(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_compaction_loop(ctx)) if compaction else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if close_store:
+            await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def open_store(config: ApiConfig) -> Store:
+    """The PostgreSQL store, migrated (idempotent) before the server accepts requests."""
+    from codehub.crd_like.store import postgres
+
+    return await postgres.PostgresStore.open(
+        config.database_url, watch_poll_interval=config.watch_poll_interval, max_size=20
+    )
+
+
+async def serve(config: ApiConfig, host: str, port: int, insecure_http: bool) -> None:
+    """Serve until cancelled (used by run_server and by in-process tests)."""
+    ssl_context = None
+    if not insecure_http:
+        if config.tls_cert and config.tls_key:
+            cert, key = config.tls_cert, config.tls_key
+        else:
+            cert_path, key_path = ensure_certificate(config.state_dir)
+            cert, key = str(cert_path), str(key_path)
+        ssl_context = server_ssl_context(cert, key)
+    store = await open_store(config)
+    app = create_app(config, store, compaction=True, close_store=True)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, shutdown_timeout=2.0)
+    await site.start()
+    scheme = "http" if insecure_http else "https"
+    log.info("codehub API server listening on %s://%s:%d", scheme, host, port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def run_server(config: ApiConfig, host: str, port: int, insecure_http: bool) -> None:
+    """Blocking entry point of ``codehub server`` (stops on SIGINT/SIGTERM)."""
+    import signal
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(config, host, port, insecure_http)
+
+    asyncio.run(main())

@@ -1,0 +1,289 @@
+"""What every handler shares: configuration, store, authentication, metrics, helpers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from codehub.crd_like.config import ApiConfig
+from codehub.crd_like.crd import printer_columns
+from codehub.crd_like.models import API_GROUP, API_VERSION, KIND, LIST_KIND, PLURAL
+from codehub.crd_like.store.interface import AdmissionCheck, Selectors, Store
+
+from .admission import running_limit_check
+from .auth import Identity, TokenAuthenticator
+from .metrics import ApiMetrics
+from .status import ApiError, bad_request
+
+CTX_KEY: web.AppKey[ServerContext] = web.AppKey("codehub_ctx")
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    plural: str  # also the store's kind
+    group: str
+    version: str
+    kind: str
+    list_kind: str
+    namespaced: bool = True
+    columns: tuple[dict[str, Any], ...] = ()
+    #: field selector paths the store filters on (dotted paths into the body)
+    field_labels: frozenset[str] = frozenset({"metadata.name", "metadata.namespace"})
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+WORKSPACES = ResourceKind(
+    PLURAL,
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    LIST_KIND,
+    columns=tuple(printer_columns()),
+)
+EVENTS = ResourceKind(
+    "events",
+    "",
+    "v1",
+    "Event",
+    "EventList",
+    columns=(
+        {"name": "Last Seen", "type": "date", "jsonPath": ".lastTimestamp"},
+        {"name": "Type", "type": "string", "jsonPath": ".type"},
+        {"name": "Reason", "type": "string", "jsonPath": ".reason"},
+        {"name": "Object", "type": "string", "jsonPath": ".involvedObject.name"},
+        {"name": "Message", "type": "string", "jsonPath": ".message"},
+    ),
+    field_labels=frozenset(
+        {
+            "metadata.name",
+            "metadata.namespace",
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        }
+    ),
+)
+NAMESPACES = ResourceKind(
+    "namespaces",
+    "",
+    "v1",
+    "Namespace",
+    "NamespaceList",
+    namespaced=False,
+    columns=(
+        {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+)
+
+
+@dataclass
+class ServerContext:
+    config: ApiConfig
+    store: Store
+    auth: TokenAuthenticator
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    admit: AdmissionCheck | None = None
+    started_at: str = ""
+
+    def __post_init__(self) -> None:
+        if self.admit is None:
+            self.admit = running_limit_check(
+                self.config.max_running_per_user, self.config.max_running_global
+            )
+
+
+def ctx_of(request: web.Request) -> ServerContext:
+    return request.app[CTX_KEY]
+
+
+def identity_of(request: web.Request) -> Identity:
+    ident = request.get("identity")
+    if not isinstance(ident, Identity):
+        raise ApiError(401, "Unauthorized")
+    return ident
+
+
+def mark(request: web.Request, verb: str, resource: str) -> None:
+    request["verb"] = verb
+    request["resource"] = resource
+
+
+def authorize(
+    request: web.Request,
+    verb: str,
+    rk: ResourceKind,
+    namespace: str | None,
+    *,
+    name: str = "",
+    subresource: str = "",
+) -> Identity:
+    """Namespace ownership rules; raises 403 with the message a real cluster sends."""
+    ident = identity_of(request)
+    resource = f"{rk.plural}/{subresource}" if subresource else rk.plural
+    allowed = True
+    if rk.namespaced and namespace is None:
+        allowed = ident.privileged
+    elif namespace is not None and not ident.may_access_namespace(namespace):
+        allowed = False
+    if subresource == "status" and verb in ("update", "patch") and not ident.may_write_status:
+        allowed = False
+    if allowed:
+        return ident
+    what = f'{rk.qualified} "{name}"' if name else rk.qualified
+    scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+    raise ApiError(
+        403,
+        f'{what} is forbidden: User "{ident.user}" cannot {verb} resource "{resource}" '
+        f'in API group "{rk.group}"{scope}',
+        details={"name": name, "group": rk.group, "kind": rk.plural},
+    )
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+    )
+
+
+async def read_body(request: web.Request) -> bytes:
+    limit = ctx_of(request).config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(request.content_length, limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"the request body is too large: {size} bytes exceeds the limit of {limit} bytes",
+        reason="RequestEntityTooLarge",
+    )
+
+
+def media_type(request: web.Request) -> str:
+    raw = request.headers.get("Content-Type", "application/json")
+    return raw.split(";", 1)[0].strip().lower() or "application/json"
+
+
+def parse_document(raw: bytes, media: str) -> Any:
+    """Decode a JSON or YAML body; a syntax error is a 400 that says where."""
+    if not raw.strip():
+        raise bad_request("the request body is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("the request body is not valid UTF-8") from None
+    if media in ("application/yaml", "application/x-yaml", "text/yaml"):
+        try:
+            docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        except yaml.YAMLError as exc:
+            mark_ = getattr(exc, "problem_mark", None)
+            where = f" at line {mark_.line + 1}, column {mark_.column + 1}" if mark_ else ""
+            raise bad_request(f"the request body is not valid YAML{where}") from None
+        if len(docs) != 1:
+            raise bad_request("the request body must hold exactly one YAML document")
+        return docs[0]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad_request(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}"
+        ) from None
+
+
+def parse_label_selector(raw: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if not raw:
+        return out
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "!=" in part or "=" not in part:
+            raise bad_request(
+                f"unsupported label selector {part!r}: only equality (key=value) is supported",
+                "labelSelector",
+            )
+        key, _, value = part.replace("==", "=", 1).partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_field_selector(raw: str | None, rk: ResourceKind) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if not raw:
+        return out
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "!=" in part or "=" not in part:
+            raise bad_request(
+                f"unsupported field selector {part!r}: only equality is supported",
+                "fieldSelector",
+            )
+        key, _, value = part.replace("==", "=", 1).partition("=")
+        key = key.strip()
+        if key not in rk.field_labels:
+            raise bad_request(
+                f'"{key}" is not a known field selector: only '
+                + ", ".join(f'"{k}"' for k in sorted(rk.field_labels)),
+                "fieldSelector",
+            )
+        out[key] = value.strip()
+    return out
+
+
+def selectors_of(request: web.Request, rk: ResourceKind) -> Selectors | None:
+    labels = parse_label_selector(request.query.get("labelSelector"))
+    fields = parse_field_selector(request.query.get("fieldSelector"), rk)
+    if not labels and not fields:
+        return None
+    return Selectors(labels=labels, fields=fields)
+
+
+def query_bool(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("true", "1")
+
+
+def query_int(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be an integer, got {raw!r}", name) from None
+    if value < 0:
+        raise bad_request(f"{name} must not be negative", name)
+    return value

@@ -1,0 +1,294 @@
+"""OpenAPI v3 documents built from the CRD schema.
+
+kubectl 1.27+ looks for the ``fieldValidation`` parameter on the resource's PATCH
+operation (matched by ``x-kubernetes-group-version-kind``) to decide that the server
+validates, and ``kubectl explain`` reads the schema carrying the same extension. The
+v2 endpoint answers 404 on purpose: kubectl expects protobuf there and would choke on JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from functools import lru_cache
+from typing import Any
+
+from codehub.crd_like.crd import openapi_schema
+from codehub.crd_like.models import API_GROUP, API_VERSION, KIND, LIST_KIND, PLURAL
+
+GV_PATH = f"apis/{API_GROUP}/{API_VERSION}"
+META = "io.k8s.apimachinery.pkg.apis.meta.v1"
+WS_REF = f"io.codehub.{API_VERSION}.{KIND}"
+WS_LIST_REF = f"io.codehub.{API_VERSION}.{LIST_KIND}"
+GVK = {"group": API_GROUP, "version": API_VERSION, "kind": KIND}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _query(name: str, description: str, type_: str = "string") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": {"type": type_, "uniqueItems": True},
+    }
+
+
+_DRY_RUN = _query("dryRun", "When present, indicates that modifications should not be persisted.")
+_FIELD_MANAGER = _query("fieldManager", "A name associated with the actor making these changes.")
+_FIELD_VALIDATION = _query(
+    "fieldValidation",
+    "How the server treats unknown or duplicate fields: Ignore, Warn or Strict. "
+    "This server always refuses unknown fields in spec (Strict).",
+)
+_PRETTY = _query("pretty", "If 'true', then the output is pretty printed.")
+_LIST_PARAMS = [
+    _query("allowWatchBookmarks", "Request BOOKMARK watch events.", "boolean"),
+    _query("continue", "The continue token of a previous page."),
+    _query("fieldSelector", "metadata.name= and metadata.namespace= equality selectors."),
+    _query("labelSelector", "Equality label selectors (a=b,c==d)."),
+    _query("limit", "Maximum number of items in one page.", "integer"),
+    _query("resourceVersion", "Where a watch starts; 0 or empty means the current state."),
+    _query("resourceVersionMatch", "Accepted and ignored."),
+    _query("sendInitialEvents", "Send ADDED for the current state, then a bookmark.", "boolean"),
+    _query("timeoutSeconds", "Watch duration limit.", "integer"),
+    _query("watch", "Stream changes instead of listing.", "boolean"),
+]
+
+
+def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {media: {"schema": schema} for media in ("application/json", "application/yaml")}
+
+
+def _op(
+    op_id: str,
+    action: str,
+    description: str,
+    *,
+    response: str,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "tags": [f"codehubIo_{API_VERSION}"],
+        "description": description,
+        "operationId": op_id,
+        "parameters": list(params or []),
+        "responses": {
+            "200": {"description": "OK", "content": _json_content(_ref(response))},
+            "401": {"description": "Unauthorized"},
+        },
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": dict(GVK),
+    }
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+_PATCH_BODY = {
+    "content": {
+        media: {"schema": {"type": "object"}}
+        for media in ("application/json-patch+json", "application/merge-patch+json")
+    },
+    "required": True,
+}
+
+
+def _object_body() -> dict[str, Any]:
+    return {"content": _json_content(_ref(WS_REF)), "required": True}
+
+
+def _item_ops(suffix: str, what: str) -> dict[str, Any]:
+    name = f"NamespacedWorkspace{suffix}"
+    return {
+        "get": _op(
+            f"readCodehubIo{API_VERSION.capitalize()}{name}", "get", f"read {what}", response=WS_REF
+        ),
+        "put": _op(
+            f"replaceCodehubIo{API_VERSION.capitalize()}{name}",
+            "put",
+            f"replace {what}",
+            response=WS_REF,
+            params=[_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION],
+            body=_object_body(),
+        ),
+        "patch": _op(
+            f"patchCodehubIo{API_VERSION.capitalize()}{name}",
+            "patch",
+            f"partially update {what}",
+            response=WS_REF,
+            params=[_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION, _query("force", "unused")],
+            body=_PATCH_BODY,
+        ),
+    }
+
+
+def _path_params(*names: str) -> list[dict[str, Any]]:
+    descriptions = {"namespace": "object name and auth scope", "name": "name of the Workspace"}
+    out = [
+        {
+            "name": n,
+            "in": "path",
+            "required": True,
+            "description": descriptions[n],
+            "schema": {"type": "string", "uniqueItems": True},
+        }
+        for n in names
+    ]
+    return [*out, _PRETTY]
+
+
+def _object_meta_schema() -> dict[str, Any]:
+    s = {"type": "string"}
+    smap = {"type": "object", "additionalProperties": {"type": "string", "default": ""}}
+    return {
+        "description": "Standard object metadata; the subset this server stores.",
+        "type": "object",
+        "properties": {
+            "annotations": {**smap, "description": "Unstructured key value map."},
+            "creationTimestamp": {
+                **s,
+                "format": "date-time",
+                "description": "Set by the server on create.",
+            },
+            "deletionTimestamp": {
+                **s,
+                "format": "date-time",
+                "description": "Set when deletion was requested.",
+            },
+            "finalizers": {
+                "type": "array",
+                "items": {"type": "string", "default": ""},
+                "description": "Must be empty before the object is removed.",
+            },
+            "generateName": {**s, "description": "Prefix for a generated name."},
+            "generation": {
+                "type": "integer",
+                "format": "int64",
+                "description": "Bumped on every spec change.",
+            },
+            "labels": {**smap, "description": "Key value map for selecting objects."},
+            "name": {**s, "description": "Unique within a namespace (DNS-1123 label)."},
+            "namespace": {**s, "description": "The owner's namespace."},
+            "resourceVersion": {**s, "description": "Opaque version for concurrency."},
+            "uid": {**s, "description": "Unique id for all time (the workspace id)."},
+        },
+    }
+
+
+def _workspace_schema() -> dict[str, Any]:
+    schema = copy.deepcopy(openapi_schema())
+    props = schema.setdefault("properties", {})
+    props["apiVersion"] = {"type": "string", "description": "codehub.io/v1alpha1"}
+    props["kind"] = {"type": "string", "description": "Workspace"}
+    props["metadata"] = {
+        "allOf": [_ref(f"{META}.ObjectMeta")],
+        "default": {},
+        "description": "Standard object's metadata.",
+    }
+    schema["x-kubernetes-group-version-kind"] = [dict(GVK)]
+    return schema
+
+
+@lru_cache(maxsize=1)
+def group_version_document() -> dict[str, Any]:
+    base = f"/{GV_PATH}"
+    ns_list = f"{base}/namespaces/{{namespace}}/{PLURAL}"
+    item = f"{ns_list}/{{name}}"
+    cap = API_VERSION.capitalize()
+    paths: dict[str, Any] = {
+        f"{base}/{PLURAL}": {
+            "get": _op(
+                f"listCodehubIo{cap}WorkspaceForAllNamespaces",
+                "list",
+                "list or watch Workspaces in all namespaces",
+                response=WS_LIST_REF,
+                params=_LIST_PARAMS,
+            ),
+            "parameters": [_PRETTY],
+        },
+        ns_list: {
+            "get": _op(
+                f"listCodehubIo{cap}NamespacedWorkspace",
+                "list",
+                "list or watch Workspaces",
+                response=WS_LIST_REF,
+                params=_LIST_PARAMS,
+            ),
+            "post": _op(
+                f"createCodehubIo{cap}NamespacedWorkspace",
+                "post",
+                "create a Workspace",
+                response=WS_REF,
+                params=[_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION],
+                body=_object_body(),
+            ),
+            "parameters": _path_params("namespace"),
+        },
+        item: {
+            **_item_ops("", "the specified Workspace"),
+            "delete": _op(
+                f"deleteCodehubIo{cap}NamespacedWorkspace",
+                "delete",
+                "delete a Workspace",
+                response=WS_REF,
+                params=[_DRY_RUN],
+            ),
+            "parameters": _path_params("namespace", "name"),
+        },
+        f"{item}/status": {
+            **_item_ops("Status", "status of the specified Workspace"),
+            "parameters": _path_params("namespace", "name"),
+        },
+    }
+    list_schema = {
+        "description": "WorkspaceList is a list of Workspace",
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "items": {"type": "array", "items": _ref(WS_REF)},
+            "kind": {"type": "string"},
+            "metadata": {"allOf": [_ref(f"{META}.ListMeta")], "default": {}},
+        },
+        "x-kubernetes-group-version-kind": [{**GVK, "kind": LIST_KIND}],
+    }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "codehub", "version": API_VERSION},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                WS_REF: _workspace_schema(),
+                WS_LIST_REF: list_schema,
+                f"{META}.ObjectMeta": _object_meta_schema(),
+                f"{META}.ListMeta": {
+                    "type": "object",
+                    "properties": {
+                        "continue": {"type": "string"},
+                        "remainingItemCount": {"type": "integer", "format": "int64"},
+                        "resourceVersion": {"type": "string"},
+                    },
+                },
+            }
+        },
+    }
+
+
+@lru_cache(maxsize=1)
+def group_version_bytes() -> bytes:
+    return json.dumps(group_version_document(), separators=(",", ":")).encode()
+
+
+def document_hash() -> str:
+    return hashlib.sha512(group_version_bytes()).hexdigest()[:64].upper()
+
+
+def index_document() -> dict[str, Any]:
+    return {
+        "paths": {GV_PATH: {"serverRelativeURL": f"/openapi/v3/{GV_PATH}?hash={document_hash()}"}}
+    }
