@@ -115,6 +115,8 @@ class MemoryStore(Store):
         limit: int | None = None,
         continue_token: str | None = None,
     ) -> ListResult:
+        if limit is not None and limit <= 0:
+            limit = None
         after: tuple[str, str] | None = None
         if continue_token:
             token = sem.ContinueToken.decode(continue_token)
