@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from codehub.operator.clock import SystemClock
-from codehub.operator.leader import LeaderElector
+from codehub.operator.leader import LeaderElector, default_node_id
 from codehub.operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -175,9 +175,13 @@ async def build_context(settings: Settings, scope_labels: Mapping[str, str], met
         settings=settings,
         api=ApiClient(settings.server, settings.token, ca_file=settings.ca_file),
         instances=DockerInstanceController(docker_config),
-        storage=VolumeS3StorageProvider(settings.s3_config(), docker_config),
+        storage=VolumeS3StorageProvider(
+            docker_config=docker_config, s3_config=settings.s3_config()
+        ),
         clock=SystemClock(),
         metrics=metrics,
+        # Events name the node that acted, so double leadership would show in `describe`.
+        component=f"codehub-operator/{settings.node_id or default_node_id()}",
     )
 
 

@@ -459,6 +459,7 @@ def _up(settings: Settings, paths: Paths, detach: bool) -> int:
                 ("CODEHUB_SERVER", server_url),
                 ("CODEHUB_TOKEN", tokens[DEMO_NAMESPACE]),
                 ("CODEHUB_CA_FILE", str(cert)),
+                ("CODEHUB_NAMESPACE", DEMO_NAMESPACE),
                 ("KUBECONFIG", str(paths.kubeconfig(DEMO_NAMESPACE))),
             )
         ),

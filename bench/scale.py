@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""Scale benchmark (ARCHITECTURE A6): thousands of workspaces on fake adapters.
+
+The real API server (a subprocess on a throwaway PostgreSQL database) and the real
+coordinator (in this process: leader election, kopf, reconciler, HealthMonitor) drive
+in-memory adapters, so what is measured is the control plane alone:
+
+- convergence: N workspaces created with desired RUNNING -> all display RUNNING;
+- the coordinator's CPU and RSS while idle afterwards (this process = the coordinator);
+- engine calls per HealthMonitor pass (expected constant: one container listing plus
+  one volume listing, whatever N).
+
+Figures are printed, not asserted. Services come from ``scripts/dev-services up``.
+
+    .venv/bin/python bench/scale.py --workspaces 2000 --idle 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import resource
+import secrets
+import shlex
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CODEHUB = REPO / ".venv" / "bin" / "codehub"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def services_env() -> dict[str, str]:
+    out = subprocess.run(
+        [str(REPO / "scripts" / "dev-services"), "up"],
+        stdout=subprocess.PIPE, text=True, check=True, cwd=REPO,
+    ).stdout
+    env: dict[str, str] = {}
+    for line in out.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export":
+            k, _, v = words[1].partition("=")
+            env[k] = v
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LocalServer:
+    """`codehub server` on a fresh database, with operator/admin/user tokens."""
+
+    env: Mapping[str, str]
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    users: tuple[str, ...] = ("bench",)
+    url: str = ""
+    database_url: str = ""
+    ca_file: str = ""
+    tokens: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    db_name: str = ""
+
+    def start(self) -> LocalServer:
+        import psycopg
+
+        from codehub.crd_like.server.tls import ensure_certificate
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="codehub-bench-")
+        state = Path(self.tmp.name)
+        admin_url = self.env["CODEHUB_DATABASE_URL"]
+        self.db_name = f"bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.database_url = f"{admin_url.rpartition('/')[0]}/{self.db_name}"
+        lines = []
+        for user, groups in (
+            ("operator", "codehub:operator"),
+            ("admin", "codehub:admin"),
+            *((u, "") for u in self.users),
+        ):
+            self.tokens[user] = secrets.token_urlsafe(24)
+            lines.append(f'{self.tokens[user]},{user},{user}-uid,"{groups}"')
+        tokens = state / "tokens.csv"
+        tokens.write_text("\n".join(lines) + "\n")
+        tokens.chmod(0o600)
+        cert, key = ensure_certificate(state)
+        self.ca_file = str(cert)
+        port = free_port()
+        self.url = f"https://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            **self.env,
+            "CODEHUB_DATABASE_URL": self.database_url,
+            "CODEHUB_STATE_DIR": str(state),
+            "CODEHUB_TOKEN_FILE": str(tokens),
+            "CODEHUB_TLS_CERT": str(cert),
+            "CODEHUB_TLS_KEY": str(key),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        subprocess.run([str(CODEHUB), "db", "migrate"], env=env, check=True,
+                       capture_output=True)
+        logf = open(state / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(CODEHUB), "server", "--listen", f"127.0.0.1:{port}"],
+            env=env, stdout=logf, stderr=subprocess.STDOUT,
+        )
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2, context=ctx):
+                    break
+            except (urllib.error.URLError, OSError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "server did not start: " + (state / "server.log").read_text()[-2000:]
+                    ) from None
+                time.sleep(0.3)
+        return self
+
+    def stop(self) -> None:
+        import psycopg
+
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.db_name:
+            with psycopg.connect(self.env["CODEHUB_DATABASE_URL"], autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
+@contextlib.contextmanager
+def local_server(env: Mapping[str, str], **kw: Any) -> Iterator[LocalServer]:
+    server = LocalServer(env, **kw).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# --- the benchmark ----------------------------------------------------------------------
+
+
+class CountingFakes:
+    """The fake adapters, with the engine calls of both counted together."""
+
+    def __init__(self) -> None:
+        from codehub.adapters.fake_instance import FakeInstanceController
+        from codehub.adapters.fake_storage import FakeStorageProvider
+
+        self.storage = FakeStorageProvider()
+        self.instances = FakeInstanceController(volume_exists=self.storage.volume_exists)
+
+    def engine_calls(self) -> int:
+        storage_calls = getattr(self.storage, "engine_calls", None)
+        if storage_calls is None:
+            storage_calls = sum(getattr(self.storage, "calls", {}).values())
+        return int(self.instances.engine_calls) + int(storage_calls)
+
+    def listing_calls(self) -> int:
+        return int(self.instances.calls.get("list_instances", 0)) + int(
+            getattr(self.storage, "calls", {}).get("list_volumes", 0)
+        )
+
+
+async def bench(args: argparse.Namespace) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from codehub.crd_like.client.api import ApiClient
+    from codehub.operator.clock import SystemClock
+    from codehub.operator.context import OperatorContext
+    from codehub.operator.coordinator import Coordinator
+    from codehub.operator.metrics import Metrics
+    from codehub.operator.settings import Settings
+
+    env = services_env()
+    users = tuple(f"u{i:03d}" for i in range(args.namespaces))
+    limits = {"MAX_RUNNING_PER_USER": "1000000", "MAX_RUNNING_GLOBAL": "1000000"}
+    with local_server(env, extra_env=limits, users=users) as server:
+        settings = Settings(
+            database_url=server.database_url,
+            server=server.url,
+            token=server.tokens["operator"],
+            ca_file=server.ca_file,
+            reconciler_interval=args.reconciler_interval,
+            health_monitor_interval=args.health_interval,
+            coordinator_retry_interval=1,
+            max_running_per_user=1_000_000,
+            max_running_global=1_000_000,
+            node_id="bench",
+        )
+        fakes = CountingFakes()
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)
+
+        async def context(s: Settings, labels: Mapping[str, str], m: Any) -> Any:
+            return OperatorContext(
+                settings=s,
+                api=ApiClient(s.server, s.token, ca_file=s.ca_file),
+                instances=fakes.instances,
+                storage=fakes.storage,
+                clock=SystemClock(),
+                metrics=m,
+            )
+
+        coordinator = Coordinator(
+            settings, context_factory=context, registry=registry, metrics=metrics
+        )
+        stop = asyncio.Event()
+        runner = asyncio.create_task(coordinator.run(stop))
+        while not coordinator.elector.is_leader:  # noqa: ASYNC110 - polling another loop
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)  # kopf connected and watching
+        rss_before = rss_mb()
+
+        admin = ApiClient(server.url, server.tokens["admin"], ca_file=server.ca_file)
+        n = args.workspaces
+        log(f"creating {n} workspaces in {len(users)} namespaces")
+        t0 = time.monotonic()
+        sem = asyncio.Semaphore(args.concurrency)
+
+        async def create(i: int) -> None:
+            ns = users[i % len(users)]
+            body = {
+                "apiVersion": "codehub.io/v1alpha1",
+                "kind": "Workspace",
+                "metadata": {"name": f"ws-{i:05d}", "namespace": ns},
+                "spec": {"desired_state": "RUNNING", "image_ref": "bench:latest"},
+            }
+            async with sem:
+                await admin.create(ns, body)
+
+        await asyncio.gather(*(create(i) for i in range(n)))
+        t_created = time.monotonic() - t0
+        log(f"created in {t_created:.1f}s; waiting for convergence")
+        running = 0
+        while running < n:
+            await asyncio.sleep(1)
+            items = (await admin.list())["items"]
+            running = sum(
+                1 for o in items if (o.get("status") or {}).get("display") == "RUNNING"
+            )
+            errors = sum(1 for o in items if (o.get("status") or {}).get("display") == "ERROR")
+            log(f"  {running}/{n} RUNNING, {errors} ERROR ({time.monotonic() - t0:.0f}s)")
+            if time.monotonic() - t0 > args.max_wait:
+                log("giving up waiting")
+                break
+        t_converged = time.monotonic() - t0
+        await admin.close()
+
+        # Idle: nothing changes; only the periodic passes run.
+        await asyncio.sleep(3)
+        passes0 = registry.get_sample_value("codehub_health_pass_seconds_count") or 0.0
+        calls0, list0 = fakes.engine_calls(), fakes.listing_calls()
+        cpu0, wall0 = cpu_seconds(), time.monotonic()
+        await asyncio.sleep(args.idle)
+        cpu1, wall1 = cpu_seconds(), time.monotonic()
+        passes1 = registry.get_sample_value("codehub_health_pass_seconds_count") or 0.0
+        calls1, list1 = fakes.engine_calls(), fakes.listing_calls()
+        rss_after = rss_mb()
+        stop.set()
+        await asyncio.wait_for(runner, 60)
+
+    passes = passes1 - passes0
+    print()
+    print(f"scale benchmark: {n} workspaces, fake adapters, real API + PostgreSQL + kopf")
+    print(f"  create requests:              {t_created:8.1f} s  ({n / t_created:.0f}/s)")
+    print(f"  PENDING -> RUNNING (all {running}): {t_converged:8.1f} s  "
+          f"({running / t_converged:.1f} workspaces/s)")
+    print(f"  idle window:                  {wall1 - wall0:8.1f} s")
+    cpu_pct = 100 * (cpu1 - cpu0) / (wall1 - wall0)
+    print(f"  coordinator idle CPU:         {cpu_pct:8.2f} % of one core")
+    print(f"  coordinator RSS:              {rss_after:8.1f} MB  (before: {rss_before:.1f} MB, "
+          f"{1024 * (rss_after - rss_before) / max(n, 1):.1f} KB per workspace)")
+    if passes > 0:
+        print(f"  HealthMonitor passes:         {passes:8.0f}")
+        print(f"  engine calls per pass:        {(calls1 - calls0) / passes:8.2f}  "
+              f"(listing calls per pass: {(list1 - list0) / passes:.2f})")
+    else:
+        print("  HealthMonitor passes:         none in the idle window (interval too long?)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workspaces", type=int, default=2000)
+    p.add_argument("--namespaces", type=int, default=20)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--idle", type=float, default=30.0, help="idle measurement window (s)")
+    p.add_argument("--health-interval", type=float, default=5.0)
+    p.add_argument("--reconciler-interval", type=float, default=10.0)
+    p.add_argument("--max-wait", type=float, default=1800.0)
+    args = p.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()
