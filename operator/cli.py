@@ -673,14 +673,19 @@ def cmd_recover(args: argparse.Namespace) -> int:
             except ApiError as exc:
                 if exc.status in (0, 401):
                     raise
-            reason = info.get("reason") or "none"
-            message = info.get("message") or ""
-            _out(
-                f"{resource_name(args.name)} recovered: cleared error_info (reason {reason}"
-                + (f": {' '.join(message.split())}" if message else "")
-                + f"), error_count {count} -> 0, operation {operation} -> NONE, "
-                f"op_id kept ({status.get('op_id') or '<none>'})\n"
-            )
+            changes = []
+            if info:
+                reason = info.get("reason") or "unknown"
+                message = " ".join(str(info.get("message") or "").split())
+                changes.append(
+                    f"cleared error_info ({reason}" + (f": {message}" if message else "") + ")"
+                )
+            if count:
+                changes.append(f"error_count {count} -> 0")
+            if operation != "NONE":
+                changes.append(f"operation {operation} -> NONE")
+            changes.append(f"op_id kept ({status.get('op_id') or '<none>'})")
+            _out(f"{resource_name(args.name)} recovered: {', '.join(changes)}\n")
         return 0
 
     return _run(go)
@@ -858,7 +863,7 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
     if not namespace:
         namespace = _run(lambda: _whoami_with(conn, token))
     text = render_kubeconfig(conn.server, token, ca_pem, namespace or None)
-    if args.insecure_skip_tls_verify or (conn.insecure and ca_pem is None):
+    if _opt(args, "insecure_skip_tls_verify") or (conn.insecure and ca_pem is None):
         text = text.replace("    server:", "    insecure-skip-tls-verify: true\n    server:", 1)
     if args.output and args.output != "-":
         path = Path(args.output).expanduser()
@@ -993,6 +998,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="codehub: cloud development workspaces (kubectl-style client and services)",
     )
     _common(parser)
+    _ns(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -160,8 +160,8 @@ def render_list(items: list[Obj], fmt: str, resource_version: str | None = None)
 
 def render_object(obj: Obj, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    return str(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
+        return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    return str(yaml.safe_dump(obj, sort_keys=True, default_flow_style=False))
 
 
 def resource_name(name: str) -> str:
