@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -42,7 +42,9 @@ from codehub.adapters.archive_format import (
     MODES_FILE,
     STAGING_DIR,
     MemberRefusedError,
+    Readable,
     StreamStats,
+    Writable,
     filter_for_archive,
     parse_job_log,
     reemit_for_restore,
@@ -402,8 +404,8 @@ class VolumeS3StorageProvider(StorageProvider):
         script: str,
         *,
         read_only: bool,
-        consume_stdout: Callable[[IO[bytes]], Any] | None = None,
-        feed_stdin: Callable[[IO[bytes]], Any] | None = None,
+        consume_stdout: Callable[[Readable], Any] | None = None,
+        feed_stdin: Callable[[Writable], Any] | None = None,
     ) -> tuple[JobResult, BaseException | None, Any]:
         """Run one job container to completion; never leaves it behind.
 
@@ -590,7 +592,7 @@ class VolumeS3StorageProvider(StorageProvider):
             uploader = pool.submit(self.s3.put_stream, key, _QueueReader(q), self.part_size)
             sink = _GzipHashSink(q, uploader, self.compress_level)
 
-            def consume(stdout: IO[bytes]) -> StreamStats:
+            def consume(stdout: Readable) -> StreamStats:
                 return filter_for_archive(stdout, sink)
 
             try:
@@ -606,7 +608,9 @@ class VolumeS3StorageProvider(StorageProvider):
             if not ok:
                 sink.fail(RuntimeError("archive job failed"))
                 upload_error = uploader.exception()
-                if isinstance(upload_error, CodehubError):
+                if isinstance(upload_error, CodehubError) and not isinstance(
+                    upload_error.__cause__, _UploadAborted
+                ):
                     raise upload_error from data_error
                 if result.timed_out or result.exit_code != 0 or "RESULT" not in result.fields:
                     raise self._job_error(uid, "archive", result) from data_error
@@ -691,7 +695,7 @@ class VolumeS3StorageProvider(StorageProvider):
             self._provision_sync(uid, None)
             tmp.seek(0)
 
-            def feed(stdin: IO[bytes]) -> StreamStats:
+            def feed(stdin: Writable) -> StreamStats:
                 return reemit_for_restore(tmp, stdin, compressed=True)
 
             result, data_error, _stats = self._run_job(
