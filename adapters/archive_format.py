@@ -21,10 +21,9 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import IO, Any
+from typing import Any, Protocol, cast
 
 from codehub.adapters.naming import HOME_MOUNT
 
@@ -38,6 +37,14 @@ COPY_BUFSIZE = 1 << 20
 TAR_FORMAT = tarfile.GNU_FORMAT  # busybox tar reads GNU long names; base-256 sizes
 OWNER_UID = 1000
 OWNER_GID = 1000
+
+
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
 
 
 class Verdict(Enum):
@@ -172,30 +179,40 @@ def _clean_member(member: tarfile.TarInfo, decision: Decision, mode: int) -> tar
     return clean
 
 
-def _open_reader(src: IO[bytes], mode: str) -> tarfile.TarFile:
-    return tarfile.open(
-        fileobj=src,
-        mode=mode,
-        bufsize=COPY_BUFSIZE,
-        encoding="utf-8",
-        errors="surrogateescape",
-        copybufsize=COPY_BUFSIZE,
+# typeshed lacks ``copybufsize`` (a TarFile argument that tarfile.open passes through).
+_tar_open: Any = tarfile.open
+
+
+def _open_reader(src: Readable, mode: str) -> tarfile.TarFile:
+    return cast(
+        tarfile.TarFile,
+        _tar_open(
+            fileobj=src,
+            mode=mode,
+            bufsize=COPY_BUFSIZE,
+            encoding="utf-8",
+            errors="surrogateescape",
+            copybufsize=COPY_BUFSIZE,
+        ),
     )
 
 
-def _open_writer(sink: IO[bytes]) -> tarfile.TarFile:
-    return tarfile.open(
-        fileobj=sink,
-        mode="w|",
-        bufsize=COPY_BUFSIZE,
-        format=TAR_FORMAT,
-        encoding="utf-8",
-        errors="surrogateescape",
-        copybufsize=COPY_BUFSIZE,
+def _open_writer(sink: Writable) -> tarfile.TarFile:
+    return cast(
+        tarfile.TarFile,
+        _tar_open(
+            fileobj=sink,
+            mode="w|",
+            bufsize=COPY_BUFSIZE,
+            format=TAR_FORMAT,
+            encoding="utf-8",
+            errors="surrogateescape",
+            copybufsize=COPY_BUFSIZE,
+        ),
     )
 
 
-def filter_for_archive(src: IO[bytes], sink: IO[bytes]) -> StreamStats:
+def filter_for_archive(src: Readable, sink: Writable) -> StreamStats:
     """Copy a raw tar stream (as ``tar c`` in the job prints it) into a clean one.
 
     Members restore would refuse are skipped (counted), so every archive is restorable.
@@ -222,7 +239,7 @@ def filter_for_archive(src: IO[bytes], sink: IO[bytes]) -> StreamStats:
     return stats
 
 
-def reemit_for_restore(src: IO[bytes], sink: IO[bytes], *, compressed: bool = True) -> StreamStats:
+def reemit_for_restore(src: Readable, sink: Writable, *, compressed: bool = True) -> StreamStats:
     """Validate every member of an archive and write a clean tar for the extracting job.
 
     Directories are emitted with ``u+rwx`` so the unprivileged extractor can fill (and a
@@ -302,6 +319,3 @@ def iter_members(data: bytes) -> list[tuple[tarfile.TarInfo, bytes | None]]:
             fobj = tar.extractfile(member) if member.isreg() else None
             out.append((member, fobj.read() if fobj else None))
     return out
-
-
-WriteFn = Callable[[bytes], Any]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import certifi
@@ -18,6 +18,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
+from codehub.adapters.archive_format import Readable
 from codehub.adapters.config import S3Config
 from codehub.adapters.errors import (
     ActionFailedError,
@@ -195,7 +196,7 @@ class S3Access:
             key=key,
         )
 
-    def put_stream(self, key: str, reader: IO[bytes], part_size: int = PART_SIZE) -> None:
+    def put_stream(self, key: str, reader: Readable, part_size: int = PART_SIZE) -> None:
         """Upload from a stream of unknown length (multipart above ``part_size``).
 
         If ``reader.read`` raises, minio aborts the multipart upload and nothing appears
@@ -205,7 +206,7 @@ class S3Access:
             lambda: self._client.put_object(
                 self.bucket,
                 key,
-                reader,
+                cast(BinaryIO, reader),
                 -1,
                 part_size=part_size,
                 content_type="application/gzip",
