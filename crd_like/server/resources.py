@@ -106,11 +106,13 @@ def _invalid(rk: ResourceKind, name: str, causes: list[tuple[str, str]]) -> ApiE
     return invalid(rk.kind, name, rk.group, rk.plural, causes)
 
 
-def _structure_errors(body: Any) -> list[tuple[str, str]]:
+def _structure_errors(body: Any, *, top_level: bool) -> list[tuple[str, str]]:
     """Unknown top-level or metadata fields (the server validates Strict)."""
     if not isinstance(body, dict):
         return [("", "the body must be a JSON object")]
-    errors = [(k, f'unknown field "{k}"') for k in body if k not in TOP_LEVEL]
+    errors = []
+    if top_level:
+        errors = [(k, f'unknown field "{k}"') for k in body if k not in TOP_LEVEL]
     meta = body.get("metadata")
     if isinstance(meta, dict):
         errors += [
@@ -165,7 +167,7 @@ def _spec_defaults(request: web.Request) -> SpecDefaults:
 
 def _validate(rk: ResourceKind, obj: Obj, *, check_status: bool) -> None:
     name = _name_of(obj)
-    causes = _structure_errors(obj)
+    causes = _structure_errors(obj, top_level=rk is WORKSPACES)
     if rk is WORKSPACES:
         causes += [
             (e.field_path, e.message)

@@ -1,0 +1,203 @@
+"""Real kopf against the real API server (ARCHITECTURE A1): the shim is only useful if
+the unmodified framework works on it — discovery, list+watch, finalizers added and
+removed with its guarded JSON Patch, /status patches, events, resume on restart.
+
+kopf runs in-process in its own thread and event loop (as ``kopf.run`` would), with a
+login handler pointing at the server with the operator's token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+import pytest
+
+from codehub.crd_like.client.api import ApiClient, ApiError
+
+GROUP, VERSION, PLURAL = "codehub.io", "v1alpha1", "workspaces"
+FINALIZER = "test.codehub.io/kopf-shim"
+
+
+@dataclass
+class Seen:
+    events: list[tuple[str, str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, kind: str, name: str, detail: Any = None) -> None:
+        with self.lock:
+            self.events.append((kind, name, detail))
+
+    def of(self, kind: str, name: str) -> list[Any]:
+        with self.lock:
+            return [d for k, n, d in self.events if k == kind and n == name]
+
+
+def make_registry(server: Any, seen: Seen) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.watching.server_timeout = 60
+        settings.watching.client_timeout = 90
+        settings.networking.request_timeout = 30
+        settings.posting.level = 20
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=server.url,
+            token=server.tokens["operator"],
+            ca_path=server.ca_file,
+            scheme="Bearer",
+        )
+
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    def on_create(
+        name: str, spec: Any, body: kopf.Body, patch: kopf.Patch, **_: Any
+    ) -> dict[str, Any]:
+        seen.add("create", name, spec.get("desired_state"))
+        patch.status["observed_status"] = "PENDING"
+        kopf.info(body, reason="Observed", message=f"test operator saw {name}")
+        return {"handled": True}
+
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    def on_update(name: str, diff: Any, **_: Any) -> None:
+        seen.add("update", name, [(op, list(path), new) for op, path, _old, new in diff])
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    def on_resume(name: str, **_: Any) -> None:
+        seen.add("resume", name)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    def on_delete(name: str, **_: Any) -> None:
+        seen.add("delete", name)
+
+    return registry
+
+
+class OperatorThread:
+    def __init__(self, registry: kopf.OperatorRegistry) -> None:
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(registry,), daemon=True)
+
+    def _run(self, registry: kopf.OperatorRegistry) -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=registry,
+                    standalone=True,
+                    clusterwide=True,
+                    stop_flag=self.stop_flag,
+                    ready_flag=self.ready_flag,
+                )
+            )
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> None:
+        self.thread.start()
+        assert self.ready_flag.wait(60), "kopf did not become ready"
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "kopf did not stop"
+
+
+@pytest.fixture
+def run_operator(api_server: Any) -> Iterator[Callable[[Seen], OperatorThread]]:
+    running: list[OperatorThread] = []
+
+    def start(seen: Seen) -> OperatorThread:
+        op = OperatorThread(make_registry(api_server, seen))
+        op.start()
+        running.append(op)
+        return op
+
+    yield start
+    for op in running:
+        if op.thread.is_alive():
+            op.stop()
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_kopf_create_update_resume_delete(
+    api_server: Any, run_operator: Callable[[Seen], OperatorThread]
+) -> None:
+    ns, name = "alice", "kopf-shim"
+    async with ApiClient(api_server.url, api_server.tokens["alice"], api_server.ca_file) as alice:
+        seen = Seen()
+        op = run_operator(seen)
+        await alice.create(
+            ns,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Workspace",
+                "metadata": {"name": name},
+                "spec": {"desired_state": "STANDBY"},
+            },
+        )
+        assert await eventually(lambda: seen.of("create", name), "create handler") == ["STANDBY"]
+
+        async def finalized_and_status() -> bool:
+            obj = await alice.get(ns, name)
+            return FINALIZER in (obj["metadata"].get("finalizers") or []) and (
+                obj.get("status", {}).get("observed_status") == "PENDING"
+            )
+
+        await eventually(finalized_and_status, "finalizer and status from kopf")
+
+        await alice.patch_merge(ns, name, {"spec": {"desired_state": "PENDING"}})
+        updates = await eventually(lambda: seen.of("update", name), "update handler")
+        assert ("change", ["spec", "desired_state"], "PENDING") in updates[0]
+
+        events = await eventually(
+            lambda: alice.list_events(ns, involved_name=name), "kopf's event posted"
+        )
+        assert [e["reason"] for e in events] == ["Observed"]
+        assert events[0]["involvedObject"]["name"] == name
+
+        op.stop()
+        assert op.error is None, op.error
+
+        # A new operator process finds the existing object and resumes it.
+        seen2 = Seen()
+        op2 = run_operator(seen2)
+        await eventually(lambda: seen2.of("resume", name), "resume handler")
+        assert seen2.of("create", name) == []
+
+        deleted = await alice.delete(ns, name)
+        assert deleted["metadata"].get("deletionTimestamp")
+        await eventually(lambda: seen2.of("delete", name), "delete handler")
+
+        async def gone() -> bool:
+            try:
+                await alice.get(ns, name)
+            except ApiError as exc:
+                return exc.status == 404
+            return False
+
+        await eventually(gone, "deletion to complete after kopf removed its finalizer")
+        op2.stop()
+        assert op2.error is None, op2.error
