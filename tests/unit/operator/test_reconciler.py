@@ -1,0 +1,684 @@
+"""reconcile() against the real in-process API (create_app over a MemoryStore, plain HTTP)
+and the fake adapters. Time is a FakeClock: backoff and timeouts move it, nothing waits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from codehub.adapters import naming
+from codehub.adapters.errors import UnreachableError
+from codehub.adapters.fake_instance import FakeInstanceController
+from codehub.adapters.fake_storage import FakeEntry, FakeStorageProvider
+from codehub.crd_like.client.api import ApiClient
+from codehub.crd_like.config import ApiConfig
+from codehub.crd_like.server.app import create_app
+from codehub.crd_like.store.memory import MemoryStore
+from codehub.operator.clock import FakeClock
+from codehub.operator.context import OperatorContext
+from codehub.operator.health_monitor import HealthMonitor
+from codehub.operator.metrics import Metrics
+from codehub.operator.reconciler import Outcome, reconcile
+from codehub.operator.settings import Settings
+
+NS = "alice"
+ADMIN = "admin-token"
+OPERATOR = "operator-token"
+
+
+class Api:
+    """The real server on 127.0.0.1 plus an operator and an admin client."""
+
+    def __init__(self, server: TestServer, store: MemoryStore) -> None:
+        url = str(server.make_url("")).rstrip("/")
+        self.server = server
+        self.store = store
+        self.operator = ApiClient(url, OPERATOR)
+        self.admin = ApiClient(url, ADMIN)
+
+    async def close(self) -> None:
+        await self.operator.close()
+        await self.admin.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text(
+        f'{OPERATOR},codehub-operator,op,"codehub:operator"\n'
+        f'{ADMIN},root,root,"codehub:admin"\n'
+        f"alice-token,{NS},alice\n"
+    )
+    config = ApiConfig(
+        database_url="",
+        token_file=str(tokens),
+        max_running_per_user=1000,
+        max_running_global=1000,
+    )
+    store = MemoryStore()
+    server = TestServer(create_app(config, store), host="127.0.0.1")
+    await server.start_server()
+    harness = Api(server, store)
+    try:
+        yield harness
+    finally:
+        await harness.close()
+        await server.close()
+
+
+class Node:
+    """One operator process: its own context (in-flight set, metrics), shared adapters."""
+
+    def __init__(
+        self,
+        api: Any,
+        storage: FakeStorageProvider,
+        instances: FakeInstanceController,
+        clock: FakeClock,
+        settings: Settings,
+    ) -> None:
+        self.ctx = OperatorContext(
+            settings=settings,
+            api=api,
+            instances=instances,
+            storage=storage,
+            clock=clock,
+            metrics=Metrics(),
+        )
+        self.monitor = HealthMonitor(self.ctx)
+
+
+def default_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "reconciler_retry_backoff": 2.0,
+        "reconciler_interval": 1.0,
+        "reconciler_max_retries": 3,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def storage() -> FakeStorageProvider:
+    return FakeStorageProvider()
+
+
+@pytest.fixture
+def instances(storage: FakeStorageProvider) -> FakeInstanceController:
+    return FakeInstanceController(volume_exists=lambda uid: uid in storage.volumes)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def node(
+    api: Api, storage: FakeStorageProvider, instances: FakeInstanceController, clock: FakeClock
+) -> Node:
+    return Node(api.operator, storage, instances, clock, default_settings())
+
+
+def manifest(name: str, desired: str = "RUNNING", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "codehub.io/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": name, "namespace": NS, "finalizers": ["codehub.io/finalizer"]},
+        "spec": {"desired_state": desired, **spec},
+    }
+
+
+async def create(api: Api, name: str, desired: str = "RUNNING", **spec: Any) -> dict[str, Any]:
+    return await api.admin.create(NS, manifest(name, desired, **spec))
+
+
+async def get(api: Api, name: str) -> dict[str, Any]:
+    return await api.admin.get(NS, name)
+
+
+async def status(api: Api, name: str) -> dict[str, Any]:
+    return dict((await get(api, name)).get("status") or {})
+
+
+async def set_desired(api: Api, name: str, desired: str) -> None:
+    await api.admin.patch_merge(NS, name, {"spec": {"desired_state": desired}})
+
+
+async def until_done(node: Node, obj: dict[str, Any], clock: FakeClock) -> Outcome:
+    """Call reconcile as kopf would, moving the fake clock over each retry delay."""
+    for _ in range(50):
+        outcome = await reconcile(node.ctx, obj)
+        if outcome.result != "retry":
+            return outcome
+        clock.advance(outcome.delay + 0.01)
+    raise AssertionError("reconcile never settled")
+
+
+def uid_of(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["uid"])
+
+
+async def reasons(api: Api, name: str) -> list[str]:
+    return [str(e.get("reason")) for e in await api.admin.list_events(NS, name)]
+
+
+# -- lifecycle ---------------------------------------------------------------------------
+
+
+async def test_new_workspace_converges_to_running(
+    api: Api, node: Node, storage: FakeStorageProvider, instances: FakeInstanceController
+) -> None:
+    obj = await create(api, "w1")
+    outcome = await reconcile(node.ctx, obj)
+    assert outcome.result == "done"
+    assert outcome.detail == "converged"
+    uid = uid_of(obj)
+    assert uid in storage.volumes
+    assert instances.containers[uid].running
+    st = await status(api, "w1")
+    assert st["operation"] == "NONE"
+    assert st.get("op_id") is None
+    assert st["observed_status"] == "RUNNING"
+    assert st["display"] == "RUNNING"
+    assert st.get("error_info") is None
+    assert storage.inject.calls["provision"] == 1
+    assert instances.calls["start"] == 1
+    text = node.ctx.metrics.registry.get_sample_value(
+        "codehub_operation_duration_seconds_count",
+        {"operation": "STARTING", "result": "completed"},
+    )
+    assert text == 1
+
+
+async def test_running_to_pending_stops_archives_then_restores_byte_identical(
+    api: Api,
+    node: Node,
+    storage: FakeStorageProvider,
+    instances: FakeInstanceController,
+    clock: FakeClock,
+) -> None:
+    obj = await create(api, "w2")
+    await reconcile(node.ctx, obj)
+    uid = uid_of(obj)
+    storage.write_entries(
+        uid,
+        {
+            "notes.txt": FakeEntry("file", 0o600, b"hello\n", mtime=1700000000),
+            "src": FakeEntry("dir", 0o755, mtime=1700000000),
+            "src/main.py": FakeEntry("file", 0o644, b"print(1)\n", mtime=1700000001),
+        },
+    )
+    before = storage.manifest(uid)
+
+    order: list[str] = []
+    archive_key_at_delete: list[str | None] = []
+    real_delete_volume = storage.delete_volume
+    real_delete = instances.delete
+
+    async def delete_volume(u: str) -> None:
+        order.append("delete_volume")
+        archive_key_at_delete.append((await status(api, "w2")).get("archive_key"))
+        await real_delete_volume(u)
+
+    async def delete(u: str) -> None:
+        order.append("delete_container")
+        await real_delete(u)
+
+    storage.delete_volume = delete_volume  # type: ignore[method-assign]
+    instances.delete = delete  # type: ignore[method-assign]
+
+    await set_desired(api, "w2", "PENDING")
+    outcome = await until_done(node, await get(api, "w2"), clock)
+    assert outcome.detail == "converged"
+    st = await status(api, "w2")
+    assert st["display"] == "ARCHIVED"
+    assert st["observed_status"] == "PENDING"
+    key = st["archive_key"]
+    assert key.startswith(f"archives/{uid}/")
+    assert key.endswith("/home.tar.gz")
+    assert uid not in storage.volumes
+    assert uid not in instances.containers
+    assert storage.objects.get(naming.meta_key(key)) is not None
+    # SPEC §4 ordering: container deleted before the volume; key durable before delete.
+    assert order.index("delete_container") < order.index("delete_volume")
+    assert archive_key_at_delete == [key]
+
+    await set_desired(api, "w2", "RUNNING")
+    outcome = await until_done(node, await get(api, "w2"), clock)
+    assert outcome.detail == "converged"
+    assert storage.manifest(uid) == before
+    st = await status(api, "w2")
+    assert st["display"] == "RUNNING"
+    assert st["archive_key"] == key
+    assert storage.inject.calls["restore"] == 1
+
+
+async def test_deletion_removes_container_then_volume_and_keeps_archives(
+    api: Api,
+    node: Node,
+    storage: FakeStorageProvider,
+    instances: FakeInstanceController,
+    clock: FakeClock,
+) -> None:
+    obj = await create(api, "w3", "PENDING")
+    uid = uid_of(obj)
+    await reconcile(node.ctx, obj)
+    await set_desired(api, "w3", "RUNNING")
+    await reconcile(node.ctx, await get(api, "w3"))
+    storage.objects.put(f"archives/{uid}/old/home.tar.gz", b"x")
+    order: list[str] = []
+    real_delete_volume, real_delete = storage.delete_volume, instances.delete
+
+    async def delete_volume(u: str) -> None:
+        order.append("volume")
+        await real_delete_volume(u)
+
+    async def delete(u: str) -> None:
+        order.append("container")
+        await real_delete(u)
+
+    storage.delete_volume = delete_volume  # type: ignore[method-assign]
+    instances.delete = delete  # type: ignore[method-assign]
+    await api.admin.delete(NS, "w3")
+    outcome = await until_done(node, await get(api, "w3"), clock)
+    assert outcome.deleted
+    assert order == ["container", "volume"]
+    assert uid not in storage.volumes
+    assert uid not in instances.containers
+    assert storage.objects.get(f"archives/{uid}/old/home.tar.gz") == b"x"
+
+
+# -- claiming ----------------------------------------------------------------------------
+
+
+class RaceApi:
+    """Delegates to an ApiClient; the first status JSON patch waits for the other node's."""
+
+    def __init__(self, inner: ApiClient, barrier: asyncio.Barrier) -> None:
+        self.inner = inner
+        self.barrier = barrier
+        self.waited = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def patch_json(self, ns: str, name: str, ops: Any, status: bool = False) -> Any:
+        if not self.waited:
+            self.waited = True
+            await self.barrier.wait()
+        return await self.inner.patch_json(ns, name, ops, status=status)
+
+
+async def test_claim_race_only_one_reconciler_acts(
+    api: Api, storage: FakeStorageProvider, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    obj = await create(api, "race")
+    barrier = asyncio.Barrier(2)
+    nodes = [
+        Node(RaceApi(api.operator, barrier), storage, instances, clock, default_settings())
+        for _ in range(2)
+    ]
+    outcomes = await asyncio.gather(*(reconcile(n.ctx, obj) for n in nodes))
+    details = sorted(o.detail for o in outcomes)
+    assert details == ["converged", "lost"], outcomes
+    assert storage.inject.calls["provision"] == 1
+    assert instances.calls["start"] == 1
+    assert (await status(api, "race"))["observed_status"] == "RUNNING"
+
+
+async def test_second_request_in_same_process_is_coalesced(
+    api: Api, node: Node, storage: FakeStorageProvider, instances: FakeInstanceController
+) -> None:
+    obj = await create(api, "coalesce")
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+    real = storage.provision
+
+    async def provision(uid: str, labels: Any = None) -> None:
+        entered.set()
+        await gate.wait()
+        await real(uid, labels)
+
+    storage.provision = provision  # type: ignore[method-assign]
+    first = asyncio.create_task(reconcile(node.ctx, obj))
+    await entered.wait()
+    # desired changes while PROVISIONING runs: accepted, applied after it completes
+    await set_desired(api, "coalesce", "PENDING")
+    second = await reconcile(node.ctx, await get(api, "coalesce"))
+    assert second.detail == "busy"
+    gate.set()
+    outcome = await first
+    assert outcome.detail == "converged"
+    assert instances.calls["start"] == 0
+    st = await status(api, "coalesce")
+    assert st["display"] == "ARCHIVED"
+    assert st["archive_key"]
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+async def test_retries_with_backoff_then_retry_exceeded_and_op_id_reused(
+    api: Api, node: Node, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    obj = await create(api, "badimg", image_ref="registry.invalid/does-not-exist:1")
+    op_ids: set[str] = set()
+    delays: list[float] = []
+    outcome = await reconcile(node.ctx, obj)
+    for _ in range(10):
+        st = await status(api, "badimg")
+        if st.get("op_id"):
+            op_ids.add(st["op_id"])
+        if outcome.result != "retry":
+            break
+        delays.append(outcome.delay)
+        # called again before the backoff ran out: nothing happens
+        starts = instances.calls["start"]
+        early = await reconcile(node.ctx, await get(api, "badimg"))
+        assert early.result == "retry"
+        assert early.detail == "backoff"
+        assert instances.calls["start"] == starts
+        clock.advance(outcome.delay + 0.01)
+        outcome = await reconcile(node.ctx, await get(api, "badimg"))
+    assert outcome.result == "terminal"
+    assert instances.calls["start"] == 4  # the first attempt and three retries
+    assert delays[0] < delays[1] < delays[2]  # growing backoff
+    assert len(op_ids) == 1
+    st = await status(api, "badimg")
+    err = st["error_info"]
+    assert err["reason"] == "RetryExceeded"
+    assert err["is_terminal"] is True
+    assert err["operation"] == "STARTING"
+    assert err["error_count"] == 4
+    assert err["context"]["code"] == "IMAGE_PULL_FAILED"
+    assert st["previous_status"] == "STANDBY"
+    assert st["observed_status"] == "ERROR"
+    assert st["op_id"] in op_ids
+    # left alone afterwards
+    again = await reconcile(node.ctx, await get(api, "badimg"))
+    assert again.result == "terminal"
+    assert instances.calls["start"] == 4
+    assert (
+        node.ctx.metrics.registry.get_sample_value(
+            "codehub_workspace_errors_total", {"reason": "RetryExceeded"}
+        )
+        == 1
+    )
+
+    # recovery (SPEC §6) after fixing the image: converges and keeps the op_id
+    await api.admin.patch_merge(
+        NS, "badimg", {"spec": {"image_ref": "codehub/workspace-test:local"}}
+    )
+    await api.admin.patch_merge(
+        NS,
+        "badimg",
+        {"status": {"error_info": None, "error_count": 0, "operation": "NONE"}},
+        status=True,
+    )
+    outcome = await until_done(node, await get(api, "badimg"), clock)
+    assert outcome.detail == "converged"
+    st = await status(api, "badimg")
+    assert st["observed_status"] == "RUNNING"
+    assert st.get("error_info") is None
+    assert st.get("op_id") is None  # completed: the id is released
+    assert node.ctx.metrics.registry.get_sample_value(
+        "codehub_reconcile_total", {"operation": "NONE", "result": "converged"}
+    )
+
+
+async def test_unreachable_engine_is_retried_then_succeeds(
+    api: Api, node: Node, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    instances.fail_next("start", UnreachableError("engine down"), times=2)
+    obj = await create(api, "flaky")
+    outcome = await until_done(node, obj, clock)
+    assert outcome.detail == "converged"
+    assert instances.calls["start"] == 3
+    st = await status(api, "flaky")
+    assert st["observed_status"] == "RUNNING"
+    assert st.get("error_info") is None
+    assert st.get("error_count") == 0
+
+
+async def test_operation_timeout_is_terminal_without_retry(
+    api: Api, storage: FakeStorageProvider, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    node = Node(api.operator, storage, instances, clock, default_settings(timeout_starting=0.2))
+    obj = await create(api, "slow", "STANDBY")
+    await reconcile(node.ctx, obj)
+    never = asyncio.Event()
+
+    async def hanging_start(spec: Any) -> None:
+        await never.wait()  # start never returns within the limit
+
+    instances.start = hanging_start  # type: ignore[method-assign]
+    await set_desired(api, "slow", "RUNNING")
+    outcome = await reconcile(node.ctx, await get(api, "slow"))
+    assert outcome.result == "terminal"
+    assert outcome.reason == "Timeout"
+    st = await status(api, "slow")
+    assert st["error_info"]["reason"] == "Timeout"
+    assert st["error_info"]["is_terminal"] is True
+    assert st["error_info"]["error_count"] == 1
+
+
+async def test_timeout_measured_from_claim_across_retries(
+    api: Api, storage: FakeStorageProvider, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    node = Node(api.operator, storage, instances, clock, default_settings(timeout_starting=10))
+    instances.fail_next("start", UnreachableError("engine down"), times=5)
+    obj = await create(api, "late")
+    outcome = await reconcile(node.ctx, obj)
+    assert outcome.result == "retry"
+    clock.advance(11)
+    outcome = await reconcile(node.ctx, await get(api, "late"))
+    assert outcome.result == "terminal"
+    assert (await status(api, "late"))["error_info"]["reason"] == "Timeout"
+
+
+async def test_corrupted_archive_is_data_lost_and_recovers_after_fix(
+    api: Api,
+    node: Node,
+    storage: FakeStorageProvider,
+    instances: FakeInstanceController,
+    clock: FakeClock,
+) -> None:
+    obj = await create(api, "corrupt")
+    uid = uid_of(obj)
+    await reconcile(node.ctx, obj)
+    storage.write_entries(uid, {"a.txt": FakeEntry("file", 0o644, b"precious", mtime=1)})
+    await set_desired(api, "corrupt", "PENDING")
+    await until_done(node, await get(api, "corrupt"), clock)
+    key = (await status(api, "corrupt"))["archive_key"]
+    good = storage.objects.get(key)
+    assert good is not None
+    storage.objects.put(key, b"garbage")
+
+    await set_desired(api, "corrupt", "RUNNING")
+    outcome = await until_done(node, await get(api, "corrupt"), clock)
+    assert outcome.result == "terminal"
+    assert storage.inject.calls["restore"] == 1  # DataLost is never retried
+    st = await status(api, "corrupt")
+    assert st["error_info"]["reason"] == "DataLost"
+    assert st["error_info"]["context"]["code"] == "CHECKSUM_MISMATCH"
+    assert st["observed_status"] == "ERROR"
+    assert st["archive_key"] == key
+    assert storage.objects.get(key) == b"garbage"  # nothing overwritten
+    assert uid not in storage.volumes  # no half-restored volume that looks like STANDBY
+    assert instances.calls["start"] == 1  # only the first start, before archiving
+
+    storage.objects.put(key, good)
+    await api.admin.patch_merge(
+        NS,
+        "corrupt",
+        {"status": {"error_info": None, "error_count": 0, "operation": "NONE"}},
+        status=True,
+    )
+    outcome = await until_done(node, await get(api, "corrupt"), clock)
+    assert outcome.detail == "converged"
+    assert storage.volumes[uid].entries["a.txt"].data == b"precious"
+    assert (await status(api, "corrupt"))["display"] == "RUNNING"
+
+
+async def test_volume_removed_behind_back_is_data_lost(
+    api: Api,
+    node: Node,
+    storage: FakeStorageProvider,
+    instances: FakeInstanceController,
+    clock: FakeClock,
+) -> None:
+    obj = await create(api, "vanish", "STANDBY")
+    uid = uid_of(obj)
+    await reconcile(node.ctx, obj)
+    assert (await status(api, "vanish"))["observed_status"] == "STANDBY"
+    del storage.volumes[uid]
+    outcome = await reconcile(node.ctx, await get(api, "vanish"))
+    assert outcome.result == "terminal"
+    assert outcome.reason == "DataLost"
+    st = await status(api, "vanish")
+    assert st["error_info"]["reason"] == "DataLost"
+    assert st["error_info"]["is_terminal"] is True
+    assert st["observed_status"] == "ERROR"
+    assert st["previous_status"] == "STANDBY"
+    assert storage.inject.calls["provision"] == 1  # never silently re-provisioned
+    # deletion still works from ERROR
+    await api.admin.delete(NS, "vanish")
+    assert (await until_done(node, await get(api, "vanish"), clock)).deleted
+
+
+async def test_container_removed_behind_back_is_started_again(
+    api: Api, node: Node, instances: FakeInstanceController
+) -> None:
+    obj = await create(api, "restart")
+    uid = uid_of(obj)
+    await reconcile(node.ctx, obj)
+    await instances.remove_behind_back(uid)
+    await node.monitor.pass_once()
+    assert (await status(api, "restart"))["observed_status"] == "STANDBY"
+    outcome = await reconcile(node.ctx, await get(api, "restart"))
+    assert outcome.detail == "converged"
+    assert instances.containers[uid].running
+    assert (await status(api, "restart"))["observed_status"] == "RUNNING"
+
+
+async def test_volume_missing_when_starting_is_data_lost_not_started(
+    api: Api,
+    node: Node,
+    storage: FakeStorageProvider,
+    instances: FakeInstanceController,
+    clock: FakeClock,
+) -> None:
+    obj = await create(api, "nostart", "STANDBY")
+    uid = uid_of(obj)
+    await reconcile(node.ctx, obj)
+    real = storage.volume_exists
+    calls = {"n": 0}
+
+    async def volume_exists(u: str) -> bool:
+        # present when planning, gone when the STARTING actuator checks it
+        calls["n"] += 1
+        if calls["n"] == 2:
+            storage.volumes.pop(u, None)
+        return await real(u)
+
+    storage.volume_exists = volume_exists  # type: ignore[method-assign]
+    await set_desired(api, "nostart", "RUNNING")
+    outcome = await until_done(node, await get(api, "nostart"), clock)
+    assert outcome.result == "terminal"
+    assert instances.calls["start"] == 0
+    assert uid not in instances.containers
+    assert (await status(api, "nostart"))["error_info"]["reason"] == "DataLost"
+
+
+# -- crash safety ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("crash_in", ["archive", "restore"])
+async def test_crash_mid_operation_resumes_with_same_op_id(
+    api: Api,
+    storage: FakeStorageProvider,
+    instances: FakeInstanceController,
+    clock: FakeClock,
+    crash_in: str,
+) -> None:
+    first = Node(api.operator, storage, instances, clock, default_settings())
+    obj = await create(api, f"crash-{crash_in}")
+    name = f"crash-{crash_in}"
+    uid = uid_of(obj)
+    await reconcile(first.ctx, obj)
+    storage.write_entries(uid, {"keep.txt": FakeEntry("file", 0o644, b"data", mtime=5)})
+    if crash_in == "restore":
+        await set_desired(api, name, "PENDING")
+        await until_done(first, await get(api, name), clock)
+
+    entered = asyncio.Event()
+    real: Callable[..., Awaitable[Any]] = getattr(storage, crash_in)
+
+    async def hang(*args: Any) -> Any:
+        await real(*args)  # the work is done (uploaded / partially restored) ...
+        entered.set()
+        await asyncio.Event().wait()  # ... and then the process dies
+
+    setattr(storage, crash_in, hang)
+    await set_desired(api, name, "PENDING" if crash_in == "archive" else "RUNNING")
+    task = asyncio.create_task(reconcile(first.ctx, await get(api, name)))
+    await entered.wait()
+    task.cancel()  # SIGKILL: nothing after this point runs
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    st = await status(api, name)
+    assert st["operation"] == ("ARCHIVING" if crash_in == "archive" else "RESTORING")
+    op_id = st["op_id"]
+    setattr(storage, crash_in, real)
+
+    second = Node(api.operator, storage, instances, clock, default_settings())
+    outcome = await until_done(second, await get(api, name), clock)
+    assert outcome.detail == "converged"
+    st = await status(api, name)
+    if crash_in == "archive":
+        assert st["archive_key"] == naming.archive_key(uid, op_id)
+        assert st["display"] == "ARCHIVED"
+        assert storage.inject.calls["archive"] == 2  # same op_id: the upload is reused
+    else:
+        assert st["display"] == "RUNNING"
+        assert storage.volumes[uid].entries["keep.txt"].data == b"data"
+        assert storage.inject.calls["restore"] == 2
+
+
+async def test_pause_hook_sleeps_inside_the_named_actuator(
+    api: Api, storage: FakeStorageProvider, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    node = Node(
+        api.operator,
+        storage,
+        instances,
+        clock,
+        default_settings(test_pause_actuators="provision=42, start=7"),
+    )
+    before = clock.monotonic()
+    obj = await create(api, "paused")
+    assert (await reconcile(node.ctx, obj)).detail == "converged"
+    assert clock.monotonic() - before == pytest.approx(49)
+
+
+async def test_transitions_post_kubernetes_events(api: Api, node: Node, clock: FakeClock) -> None:
+    obj = await create(api, "events", image_ref="registry.invalid/does-not-exist:1")
+    outcome = await until_done(node, obj, clock)
+    assert outcome.result == "terminal"
+    events = await api.admin.list_events(NS, "events")
+    by_reason = [str(e.get("reason")) for e in events]
+    assert by_reason.count("OperationStarted") == 2  # PROVISIONING, STARTING
+    assert by_reason.count("OperationCompleted") == 1
+    assert by_reason.count("OperationRetrying") == 3
+    assert by_reason.count("OperationFailed") == 1
+    failed = next(e for e in events if e["reason"] == "OperationFailed")
+    assert failed["type"] == "Warning"
+    assert failed["involvedObject"]["uid"] == uid_of(obj)
+    assert "RetryExceeded" in failed["message"]
