@@ -236,6 +236,15 @@ def watch_type(
 
 
 @dataclass(frozen=True)
+class RawListResult:
+    """A list whose items are JSON texts (see ``list_raw``)."""
+
+    items: list[str]
+    revision: int
+    continue_token: str | None = None
+
+
+@dataclass(frozen=True)
 class ContinueToken:
     """Where a paginated list resumes: the first page's revision and the last key."""
 

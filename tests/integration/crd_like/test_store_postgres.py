@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -170,6 +171,9 @@ async def test_paginated_list_consistent_then_gone(store: PostgresStore) -> None
     for i in range(10):
         await store.create("workspaces", ws(f"w{i:02d}", "alice" if i % 2 else "bob"))
     page = await store.list("workspaces", limit=4)
+    raw = await store.list_raw("workspaces", limit=4)
+    assert [json.loads(x) for x in raw.items] == page.items
+    assert (raw.revision, raw.continue_token) == (page.revision, page.continue_token)
     assert [o["metadata"]["name"] for o in page.items] == ["w01", "w03", "w05", "w07"]
     assert page.revision == 10
     assert page.continue_token
