@@ -115,8 +115,11 @@ async def test_full_lifecycle_keeps_data_byte_exact(
 
 
 async def test_running_to_pending_stops_then_archives_and_late_desired_change_applies(
-    stack: Stack, coordinator: CoordinatorProcess, history: History
+    stack: Stack, history: History
 ) -> None:
+    # The restore pauses a few seconds so the change below lands during RESTORING.
+    coord = stack.start_coordinator("solo", env={"CODEHUB_TEST_PAUSE_ACTUATORS": "restore=4"})
+    stack.wait_leader(coord)
     name = "chain"
     await stack.create(name, "RUNNING")
     obj = await stack.wait_display(name, "RUNNING")
