@@ -21,7 +21,16 @@ from codehub.crd_like.store.interface import Store
 from . import discovery, resources, sse
 from .admission import LimitExceeded
 from .auth import TokenAuthenticator
-from .context import CTX_KEY, ServerContext, ctx_of, json_response
+from .context import (
+    CTX_KEY,
+    IDENTITY_KEY,
+    RESOURCE_KEY,
+    VERB_KEY,
+    ServerContext,
+    ctx_of,
+    json_response,
+    mark,
+)
 from .status import ApiError, status_body
 from .tls import ensure_certificate, server_ssl_context
 
@@ -72,8 +81,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_response(status_body(500, "an internal error occurred", "InternalError"), 500)
     finally:
-        verb = request.get("verb") or request.method.lower()
-        resource = request.get("resource") or "other"
+        verb = request.get(VERB_KEY) or request.method.lower()
+        resource = request.get(RESOURCE_KEY) or "other"
         ctx.metrics.requests.labels(verb, resource, str(code)).inc()
         if verb not in ("watch", "sse"):
             ctx.metrics.latency.labels(verb, resource).observe(time.perf_counter() - started)
@@ -85,17 +94,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         ident = ctx_of(request).auth.authenticate(request.headers.get("Authorization"))
         if ident is None:
             raise ApiError(401, "Unauthorized")
-        request["identity"] = ident
+        request[IDENTITY_KEY] = ident
     return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
-    request["verb"], request["resource"] = "get", "healthz"
+    mark(request, "get", "healthz")
     return web.Response(text="ok")
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
-    request["verb"], request["resource"] = "get", "readyz"
+    mark(request, "get", "readyz")
     try:
         await asyncio.wait_for(ctx_of(request).store.current_revision(), 5.0)
     except Exception as exc:
@@ -105,7 +114,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    request["verb"], request["resource"] = "get", "metrics"
+    mark(request, "get", "metrics")
     body = generate_latest(ctx_of(request).metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

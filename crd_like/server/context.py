@@ -20,6 +20,9 @@ from .metrics import ApiMetrics
 from .status import ApiError, bad_request
 
 CTX_KEY: web.AppKey[ServerContext] = web.AppKey("codehub_ctx")
+IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("codehub_identity")
+VERB_KEY: web.RequestKey[str] = web.RequestKey("codehub_verb")
+RESOURCE_KEY: web.RequestKey[str] = web.RequestKey("codehub_resource")
 
 
 @dataclass(frozen=True)
@@ -117,15 +120,15 @@ def ctx_of(request: web.Request) -> ServerContext:
 
 
 def identity_of(request: web.Request) -> Identity:
-    ident = request.get("identity")
+    ident = request.get(IDENTITY_KEY)
     if not isinstance(ident, Identity):
         raise ApiError(401, "Unauthorized")
     return ident
 
 
 def mark(request: web.Request, verb: str, resource: str) -> None:
-    request["verb"] = verb
-    request["resource"] = resource
+    request[VERB_KEY] = verb
+    request[RESOURCE_KEY] = resource
 
 
 def authorize(

@@ -129,8 +129,8 @@ def run_operator(api_server: Any) -> Iterator[Callable[[Seen], OperatorThread]]:
             op.stop()
 
 
-async def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], Any], what: str, limit: float = 30.0) -> Any:
+    deadline = time.monotonic() + limit
     while True:
         result = check()
         if asyncio.iscoroutine(result):
