@@ -252,7 +252,7 @@ def reemit_for_restore(src: Readable, sink: Writable, *, compressed: bool = True
     """
     stats = StreamStats()
     policy = MemberPolicy()
-    fixups = io.BytesIO()
+    fixups: list[bytes] = []
     with _open_reader(src, "r|gz" if compressed else "r|") as reader, _open_writer(sink) as writer:
         for member in reader:
             decision = policy.decide(member)
@@ -264,7 +264,7 @@ def reemit_for_restore(src: Readable, sink: Writable, *, compressed: bool = True
                 continue
             mode = member.mode & 0o7777
             if member.isdir() and mode & 0o700 != 0o700:
-                fixups.write(f"{mode:04o}\0./{decision.name}\0".encode("utf-8", "surrogateescape"))
+                fixups.append(f"{mode:04o}\0./{decision.name}\0".encode("utf-8", "surrogateescape"))
                 mode |= 0o700
             clean = _clean_member(member, decision, mode)
             if clean.type == tarfile.REGTYPE:
@@ -273,7 +273,7 @@ def reemit_for_restore(src: Readable, sink: Writable, *, compressed: bool = True
             else:
                 writer.addfile(clean)
             stats.members += 1
-        data = fixups.getvalue()
+        data = b"".join(reversed(fixups))  # deepest first: parents stay enterable
         modes = tarfile.TarInfo(MODES_FILE)
         modes.size = len(data)
         modes.mode = 0o600
