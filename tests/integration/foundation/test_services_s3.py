@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 from urllib.parse import urlparse
 
 import pytest
@@ -22,43 +23,47 @@ def test_endpoint_is_loopback(service_env: dict[str, str]) -> None:
 
 
 def test_put_get_list_delete(service_env: dict[str, str], s3_bucket: str) -> None:
+    # The run's bucket is shared with other tests: stay under a prefix of our own.
+    p = f"foundation-{uuid.uuid4().hex[:8]}/"
     s3 = _client(service_env)
     data = b"x" * 100_000 + b"end"
-    s3.put_object(s3_bucket, "dir/a.bin", io.BytesIO(data), len(data))
-    s3.put_object(s3_bucket, "dir/b.txt", io.BytesIO(b"b"), 1)
-    s3.put_object(s3_bucket, "other/c.txt", io.BytesIO(b"c"), 1)
+    s3.put_object(s3_bucket, f"{p}dir/a.bin", io.BytesIO(data), len(data))
+    s3.put_object(s3_bucket, f"{p}dir/b.txt", io.BytesIO(b"b"), 1)
+    s3.put_object(s3_bucket, f"{p}other/c.txt", io.BytesIO(b"c"), 1)
 
-    resp = s3.get_object(s3_bucket, "dir/a.bin")
+    resp = s3.get_object(s3_bucket, f"{p}dir/a.bin")
     try:
         assert resp.read() == data
     finally:
         resp.close()
         resp.release_conn()
-    names = sorted(o.object_name for o in s3.list_objects(s3_bucket, prefix="dir/",
+    names = sorted(o.object_name for o in s3.list_objects(s3_bucket, prefix=f"{p}dir/",
                                                          recursive=True))
-    assert names == ["dir/a.bin", "dir/b.txt"]
+    assert names == [f"{p}dir/a.bin", f"{p}dir/b.txt"]
 
-    s3.remove_object(s3_bucket, "dir/a.bin")
+    s3.remove_object(s3_bucket, f"{p}dir/a.bin")
     with pytest.raises(S3Error) as exc:
-        s3.stat_object(s3_bucket, "dir/a.bin")
+        s3.stat_object(s3_bucket, f"{p}dir/a.bin")
     assert exc.value.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound")
-    remaining = sorted(o.object_name for o in s3.list_objects(s3_bucket, recursive=True))
-    assert remaining == ["dir/b.txt", "other/c.txt"]
+    remaining = sorted(o.object_name for o in s3.list_objects(s3_bucket, prefix=p,
+                                                             recursive=True))
+    assert remaining == [f"{p}dir/b.txt", f"{p}other/c.txt"]
 
 
 def test_wrong_secret_refused_without_leaking_it(
     service_env: dict[str, str], s3_bucket: str
 ) -> None:
     wrong = "wrong-" + service_env["CODEHUB_S3_SECRET_KEY"][::-1]
+    key = f"foundation-denied-{uuid.uuid4().hex[:8]}.txt"
     s3 = _client(service_env, secret=wrong)
     with pytest.raises(S3Error) as exc:
-        s3.put_object(s3_bucket, "denied.txt", io.BytesIO(b"no"), 2)
+        s3.put_object(s3_bucket, key, io.BytesIO(b"no"), 2)
     assert exc.value.code in ("SignatureDoesNotMatch", "AccessDenied", "InvalidAccessKeyId")
     text = f"{exc.value} {exc.value!r} {exc.value.message}"
     assert wrong not in text
     assert service_env["CODEHUB_S3_SECRET_KEY"] not in text
-    names = [o.object_name for o in _client(service_env).list_objects(s3_bucket, recursive=True)]
-    assert "denied.txt" not in names
+    with pytest.raises(S3Error):
+        _client(service_env).stat_object(s3_bucket, key)
 
 
 def test_unknown_access_key_refused(service_env: dict[str, str], s3_bucket: str) -> None:
