@@ -36,7 +36,9 @@ RESOURCE_ALIASES = frozenset(
     ("ws", "workspace", "workspaces", "workspace.codehub.io", "workspaces.codehub.io")
 )
 DESIRED_FOR = {"start": "RUNNING", "stop": "STANDBY", "archive": "PENDING"}
-RECOVER_ANNOTATION = "codehub.io/recover-requested-at"
+#: A metadata change so kopf runs the update handler at once (status-only changes do not);
+#: outside the ``codehub.io/`` prefix, whose annotations kopf treats as its own bookkeeping.
+RECOVER_ANNOTATION = "recovery.codehub.io/requested-at"
 
 
 class CliError(Exception):
@@ -280,11 +282,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise CliError(f"configuration: {exc}") from None
 
 
-def api_config_from_settings(settings: Settings) -> ApiConfig:
-    """The API server's configuration, derived from the one Settings object."""
-    from codehub.crd_like.config import ApiConfig
+def api_config_from_settings(settings: Settings, env: Mapping[str, str] | None = None) -> ApiConfig:
+    """The API server's configuration: shared values from Settings, server-only knobs
+    (bookmark and heartbeat intervals, compaction, body limit) from the environment."""
+    from dataclasses import replace
 
-    return ApiConfig(
+    from codehub.crd_like.config import ApiConfig, ApiConfigError
+
+    source = dict(os.environ if env is None else env)
+    source["CODEHUB_DATABASE_URL"] = settings.database_url or "unset"
+    try:
+        base = ApiConfig.from_env(source)
+    except ApiConfigError as exc:
+        raise CliError(f"configuration: {exc}") from None
+    return replace(
+        base,
         database_url=settings.database_url,
         state_dir=settings.state_dir,
         token_file=settings.token_file,
@@ -296,6 +308,29 @@ def api_config_from_settings(settings: Settings) -> ApiConfig:
         default_standby_ttl=settings.default_standby_ttl,
         default_archive_ttl=settings.default_archive_ttl,
     )
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    """``k=v`` items (each may hold several, comma-separated) -> a label dict."""
+    labels: dict[str, str] = {}
+    for item in items:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise CliError(f"expected KEY=VALUE label, got {part!r}")
+            labels[key.strip()] = value.strip()
+    return labels
+
+
+def _configure_logging() -> None:
+    import logging
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
 
 
 # -- client commands ------------------------------------------------------------------
@@ -911,8 +946,10 @@ def cmd_server(args: argparse.Namespace) -> int:
     settings = load_settings()
     if not settings.database_url:
         raise CliError("CODEHUB_DATABASE_URL is not set (see `scripts/dev-services up`)")
+    config = api_config_from_settings(settings)
     host, port = args.listen
-    run_server(api_config_from_settings(settings), host, port, args.insecure_http)
+    _configure_logging()
+    run_server(config, host, port, args.insecure_http)
     return 0
 
 
@@ -941,10 +978,32 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
     run_coordinator = _load("codehub.operator.coordinator", "run_coordinator", "coordinator")
-    settings = load_settings()
+    settings = _with_connection_flags(load_settings(), args)
+    labels = parse_labels([os.environ.get("CODEHUB_SCOPE_LABELS", ""), *args.scope_label])
     host, port = args.listen
-    run_coordinator(settings, host, port)
+    _configure_logging()
+    try:
+        if labels:
+            run_coordinator(settings, host, port, scope_labels=labels)
+        else:
+            run_coordinator(settings, host, port)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            raise CliError(exc.code) from None
+        return int(exc.code or 0)
     return 0
+
+
+def _with_connection_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """--server/--token/--ca-file given on the command line win over the environment."""
+    from dataclasses import replace
+
+    changes = {
+        key: _opt(args, key)
+        for key in ("server", "token", "ca_file")
+        if _opt(args, key) is not None
+    }
+    return replace(settings, **changes) if changes else settings
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -1092,6 +1151,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("coordinator", "run the coordinator (leader election, operator, monitors)")
     p.add_argument("--listen", type=_listen_arg, default=_listen_arg(DEFAULT_COORDINATOR_LISTEN))
+    p.add_argument(
+        "--scope-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label added to (and filtering) every container and volume; repeatable "
+        "(env CODEHUB_SCOPE_LABELS=k=v,k2=v2)",
+    )
     p.set_defaults(func=cmd_coordinator)
 
     p = add("dev", "the embedded local stack")

@@ -222,3 +222,31 @@ def test_unexpected_exception_suggests_debug(
 def test_crd_prints_the_definition(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["crd"]) == 0
     assert "kind: CustomResourceDefinition" in capsys.readouterr().out
+
+
+def test_api_config_takes_server_knobs_from_env() -> None:
+    settings = Settings(database_url="postgresql://x/y", max_running_global=7)
+    config = cli.api_config_from_settings(
+        settings, {"CODEHUB_BOOKMARK_INTERVAL": "5", "MAX_RUNNING_GLOBAL": "999"}
+    )
+    assert config.bookmark_interval == 5.0
+    assert config.max_running_global == 7  # Settings is the one source for shared values
+    with pytest.raises(cli.CliError, match="CODEHUB_BOOKMARK_INTERVAL"):
+        cli.api_config_from_settings(settings, {"CODEHUB_BOOKMARK_INTERVAL": "soon"})
+
+
+def test_parse_labels() -> None:
+    assert cli.parse_labels(["a=1,b=2", "", "c = 3"]) == {"a": "1", "b": "2", "c": "3"}
+    with pytest.raises(cli.CliError):
+        cli.parse_labels(["novalue"])
+
+
+def test_connection_flags_override_settings() -> None:
+    args = parse("coordinator", "--server", "https://s:1", "--token", "tok-123456789")
+    settings = cli._with_connection_flags(Settings(server="https://env:2", token="e"), args)
+    assert (settings.server, settings.token, settings.ca_file) == (
+        "https://s:1",
+        "tok-123456789",
+        None,
+    )
+    assert parse("coordinator", "--scope-label", "k=v").scope_label == ["k=v"]
