@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import builtins
 import contextlib
 import copy
@@ -172,33 +173,77 @@ class _PgAdmissionView(AdmissionView):
         return [RunningRef(ns, name) for ns, name in await cur.fetchall()]
 
 
+@dataclass(frozen=True)
+class _LogRow:
+    revision: int
+    kind: str
+    namespace: str
+    type: str
+    body: Obj
+    prev: Obj | None
+
+
 class _Hub:
-    """Wakes every watcher of one store when the revision moves (NOTIFY or poll)."""
+    """One per store: learns that the revision moved (NOTIFY, a poll, or this process's
+    own write), loads the new log entries once into a bounded in-memory cache, and wakes
+    every watcher. Watchers positioned inside the cache never query the database; one
+    that is further behind catches up from the database first."""
 
     def __init__(
-        self, database_url: str, pool: AsyncConnectionPool[Any], interval: float, listen: bool
+        self,
+        database_url: str,
+        pool: AsyncConnectionPool[Any],
+        interval: float,
+        listen: bool,
+        cache_size: int,
     ) -> None:
         self._url = database_url
         self._pool = pool
         self.interval = interval
         self.listen = listen
-        self.head = 0
+        self.cache_size = max(1, cache_size)
+        self.head = 0  # highest revision known to exist
+        self.loaded = 0  # the cache holds every entry in (cache_floor, loaded]
+        self.cache_floor = 0
+        self.db_floor = 0  # the database's compaction floor, as last seen
         self.listening = False
+        self._rows: list[_LogRow] = []
+        self._revs: list[int] = []
         self._event = asyncio.Event()
+        self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def event(self) -> asyncio.Event:
+        """Set (and replaced) whenever ``loaded`` moves."""
         return self._event
 
     def advance(self, revision: int) -> None:
         if revision > self.head:
             self.head = revision
-            self._event.set()
-            self._event = asyncio.Event()
+            self._dirty.set()
+
+    def note_floor(self, floor: int) -> None:
+        """Cached entries at or below the database's floor must not outlive it: a
+        resume from before the compaction is Gone, whichever store serves it."""
+        if floor <= self.db_floor:
+            return
+        self.db_floor = floor
+        if self.cache_floor < floor:
+            drop = bisect.bisect_right(self._revs, floor)
+            del self._rows[:drop]
+            del self._revs[:drop]
+            self.cache_floor = min(floor, self.loaded)
+
+    def after(self, revision: int) -> tuple[list[_LogRow], int]:
+        """Cached entries above ``revision`` and the revision they reach."""
+        start = bisect.bisect_right(self._revs, revision)
+        return self._rows[start:], self.loaded
 
     async def start(self) -> None:
-        await self._poll_once()
+        rev = await self._read_head()
+        self.head = self.loaded = self.cache_floor = rev
+        self._tasks.append(asyncio.create_task(self._load_loop(), name="store-hub-load"))
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="store-hub-poll"))
         if self.listen:
             self._tasks.append(asyncio.create_task(self._listen_loop(), name="store-hub-listen"))
@@ -211,18 +256,68 @@ class _Hub:
                 await task
         self._tasks.clear()
 
-    async def _poll_once(self) -> None:
+    async def _read_head(self) -> int:
         async with self._pool.connection() as conn:
-            cur = await conn.execute("SELECT rev FROM revision_counter")
+            cur = await conn.execute("SELECT rev, compact_rev FROM revision_counter")
             row = await cur.fetchone()
-        if row is not None:
-            self.advance(int(row[0]))
+        assert row is not None
+        self.note_floor(int(row[1]))
+        return int(row[0])
+
+    async def _load_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                while self.loaded < self.head:
+                    await self._load_more()
+            except Exception as exc:
+                log.warning("watch cache load failed: %s", type(exc).__name__)
+                await asyncio.sleep(self.interval)
+                self._dirty.set()
+
+    async def _load_more(self) -> None:
+        query = (
+            "SELECT c.rev, c.compact_rev, e.revision, e.kind, e.namespace, e.type, e.body,"
+            " e.prev_body"
+            " FROM revision_counter c LEFT JOIN LATERAL ("
+            " SELECT revision, kind, namespace, type, body, prev_body FROM event_log"
+            " WHERE revision > %s AND revision <= c.rev ORDER BY revision LIMIT %s) e ON true"
+        )
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query.encode(), (self.loaded, WATCH_BATCH))
+            rows = await cur.fetchall()
+        head = int(rows[0][0])
+        entries = [_LogRow(int(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows if r[2]]
+        entries.sort(key=lambda e: e.revision)
+        if head > self.head:
+            self.head = head
+        if (entries and entries[0].revision != self.loaded + 1) or (
+            not entries and head > self.loaded
+        ):
+            # Compacted before we read it: restart the cache above the gap; watchers
+            # below it go to the database, which answers Gone.
+            self._rows.clear()
+            self._revs.clear()
+            self.cache_floor = self.loaded = head
+        else:
+            self._rows.extend(entries)
+            self._revs.extend(e.revision for e in entries)
+            self.loaded = entries[-1].revision if len(entries) >= WATCH_BATCH else head
+            excess = len(self._rows) - self.cache_size
+            if excess > 0:
+                self.cache_floor = self._revs[excess - 1]
+                del self._rows[:excess]
+                del self._revs[:excess]
+        self.note_floor(int(rows[0][1]))
+        self._event.set()
+        self._event = asyncio.Event()
 
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await self._poll_once()
+                self.advance(await self._read_head())
             except Exception as exc:  # keep polling; the database may come back
                 log.warning("store poll failed: %s", type(exc).__name__)
 
@@ -234,7 +329,7 @@ class _Hub:
                 ) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self.listening = True
-                    await self._poll_once()
+                    self.advance(await self._read_head())
                     async for note in conn.notifies():
                         with contextlib.suppress(ValueError):
                             self.advance(int(note.payload))
@@ -264,6 +359,7 @@ class PostgresStore(Store):
         max_size: int = 10,
         listen: bool = True,
         run_migrations: bool = True,
+        watch_cache_size: int = 10_000,
     ) -> PostgresStore:
         """Connect, migrate and start the watch hub. ``listen=False`` disables NOTIFY
         (watchers then rely on polling alone; used to prove polling suffices)."""
@@ -277,7 +373,7 @@ class PostgresStore(Store):
             open=False,
         )
         await pool.open(wait=True)
-        hub = _Hub(database_url, pool, watch_poll_interval, listen)
+        hub = _Hub(database_url, pool, watch_poll_interval, listen, watch_cache_size)
         try:
             await hub.start()
         except BaseException:
@@ -617,6 +713,7 @@ class PostgresStore(Store):
             assert row is not None
             floor = int(row[0])
             await conn.execute("DELETE FROM event_log WHERE revision <= %s", (floor,))
+        self._hub.note_floor(floor)
         return floor + 1
 
     # -- watch -----------------------------------------------------------------------
@@ -653,28 +750,39 @@ class PostgresStore(Store):
     ) -> AsyncIterator[WatchEvent]:
         with_prev = selectors is not None and bool(selectors.labels or selectors.fields)
         loop = asyncio.get_running_loop()
+        hub = self._hub
         examined = since
         last_sent = loop.time()
-        must_read = True
         while True:
-            wake = self._hub.event
-            if must_read or self._hub.head > examined:
-                head, floor, entries = await self._read_log(kind, namespace, examined, with_prev)
+            wake = hub.event
+            if examined < hub.db_floor:
+                raise sem.gone(examined, hub.db_floor)
+            if examined < hub.cache_floor:
+                head, floor, rows = await self._read_log(kind, namespace, examined, with_prev)
                 if examined < floor:
                     raise sem.gone(examined, floor)
-                self._hub.advance(head)
-                for revision, type_, body, prev in entries:
+                hub.advance(head)
+                for revision, type_, body, prev in rows:
                     examined = revision
                     seen = sem.watch_type(type_, prev, body, selectors)
                     if seen is not None:
                         yield WatchEvent(seen, revision, body)
                         last_sent = loop.time()
-                if len(entries) >= WATCH_BATCH:
+                if len(rows) < WATCH_BATCH:
+                    examined = max(examined, head)
+                continue
+            cached, upto = hub.after(examined)
+            for row in cached:
+                examined = row.revision
+                if row.kind != kind or (namespace is not None and row.namespace != namespace):
                     continue
-                examined = max(examined, head)
-                must_read = False
-                if self._hub.head > examined:
-                    continue
+                seen = sem.watch_type(row.type, row.prev, row.body, selectors)
+                if seen is not None:
+                    yield WatchEvent(seen, row.revision, copy.deepcopy(row.body))
+                    last_sent = loop.time()
+            examined = max(examined, upto)
+            if cached or hub.loaded > examined:
+                continue
             timeout = None
             if bookmark_interval is not None:
                 timeout = max(0.0, last_sent + bookmark_interval - loop.time())

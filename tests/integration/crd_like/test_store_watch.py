@@ -83,11 +83,16 @@ async def run_writers(stores: list[PostgresStore], names: list[str], tag: str) -
     return revisions
 
 
+@pytest.mark.parametrize("cache_size", [10_000, 7], ids=["cached", "tiny-cache"])
 async def test_concurrent_writers_watcher_sees_every_revision_once_in_order(
-    database_url: str,
+    database_url: str, cache_size: int
 ) -> None:
+    """With a tiny watch cache the watcher keeps falling behind it and alternates between
+    catching up from the database and following the cache: both paths must agree."""
     stores = [await PostgresStore.open(database_url, watch_poll_interval=0.5) for _ in range(2)]
-    watch_store = await PostgresStore.open(database_url, watch_poll_interval=0.5)
+    watch_store = await PostgresStore.open(
+        database_url, watch_poll_interval=0.5, watch_cache_size=cache_size
+    )
     try:
         names = [f"w{i}" for i in range(4)]
         for name in names:
