@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Archive and restore throughput of the Docker+S3 StorageProvider against a raw pipeline.
+
+Usage: .venv/bin/python bench/archive_throughput.py [--size-mb 1000] [--keep]
+
+Builds a mixed tree of about ``--size-mb`` in a fresh volume (a third incompressible
+random data, a third compressible text in mid-size files, a third small files), then in
+the same run measures:
+- raw archive: ``tar cz`` of the volume in a job-image container, its stdout piped into
+  ``put_object`` of the same minio client (multipart, same part size);
+- provider archive: ``VolumeS3StorageProvider.archive`` (tar in the container, member
+  filter + gzip + sha256 + multipart upload in this process);
+- raw restore: ``get_object`` piped into ``tar xz`` in a container on a fresh volume;
+- provider restore: ``VolumeS3StorageProvider.restore`` (download to a temp file with
+  sha256, member validation, re-emitted tar into the job, staging + swap).
+Figures are printed, never asserted. Services come from scripts/dev-services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE = "codehub/storage-job:local"
+
+
+def services_env() -> None:
+    out = subprocess.run(
+        [str(REPO / "scripts" / "dev-services"), "up"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export":
+            name, _, value = words[1].partition("=")
+            os.environ[name] = value
+    subprocess.run([str(REPO / "scripts" / "images" / "storage-job" / "build")], check=True)
+
+
+def docker_run(volume: str, script: str, *, stdin: Any = None, stdout: Any = None) -> Any:
+    return subprocess.Popen(
+        [
+            "docker", "run", "--rm", "-i", "-u", "1000:1000", "--network", "none",
+            "--label", "codehub.io/bench=archive-throughput",
+            "-v", f"{volume}:/data", IMAGE, "sh", "-c", script,
+        ],
+        stdin=stdin,
+        stdout=stdout,
+    )  # fmt: skip
+
+
+def populate_script(size_mb: int) -> str:
+    third = max(1, size_mb // 3)
+    small_files = third * 1024 // 16  # 16 KiB each
+    dirs = max(1, small_files // 200)
+    return f"""
+set -e
+cd /data
+mkdir -p random text small
+dd if=/dev/urandom of=random/blob bs=1M count={third} 2>/dev/null
+i=0
+while [ $i -lt {max(1, third // 8)} ]; do
+  seq 1 1200000 | head -c 8388608 | sed "s/^/line $i /" | head -c 8388608 > text/f$i.txt
+  i=$((i+1))
+done
+d=0
+while [ $d -lt {dirs} ]; do
+  mkdir small/d$d
+  head -c 3276800 /dev/urandom | base64 | split -b 16384 - small/d$d/f
+  d=$((d+1))
+done
+du -sk /data | cut -f1
+"""
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mb", type=int, default=1000)
+    parser.add_argument("--compress-level", type=int, default=6)
+    parser.add_argument("--keep", action="store_true", help="keep volumes and bucket")
+    args = parser.parse_args()
+
+    services_env()
+    from minio import Minio
+
+    from codehub.adapters.config import DockerConfig, S3Config
+    from codehub.adapters.s3_object_store import PART_SIZE, S3Access, make_minio
+    from codehub.adapters.volume_s3_storage import VolumeS3StorageProvider
+
+    run = uuid.uuid4().hex[:8]
+    s3 = S3Config(
+        endpoint=os.environ["CODEHUB_S3_ENDPOINT"],
+        bucket=f"bench-{run}",
+        access_key=os.environ["CODEHUB_S3_ACCESS_KEY"],
+        secret_key=os.environ["CODEHUB_S3_SECRET_KEY"],
+    )
+    labels = {"codehub.io/bench": f"archive-throughput-{run}"}
+    dc = DockerConfig(docker_host=os.environ["DOCKER_HOST"], scope_labels=labels)
+    client: Minio = make_minio(s3, timeout=300)
+    access = S3Access(s3, client)
+    access.ensure_bucket()
+    provider = VolumeS3StorageProvider(dc, s3, s3=access, compress_level=args.compress_level)
+    src, raw_dst, dst = f"b{run}src", f"b{run}raw", f"b{run}dst"
+    try:
+        await provider.provision(src)
+        print(f"populating ~{args.size_mb} MB mixed tree ...", file=sys.stderr)
+        out = subprocess.run(  # noqa: ASYNC221 - a benchmark, nothing else runs
+            ["docker", "run", "--rm", "-u", "1000:1000", "--network", "none",
+             "-v", f"ws-{src}-home:/data", IMAGE, "sh", "-c", populate_script(args.size_mb)],
+            check=True, stdout=subprocess.PIPE, text=True,
+        ).stdout  # fmt: skip
+        data_mb = int(out.strip().splitlines()[-1]) / 1024
+
+        # raw archive: tar cz in a container | put_object (same client, same part size)
+        raw_key = f"raw/{src}/home.tar.gz"
+        t0 = time.monotonic()
+        proc = docker_run(f"ws-{src}-home", "cd /data && tar czf - .", stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        client.put_object(s3.bucket, raw_key, proc.stdout, -1, part_size=PART_SIZE)
+        proc.wait()
+        raw_archive = time.monotonic() - t0
+        raw_size = client.stat_object(s3.bucket, raw_key).size or 0
+
+        t0 = time.monotonic()
+        key = await provider.archive(src, "bench")
+        archive = time.monotonic() - t0
+        arch_size = client.stat_object(s3.bucket, key).size or 0
+
+        # raw restore: get_object | tar xz in a container on a fresh volume
+        await provider.provision(raw_dst)
+        t0 = time.monotonic()
+        proc = docker_run(f"ws-{raw_dst}-home", "tar xzf - -C /data", stdin=subprocess.PIPE)
+        assert proc.stdin is not None
+        resp = client.get_object(s3.bucket, raw_key)
+        for chunk in resp.stream(1 << 20):
+            proc.stdin.write(chunk)
+        proc.stdin.close()
+        resp.close()
+        resp.release_conn()
+        proc.wait()
+        raw_restore = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        await provider.restore(dst, key)
+        restore = time.monotonic() - t0
+
+        def mbps(seconds: float) -> float:
+            return data_mb / seconds if seconds else float("inf")
+
+        print(f"\ndata: {data_mb:.0f} MB in the volume; gzip level {args.compress_level}")
+        print(f"archive size: provider {arch_size / 2**20:.0f} MB, raw {raw_size / 2**20:.0f} MB")
+        print(f"{'':22}{'seconds':>9}{'MB/s':>9}")
+        print(f"{'raw archive':22}{raw_archive:9.1f}{mbps(raw_archive):9.1f}")
+        print(f"{'provider archive':22}{archive:9.1f}{mbps(archive):9.1f}")
+        print(f"{'raw restore':22}{raw_restore:9.1f}{mbps(raw_restore):9.1f}")
+        print(f"{'provider restore':22}{restore:9.1f}{mbps(restore):9.1f}")
+        print(f"archive ratio (provider/raw throughput): {raw_archive / archive:.2f}")
+        print(f"restore ratio (provider/raw throughput): {raw_restore / restore:.2f}")
+    finally:
+        if not args.keep:
+            for uid in (src, raw_dst, dst):
+                await provider.delete_volume(uid)
+            for obj in access.list(""):
+                access.delete(obj.key)
+            client.remove_bucket(s3.bucket)
+        await provider.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
