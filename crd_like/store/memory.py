@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import builtins
 import contextlib
 import copy
 import json
@@ -171,6 +172,34 @@ class MemoryStore(Store):
             res.revision,
             res.continue_token,
         )
+
+    async def list_by(
+        self,
+        kind: str,
+        *,
+        namespace: str | None = None,
+        desired_state: str | None = None,
+        observed_status: str | None = None,
+        operation: str | None = None,
+        deleting: bool | None = None,
+    ) -> builtins.list[Obj]:
+        """Same contract as ``PostgresStore.list_by`` (typed-column queries)."""
+        out = []
+        for (k, ns, _), obj in sorted(self._objects.items()):
+            spec = obj.get("spec") or {}
+            status = obj.get("status") or {}
+            if k != kind or (namespace is not None and ns != namespace):
+                continue
+            if desired_state is not None and spec.get("desired_state") != desired_state:
+                continue
+            if observed_status is not None and status.get("observed_status") != observed_status:
+                continue
+            if operation is not None and status.get("operation") != operation:
+                continue
+            if deleting is not None and bool(obj["metadata"].get("deletionTimestamp")) != deleting:
+                continue
+            out.append(copy.deepcopy(obj))
+        return out
 
     # -- writes ----------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ def apply_update(current: Obj, result: Obj, subresource: str | None) -> UpdatePl
         new_meta["generation"] = cur_meta.get("generation", 1)
         if cur_meta.get("deletionTimestamp"):
             new_meta["deletionTimestamp"] = cur_meta["deletionTimestamp"]
+            if "deletionGracePeriodSeconds" in cur_meta:
+                new_meta["deletionGracePeriodSeconds"] = cur_meta["deletionGracePeriodSeconds"]
             added = set(new_meta.get("finalizers") or []) - set(cur_meta.get("finalizers") or [])
             if added:
                 raise Invalid(
@@ -126,6 +128,7 @@ def apply_update(current: Obj, result: Obj, subresource: str | None) -> UpdatePl
                 )
         else:
             new_meta.pop("deletionTimestamp", None)
+            new_meta.pop("deletionGracePeriodSeconds", None)
         if not new_meta.get("finalizers"):
             new_meta.pop("finalizers", None)
         if new.get("spec") != current.get("spec"):

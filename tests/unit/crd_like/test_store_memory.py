@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -342,3 +343,25 @@ def test_semantics_helpers() -> None:
     assert watch_type("MODIFIED", None, cur, None) == "MODIFIED"
     tok = ContinueToken(7, "ns", "name")
     assert ContinueToken.decode(tok.encode()) == tok
+
+
+async def test_list_by_and_list_raw() -> None:
+    s = MemoryStore()
+    await s.create("workspaces", ws("a"))
+    await s.create("workspaces", ws("b", desired="PENDING"))
+
+    def observe(obj: dict[str, Any]) -> dict[str, Any]:
+        obj["status"] = {"observed_status": "RUNNING", "operation": "NONE"}
+        return obj
+
+    await s.update("workspaces", "alice", "b", observe, subresource="status")
+    assert [
+        o["metadata"]["name"] for o in await s.list_by("workspaces", desired_state="RUNNING")
+    ] == ["a"]
+    assert [
+        o["metadata"]["name"] for o in await s.list_by("workspaces", observed_status="RUNNING")
+    ] == ["b"]
+    assert await s.list_by("workspaces", deleting=True) == []
+    raw = await s.list_raw("workspaces", limit=1)
+    assert [json.loads(x) for x in raw.items] == (await s.list("workspaces", limit=1)).items
+    assert raw.continue_token
