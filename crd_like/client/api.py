@@ -357,9 +357,26 @@ class ApiClient:
         ns: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        limit: int | None = None,
     ) -> Obj:
-        params = {"labelSelector": label_selector, "fieldSelector": field_selector}
-        return await self._obj("GET", workspaces_path(ns), params=params)
+        """The whole List; with ``limit`` it is fetched in pages of that size (one
+        consistent snapshot: every page is served at the first page's revision)."""
+        params: dict[str, Any] = {
+            "labelSelector": label_selector,
+            "fieldSelector": field_selector,
+            "limit": limit,
+        }
+        result = await self._obj("GET", workspaces_path(ns), params=params)
+        items = list(result.get("items") or [])
+        meta = result.get("metadata") or {}
+        while limit and meta.get("continue"):
+            params["continue"] = meta["continue"]
+            page = await self._obj("GET", workspaces_path(ns), params=params)
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+        result["items"] = items
+        result.setdefault("metadata", {}).pop("continue", None)
+        return result
 
     async def create(self, ns: str, obj: Obj) -> Obj:
         return await self._obj("POST", workspaces_path(ns), json_body=obj)

@@ -54,6 +54,14 @@ class Fake:
                 await resp.write(json.dumps(line).encode() + b"\n")
             await resp.write_eof()
             return resp
+        if "limit" in request.query:
+            start = int(request.query.get("continue") or 0)
+            size = int(request.query["limit"])
+            items = [{"metadata": {"name": f"w{i}"}} for i in range(start, min(start + size, 5))]
+            meta: dict[str, Any] = {"resourceVersion": "40"}
+            if start + size < 5:
+                meta["continue"] = str(start + size)
+            return web.json_response({"kind": "WorkspaceList", "metadata": meta, "items": items})
         if name == "missing":
             return _status(404, "NotFound", 'workspaces.codehub.io "missing" not found')
         if name == "invalid":
@@ -233,3 +241,12 @@ async def test_watch_410_raises(fake: tuple[Fake, str]) -> None:
             async for _ in api.watch("alice", resource_version="1"):
                 pass
     assert err.value.status == 410
+
+
+async def test_list_follows_continue_tokens(fake: tuple[Fake, str]) -> None:
+    f, url = fake
+    async with ApiClient(url, TOKEN) as api:
+        result = await api.list("alice", limit=2)
+    assert [i["metadata"]["name"] for i in result["items"]] == [f"w{i}" for i in range(5)]
+    assert result["metadata"] == {"resourceVersion": "40"}
+    assert [q.get("continue") for _m, _p, q, _c, _b in f.requests] == [None, "2", "4"]
