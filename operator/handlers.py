@@ -8,7 +8,7 @@ for an administrator) — except in the deletion handler, which returns only onc
 workspace's resources are gone, so the finalizer holds until then.
 
 kopf's own bookkeeping (last-handled configuration, handler progress) lives in
-``codehub.io/*`` annotations: status is ours and the shim validates it.
+``kopf.codehub.io/*`` annotations: status is ours and the shim validates it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from codehub.operator.reconciler import Outcome, reconcile
 log = logging.getLogger(__name__)
 
 FINALIZER = "codehub.io/finalizer"
-ANNOTATION_PREFIX = "codehub.io"
+#: kopf's own annotations (progress, last-handled configuration) get a sub-domain of
+#: their own so they never collide with annotations other writers put under codehub.io/.
+ANNOTATION_PREFIX = "kopf.codehub.io"
 #: Annotation a writer of spec.desired_state may set to say who it is (metric label).
 DESIRED_SOURCE_ANNOTATION = "codehub.io/desired-state-source"
 DESIRED_SOURCES = frozenset({"user", "ttl", "autowake", "api", "recovery"})
@@ -109,7 +111,6 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.connect_timeout = 30
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
-    settings.execution.max_workers = 64
 
 
 def raise_for(outcome: Outcome) -> None:

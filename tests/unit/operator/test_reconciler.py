@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from prometheus_client import generate_latest
 
 from codehub.adapters import naming
 from codehub.adapters.errors import UnreachableError
@@ -195,6 +196,9 @@ async def test_new_workspace_converges_to_running(
         {"operation": "STARTING", "result": "completed"},
     )
     assert text == 1
+    exposition = generate_latest(node.ctx.metrics.registry).decode()
+    assert uid not in exposition
+    assert "w1" not in exposition
 
 
 async def test_running_to_pending_stops_archives_then_restores_byte_identical(
