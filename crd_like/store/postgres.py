@@ -156,10 +156,19 @@ def _body_filters(
 
 
 class _PgAdmissionView(AdmissionView):
+    """Takes the global admission lock on first use, not for every admitted write: a
+    check that decides without counting (the write does not ask to run) then never
+    queues behind others. Every transaction locks its one object row before this lock,
+    so the lock order is the same everywhere and cannot deadlock."""
+
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._conn = conn
+        self._locked = False
 
     async def running_workspaces(self, namespace: str | None = None) -> list[RunningRef]:
+        if not self._locked:
+            await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK_KEY,))
+            self._locked = True
         query = (
             "SELECT namespace, name FROM objects WHERE kind = 'workspaces'"
             " AND deletion_timestamp IS NULL AND (desired_state = 'RUNNING'"
@@ -617,7 +626,6 @@ class PostgresStore(Store):
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 if admit is not None:
-                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK_KEY,))
                     cur = await conn.execute(
                         "SELECT 1 FROM objects WHERE kind = %s AND namespace = %s AND name = %s",
                         (kind, ns, name),
@@ -643,8 +651,6 @@ class PostgresStore(Store):
     ) -> Obj:
         ns = sem.ns_key(namespace)
         async with self._pool.connection() as conn, conn.transaction():
-            if admit is not None:
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK_KEY,))
             cur = await conn.execute(
                 "SELECT body FROM objects WHERE kind = %s AND namespace = %s AND name = %s"
                 " FOR UPDATE",
