@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from codehub.crd_like.store import Gone, WatchEvent
+from codehub.crd_like.store import Gone, Selectors, WatchEvent
 from codehub.crd_like.store.postgres import PostgresStore
 
 WRITERS = 8
@@ -227,3 +227,55 @@ async def test_notify_wakes_watchers_without_polling(database_url: str) -> None:
     finally:
         await listener.close()
         await writer.close()
+
+
+async def test_selector_watch_sees_objects_move_in_and_out(database_url: str) -> None:
+    """From the cache (store opened before the writes) and from the database (opened
+    after, so its cache starts above them): the same events."""
+    early = await PostgresStore.open(database_url, watch_poll_interval=0.2)
+    try:
+        await early.create(
+            "workspaces",
+            {**ws("a"), "metadata": {"name": "a", "namespace": "alice", "labels": {"team": "x"}}},
+        )
+        await early.create("workspaces", ws("b"))
+
+        def relabel(team: str) -> Any:
+            def mutate(obj: dict[str, Any]) -> dict[str, Any]:
+                obj["metadata"].setdefault("labels", {})["team"] = team
+                return obj
+
+            return mutate
+
+        await early.update("workspaces", "alice", "a", relabel("y"))
+        await early.update("workspaces", "alice", "b", relabel("x"))
+        await early.update("workspaces", "alice", "a", relabel("x"))
+        await early.delete("workspaces", "alice", "b")
+        expected = [
+            ("ADDED", "a"),
+            ("DELETED", "a"),
+            ("ADDED", "b"),
+            ("ADDED", "a"),
+            ("DELETED", "b"),
+        ]
+        late = await PostgresStore.open(database_url, watch_poll_interval=0.2)
+        try:
+            for store in (early, late):
+                got = await take(
+                    store.watch("workspaces", since=0, selectors=Selectors(labels={"team": "x"})),
+                    len(expected),
+                )
+                assert [(e.type, e.object["metadata"]["name"]) for e in got if e.object] == (
+                    expected
+                )
+                by_name = await take(
+                    store.watch(
+                        "workspaces", since=0, selectors=Selectors(fields={"metadata.name": "b"})
+                    ),
+                    3,
+                )
+                assert [e.type for e in by_name] == ["ADDED", "MODIFIED", "DELETED"]
+        finally:
+            await late.close()
+    finally:
+        await early.close()
