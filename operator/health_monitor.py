@@ -38,7 +38,7 @@ from codehub.operator.planning import (
     observe_detail,
     parse_enum,
 )
-from codehub.operator.reconciler import format_time, gather_facts
+from codehub.operator.reconciler import format_time, gather_facts, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,16 @@ class HealthMonitor:
         self._last_seen[uid] = self.ctx.clock.monotonic()
         return observed, display
 
-    async def observe_one(self, ns: str, name: str) -> tuple[ObservedStatus, Display] | None:
-        """Observe one workspace now (the reconciler's hint); None if it is gone or moving."""
+    async def observe_one(
+        self, ns: str, name: str, *, escalate: bool = True
+    ) -> tuple[ObservedStatus, Display] | None:
+        """Observe one workspace now (the reconciler's hint); None if it is gone or moving.
+
+        A confirmed ERROR that no terminal error explains yet (data vanished, a container
+        without its volume) is first handed to the reconciler, which records it in
+        ``error_info`` together with what was observed before (``previous_status``, still
+        intact at that moment); then the observation is written.
+        """
         ctx = self.ctx
         for _ in range(_CONSISTENT_READ_ATTEMPTS):
             try:
@@ -168,10 +176,15 @@ class HealthMonitor:
                 if (again.get("metadata") or {}).get("resourceVersion") != rv:
                     continue
                 observed, display = _compute(obj, facts.instance, facts.volume)
-                if _changed(obj, observed, display):
-                    await self._write(obj, observed, display)
-                self._last_seen[uid] = ctx.clock.monotonic()
-                return observed, display
+                unexplained = observed is ObservedStatus.ERROR and not _terminal(obj)
+                if not (unexplained and escalate):
+                    if _changed(obj, observed, display):
+                        await self._write(obj, observed, display)
+                    self._last_seen[uid] = ctx.clock.monotonic()
+                    return observed, display
+            # outside the lock: the reconciler's own hint comes back here
+            await reconcile(ctx, obj)
+            return await self.observe_one(ns, name, escalate=False)
         log.info("%s/%s kept changing; observation deferred to the next pass", ns, name)
         return None
 

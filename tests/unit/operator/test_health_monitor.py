@@ -183,6 +183,11 @@ async def test_data_lost_is_confirmed_before_being_written(env: Env) -> None:
     assert report.confirmed == 1
     st = await statuses(env)
     assert st["lost-1"]["observed_status"] == "ERROR"
+    # handed to the reconciler first, which recorded why and what was seen before
+    assert st["lost-1"]["error_info"]["reason"] == "DataLost"
+    assert st["lost-1"]["error_info"]["is_terminal"] is True
+    assert st["lost-1"]["previous_status"] == "STANDBY"
+    assert env.storage.inject.calls["provision"] == 2  # the setup's; nothing re-provisioned
     assert st["lost-0"]["observed_status"] == "RUNNING"
     assert st["lost-2"]["observed_status"] == "PENDING"  # new, never held data
 
