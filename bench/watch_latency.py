@@ -1,0 +1,260 @@
+"""Write -> watch-event latency and write throughput through the API, plus list latency.
+
+Starts its own API server subprocess (HTTPS, as in production) on a throwaway database
+of the PostgreSQL named by CODEHUB_DATABASE_URL (``eval "$(scripts/dev-services up)"``),
+opens several watchers, lets several writers patch workspaces, and prints p50/p99 of the
+time from sending a write to each watcher receiving its event, and writes per second.
+Then optionally creates N workspaces and times full and paginated lists. Printed, not
+asserted.
+
+    .venv/bin/python bench/watch_latency.py --watchers 4 --writers 4 --writes 200 \
+        --list-objects 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+NS_PATH = "/apis/codehub.io/v1alpha1/namespaces/bench/workspaces"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Server:
+    def __init__(self, admin_url: str, workdir: Path) -> None:
+        self.admin_url = admin_url
+        self.db = f"bench_{uuid.uuid4().hex[:8]}"
+        self.url_db = admin_url.rpartition("/")[0] + "/" + self.db
+        self.token = secrets.token_urlsafe(16)
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db}"')
+        tokens = self.workdir / "tokens.csv"
+        tokens.write_text(f'{self.token},bench-admin,u1,"codehub:admin"\n')
+        env = {
+            **os.environ,
+            "CODEHUB_DATABASE_URL": self.url_db,
+            "CODEHUB_TOKEN_FILE": str(tokens),
+            "CODEHUB_STATE_DIR": str(self.workdir),
+            "MAX_RUNNING_PER_USER": "100000",
+            "MAX_RUNNING_GLOBAL": "100000",
+        }
+        self.proc = subprocess.Popen(
+            [
+                str(REPO / ".venv/bin/python"),
+                "-m",
+                "codehub.crd_like.server",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+            ],
+            env=env,
+            stdout=open(self.workdir / "server.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def ssl(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.workdir / "tls" / "server.crt"))
+
+    async def wait_ready(self) -> None:
+        for _ in range(600):
+            if (self.workdir / "tls" / "server.crt").exists():
+                try:
+                    async with (
+                        aiohttp.ClientSession() as s,
+                        s.get(f"{self.url}/readyz", ssl=self.ssl()) as r,
+                    ):
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+
+
+async def watcher(
+    session: aiohttp.ClientSession,
+    server: Server,
+    rv: str,
+    arrivals: dict[str, float],
+    ready: asyncio.Event,
+) -> None:
+    async with session.get(
+        f"{server.url}{NS_PATH}",
+        params={"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true"},
+        ssl=server.ssl(),
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+    ) as resp:
+        ready.set()
+        async for line in resp.content:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event["type"] != "BOOKMARK":
+                arrivals[event["object"]["metadata"]["resourceVersion"]] = time.perf_counter()
+
+
+async def run(args: argparse.Namespace, server: Server) -> None:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        ctx = server.ssl()
+        for w in range(args.writers):
+            body = {"metadata": {"name": f"w{w}"}, "spec": {"desired_state": "PENDING"}}
+            async with session.post(f"{server.url}{NS_PATH}", json=body, ssl=ctx) as r:
+                assert r.status == 201, await r.text()
+        async with session.get(f"{server.url}{NS_PATH}", ssl=ctx) as r:
+            rv = (await r.json())["metadata"]["resourceVersion"]
+        arrivals: list[dict[str, float]] = [{} for _ in range(args.watchers)]
+        readies = [asyncio.Event() for _ in range(args.watchers)]
+        tasks = [
+            asyncio.create_task(watcher(session, server, rv, arrivals[i], readies[i]))
+            for i in range(args.watchers)
+        ]
+        await asyncio.gather(*(e.wait() for e in readies))
+        await asyncio.sleep(0.5)
+        sent: dict[str, float] = {}
+
+        async def writer(w: int) -> None:
+            for i in range(args.writes):
+                t0 = time.perf_counter()
+                async with session.patch(
+                    f"{server.url}{NS_PATH}/w{w}",
+                    data=json.dumps({"spec": {"memo": f"{i}"}}),
+                    headers={"Content-Type": "application/merge-patch+json"},
+                    ssl=ctx,
+                ) as r:
+                    sent[(await r.json())["metadata"]["resourceVersion"]] = t0
+
+        started = time.perf_counter()
+        await asyncio.gather(*(writer(w) for w in range(args.writers)))
+        elapsed = time.perf_counter() - started
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the watchers fill plain dicts; poll them
+            if all(set(sent) <= set(a) for a in arrivals):
+                break
+            await asyncio.sleep(0.05)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        latencies = [(a[rv_] - t0) * 1000 for a in arrivals for rv_, t0 in sent.items() if rv_ in a]
+        missing = sum(1 for a in arrivals for rv_ in sent if rv_ not in a)
+        total = len(sent)
+        print(
+            f"writes: {total} by {args.writers} writers in {elapsed:.2f} s "
+            f"= {total / elapsed:.0f} writes/s (each a PATCH over HTTPS)"
+        )
+        print(
+            f"watch delivery to {args.watchers} watchers: {len(latencies)} events, "
+            f"missing {missing}; write->event latency ms: "
+            f"p50 {percentile(latencies, 0.5):.1f}  p99 {percentile(latencies, 0.99):.1f}  "
+            f"max {max(latencies):.1f}  mean {statistics.mean(latencies):.1f}"
+        )
+
+        if args.list_objects:
+            sem = asyncio.Semaphore(16)
+
+            async def create(i: int) -> None:
+                body = {"metadata": {"name": f"l{i:05d}"}, "spec": {"desired_state": "PENDING"}}
+                async with sem, session.post(f"{server.url}{NS_PATH}", json=body, ssl=ctx) as r:
+                    assert r.status == 201, await r.text()
+
+            t = time.perf_counter()
+            await asyncio.gather(*(create(i) for i in range(args.list_objects)))
+            print(f"created {args.list_objects} workspaces in {time.perf_counter() - t:.1f} s")
+            for label, params in (("full list", {}), ("first page limit=500", {"limit": "500"})):
+                times = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    async with session.get(f"{server.url}{NS_PATH}", params=params, ssl=ctx) as r:
+                        body = await r.read()
+                    times.append((time.perf_counter() - t) * 1000)
+                print(
+                    f"{label} ({args.list_objects + args.writers} objects, "
+                    f"{len(body) / 1e6:.1f} MB): median {statistics.median(times):.0f} ms, "
+                    f"min {min(times):.0f} ms"
+                )
+            t = time.perf_counter()
+            pages, token = 0, None
+            while True:
+                params = {"limit": "500", **({"continue": token} if token else {})}
+                async with session.get(f"{server.url}{NS_PATH}", params=params, ssl=ctx) as r:
+                    page = await r.json()
+                pages += 1
+                token = page["metadata"].get("continue")
+                if not token:
+                    break
+            print(
+                f"paginated list, {pages} pages of 500: {(time.perf_counter() - t) * 1000:.0f} ms"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--watchers", type=int, default=4)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--writes", type=int, default=100, help="per writer")
+    parser.add_argument("--list-objects", type=int, default=0)
+    args = parser.parse_args()
+    admin_url = os.environ.get("CODEHUB_DATABASE_URL")
+    if not admin_url:
+        print('set CODEHUB_DATABASE_URL (eval "$(scripts/dev-services up)")', file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="codehub-bench-") as tmp:
+        server = Server(admin_url, Path(tmp))
+        try:
+            server.start()
+            asyncio.run(server.wait_ready())
+            asyncio.run(run(args, server))
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
