@@ -686,3 +686,53 @@ async def test_transitions_post_kubernetes_events(api: Api, node: Node, clock: F
     assert failed["type"] == "Warning"
     assert failed["involvedObject"]["uid"] == uid_of(obj)
     assert "RetryExceeded" in failed["message"]
+
+
+async def test_deletion_overrides_a_terminal_error_of_another_operation(
+    api: Api,
+    node: Node,
+    storage: FakeStorageProvider,
+    instances: FakeInstanceController,
+    clock: FakeClock,
+) -> None:
+    obj = await create(api, "doomed", image_ref="registry.invalid/does-not-exist:1")
+    uid = uid_of(obj)
+    assert (await until_done(node, obj, clock)).result == "terminal"
+    failed = await status(api, "doomed")
+    assert failed["operation"] == "STARTING"
+    await api.admin.delete(NS, "doomed")
+    outcome = await until_done(node, await get(api, "doomed"), clock)
+    assert outcome.deleted
+    assert uid not in storage.volumes
+    st = await status(api, "doomed")
+    assert st["operation"] == "DELETING"
+    assert st["op_id"] != failed["op_id"]
+    assert st.get("error_info") is None
+
+
+async def test_a_reconciler_whose_operation_was_taken_cannot_write(
+    api: Api, storage: FakeStorageProvider, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    node = Node(api.operator, storage, instances, clock, default_settings())
+    obj = await create(api, "fenced", "STANDBY")
+    gate, entered = asyncio.Event(), asyncio.Event()
+    real = storage.provision
+
+    async def provision(uid: str, labels: Any = None) -> None:
+        entered.set()
+        await gate.wait()
+        await real(uid, labels)
+
+    storage.provision = provision  # type: ignore[method-assign]
+    task = asyncio.create_task(reconcile(node.ctx, obj))
+    await entered.wait()
+    # meanwhile the operation is taken from it (an administrator resets it)
+    await api.admin.patch_merge(
+        NS, "fenced", {"status": {"operation": "NONE", "op_id": "someone-else"}}, status=True
+    )
+    gate.set()
+    outcome = await task
+    assert outcome.detail == "lost"
+    st = await status(api, "fenced")
+    assert st["operation"] == "NONE"
+    assert st["op_id"] == "someone-else"
