@@ -949,7 +949,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     config = api_config_from_settings(settings)
     host, port = args.listen
     _configure_logging()
-    run_server(config, host, port, args.insecure_http)
+    try:
+        run_server(config, host, port, args.insecure_http)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise CliError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     return 0
 
 
