@@ -29,13 +29,12 @@ from typing import Any
 from codehub.adapters.interfaces import InstanceInfo
 from codehub.crd_like.client.api import ApiError
 from codehub.operator.context import Obj, OperatorContext
+from codehub.operator.observation import derive_display, observe_detail
 from codehub.operator.planning import (
     Display,
     InstanceState,
     ObservedStatus,
     Operation,
-    derive_display,
-    observe_detail,
     parse_enum,
 )
 from codehub.operator.reconciler import format_time, gather_facts, reconcile

@@ -4,6 +4,9 @@ Nothing here does I/O, so every rule is tested exhaustively over all combination
 inputs. The reconciler and the HealthMonitor both call ``observe`` so they can never
 disagree about what a set of facts means.
 
+Observation (SPEC §5) lives in ``observation``; this module holds the vocabulary, the
+plan and the completion rule.
+
 The ``plan`` contract (kept deliberately small so it can be tabulated):
 
 * ``deleting`` wins over everything, ERROR and a running operation included: DELETING.
@@ -18,7 +21,6 @@ The ``plan`` contract (kept deliberately small so it can be tabulated):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import TypeVar
 
@@ -66,14 +68,6 @@ class InstanceState(Enum):
     RUNNING = "running"
 
 
-class ErrorRule(StrEnum):
-    """Why ``observe`` answered ERROR; the reconciler turns it into ``error_info.reason``."""
-
-    TERMINAL = "terminal"  # rule 1: error_info.is_terminal
-    NO_VOLUME = "no_volume"  # rule 2: a container without a volume
-    DATA_LOST = "data_lost"  # rule 6: the data vanished
-
-
 LEVEL: dict[ObservedStatus | DesiredState, int] = {
     ObservedStatus.PENDING: 0,
     ObservedStatus.STANDBY: 10,
@@ -82,13 +76,6 @@ LEVEL: dict[ObservedStatus | DesiredState, int] = {
     DesiredState.STANDBY: 10,
     DesiredState.RUNNING: 20,
 }
-
-
-def instance_state(running: bool | None) -> InstanceState:
-    """Map the brief's tri-state (True running, None exists-but-stopped, False absent)."""
-    if running is None:
-        return InstanceState.STOPPED
-    return InstanceState.RUNNING if running else InstanceState.ABSENT
 
 
 def plan(
@@ -120,82 +107,6 @@ def plan(
     return Operation.NONE  # ERROR waits for recovery; DELETED is transient
 
 
-@dataclass(frozen=True)
-class Observation:
-    status: ObservedStatus
-    error_rule: ErrorRule | None = None
-
-
-def observe_detail(
-    instance: InstanceState,
-    volume: bool,
-    *,
-    terminal_error: bool,
-    previous: ObservedStatus | None,
-    operation: Operation,
-    archive_key: str | None,
-    previous_status: ObservedStatus | None = None,
-) -> Observation:
-    """SPEC §5 rules 1-6, plus DELETED once a DELETING operation left nothing behind.
-
-    Rule 6 ("did this workspace ever hold data?") uses the previous observation; when
-    that is itself ERROR, the reconciler's ``previous_status`` (what was observed before
-    the error) decides, so a workspace whose first provisioning failed is PENDING after
-    recovery, while an unexplained earlier ERROR keeps counting as data held.
-    """
-    if terminal_error:
-        return Observation(ObservedStatus.ERROR, ErrorRule.TERMINAL)
-    if instance is not InstanceState.ABSENT and not volume:
-        return Observation(ObservedStatus.ERROR, ErrorRule.NO_VOLUME)
-    if instance is InstanceState.RUNNING:
-        return Observation(ObservedStatus.RUNNING)
-    if volume:
-        return Observation(ObservedStatus.STANDBY)
-    if operation is Operation.DELETING:
-        return Observation(ObservedStatus.DELETED)
-    if archive_key:
-        return Observation(ObservedStatus.PENDING)
-    if _held_data(previous, operation, previous_status):
-        return Observation(ObservedStatus.ERROR, ErrorRule.DATA_LOST)
-    return Observation(ObservedStatus.PENDING)
-
-
-def _held_data(
-    previous: ObservedStatus | None,
-    operation: Operation,
-    previous_status: ObservedStatus | None,
-) -> bool:
-    if operation not in (Operation.NONE, Operation.PROVISIONING):
-        return True
-    if previous in (ObservedStatus.STANDBY, ObservedStatus.RUNNING):
-        return True
-    if previous is ObservedStatus.ERROR:
-        return previous_status not in (ObservedStatus.PENDING, ObservedStatus.DELETED)
-    return False
-
-
-def observe(
-    instance_running: bool | None,
-    volume: bool,
-    *,
-    terminal_error: bool,
-    previous: ObservedStatus | None,
-    operation: Operation,
-    archive_key: str | None,
-    previous_status: ObservedStatus | None = None,
-) -> ObservedStatus:
-    """``observe_detail`` with the brief's tri-state container flag, status only."""
-    return observe_detail(
-        instance_state(instance_running),
-        volume,
-        terminal_error=terminal_error,
-        previous=previous,
-        operation=operation,
-        archive_key=archive_key,
-        previous_status=previous_status,
-    ).status
-
-
 def is_complete(
     operation: Operation,
     instance: InstanceState,
@@ -218,15 +129,6 @@ def is_complete(
     if operation is Operation.ARCHIVING:
         return bool(archive_key) and not volume
     return instance is InstanceState.ABSENT and not volume  # DELETING
-
-
-def derive_display(observed: ObservedStatus | None, archive_key: str | None) -> Display:
-    """SPEC §3: ARCHIVED is PENDING with an archive; otherwise the observed status."""
-    if observed is None:
-        observed = ObservedStatus.PENDING
-    if observed is ObservedStatus.PENDING and archive_key:
-        return Display.ARCHIVED
-    return Display(observed.value)
 
 
 def parse_enum(cls: type[E], value: object, default: E | None = None) -> E | None:

@@ -49,14 +49,13 @@ from codehub.adapters.interfaces import InstanceSpec, Resources
 from codehub.crd_like.client.api import ApiError
 from codehub.operator import kube_events
 from codehub.operator.context import Flight, Obj, OperatorContext
+from codehub.operator.observation import ErrorRule, observe_detail
 from codehub.operator.planning import (
     DesiredState,
-    ErrorRule,
     InstanceState,
     ObservedStatus,
     Operation,
     is_complete,
-    observe_detail,
     parse_enum,
     plan,
 )

@@ -11,17 +11,19 @@ import itertools
 
 import pytest
 
+from codehub.operator.observation import (
+    derive_display,
+    instance_state,
+    observe,
+    observe_detail,
+)
 from codehub.operator.planning import (
     DesiredState,
     Display,
     InstanceState,
     ObservedStatus,
     Operation,
-    derive_display,
-    instance_state,
     is_complete,
-    observe,
-    observe_detail,
     plan,
 )
 
