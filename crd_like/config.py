@@ -39,6 +39,8 @@ class ApiConfig:
     default_watch_timeout: float = 1800.0
     #: Upper bound for a ``limit`` on list requests.
     max_list_limit: int = 10_000
+    #: core/v1 events older than this are deleted (a real cluster keeps them an hour).
+    event_ttl_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -94,4 +96,5 @@ class ApiConfig:
             compaction_interval=number(
                 "CODEHUB_COMPACTION_INTERVAL", defaults.compaction_interval, float
             ),
+            event_ttl_seconds=number("CODEHUB_EVENT_TTL", defaults.event_ttl_seconds, float),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.store.interface import Store
+from codehub.crd_like.store.interface import Store, StoreError
 
 from . import discovery, resources, sse
 from .admission import LimitExceeded
@@ -119,10 +120,38 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _compaction_loop(ctx: ServerContext) -> None:
+async def expire_events(store: Store, ttl: float, now: datetime.datetime | None = None) -> int:
+    """Delete core/v1 events last seen more than ``ttl`` seconds ago; returns how many.
+
+    Events are hints for humans (kubectl describe); without expiry they would grow
+    without bound. Several servers may race here: a NotFound just means another won.
+    """
+    now = now or datetime.datetime.now(datetime.UTC)
+    removed = 0
+    for event in (await store.list("events")).items:
+        meta = event.get("metadata") or {}
+        stamp = event.get("lastTimestamp") or event.get("eventTime") or meta.get(
+            "creationTimestamp"
+        )
+        try:
+            when = datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        if when is not None and (now - when).total_seconds() < ttl:
+            continue
+        with contextlib.suppress(StoreError):
+            await store.delete("events", meta.get("namespace"), meta.get("name", ""))
+            removed += 1
+    return removed
+
+
+async def _maintenance_loop(ctx: ServerContext) -> None:
     while True:
         await asyncio.sleep(ctx.config.compaction_interval)
         try:
+            await expire_events(ctx.store, ctx.config.event_ttl_seconds)
             await ctx.store.compact(ctx.config.compaction_keep_revisions)
         except Exception as exc:
             log.warning("compaction failed: %r", exc)
@@ -154,7 +183,7 @@ def create_app(
     resources.add_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(_compaction_loop(ctx)) if compaction else None
+        task = asyncio.create_task(_maintenance_loop(ctx)) if compaction else None
         yield
         if task is not None:
             task.cancel()

@@ -313,3 +313,24 @@ async def test_metrics_count_requests_by_verb_and_code(client: Client) -> None:
     assert 'codehub_api_requests_total{code="404",resource="workspaces",verb="get"} 1.0' in text
     assert "codehub_api_request_duration_seconds_bucket" in text
     assert "codehub_api_open_watches" in text
+
+
+async def test_old_events_expire() -> None:
+    import datetime
+
+    from codehub.crd_like.server.app import expire_events
+
+    store = MemoryStore()
+    for name, last in (("old", "2026-01-01T00:00:00Z"), ("new", "2026-01-01T00:59:00Z")):
+        await store.create(
+            "events",
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": "alice"},
+                "lastTimestamp": last,
+            },
+        )
+    now = datetime.datetime(2026, 1, 1, 1, 0, tzinfo=datetime.UTC)
+    assert await expire_events(store, 3600, now) == 1
+    assert [e["metadata"]["name"] for e in (await store.list("events")).items] == ["new"]
