@@ -455,31 +455,35 @@ class PostgresStore(Store):
         fetch = (limit + 1) if limit is not None and limit > 0 else None
         lim = sql.SQL(" LIMIT %s") if fetch is not None else sql.SQL("")
         lim_params: list[Any] = [fetch] if fetch is not None else []
+        # ORDER BY only to make LIMIT pick the right rows (an index range scan); the
+        # final order is made in Python, so an unlimited list never sorts wide rows.
+        order = sql.SQL(" ORDER BY namespace, name") if fetch is not None else sql.SQL("")
         params: list[Any]
         if token is None:
             inner = sql.SQL(
-                "SELECT namespace, name, body FROM objects WHERE kind = %s{ns}{f}"
-                " ORDER BY namespace, name{lim}"
-            ).format(ns=ns_cond, f=filters, lim=lim)
+                "SELECT namespace, name, body FROM objects WHERE kind = %s{ns}{f}{order}{lim}"
+            ).format(ns=ns_cond, f=filters, order=order, lim=lim)
             params = [kind, *ns_params, *fparams, *lim_params]
         else:
+            # The state as of the token's revision: current rows not written since, plus
+            # the pre-write state of those that were (from the log's prev_body). Each
+            # branch is limited on its own so both stay index range scans.
             after = sql.SQL(" AND (namespace, name) > (%s, %s)")
             after_params = [token.namespace, token.name]
             inner = sql.SQL(
                 "WITH changed AS ("
                 " SELECT DISTINCT ON (namespace, name) namespace, name, prev_body"
                 " FROM event_log WHERE kind = %s AND revision > %s{ns}"
-                " ORDER BY namespace, name, revision),"
-                " state AS ("
-                " SELECT o.namespace, o.name, o.body FROM objects o"
-                " WHERE o.kind = %s{ns}{after} AND NOT EXISTS ("
-                "  SELECT 1 FROM changed c WHERE c.namespace = o.namespace AND c.name = o.name)"
+                " ORDER BY namespace, name, revision)"
+                " (SELECT namespace, name, body FROM objects"
+                " WHERE kind = %s{ns}{after} AND NOT EXISTS (SELECT 1 FROM changed c"
+                " WHERE c.namespace = objects.namespace AND c.name = objects.name){f}"
+                "{order}{lim})"
                 " UNION ALL"
-                " SELECT namespace, name, prev_body FROM changed"
-                " WHERE prev_body IS NOT NULL{after})"
-                " SELECT namespace, name, body FROM state WHERE true{f}"
-                " ORDER BY namespace, name{lim}"
-            ).format(ns=ns_cond, after=after, f=filters, lim=lim)
+                " (SELECT namespace, name, body FROM"
+                " (SELECT namespace, name, prev_body AS body FROM changed"
+                " WHERE prev_body IS NOT NULL) ch WHERE true{after}{f}{order}{lim})"
+            ).format(ns=ns_cond, after=after, f=filters, order=order, lim=lim)
             params = [
                 kind,
                 token.revision,
@@ -487,6 +491,8 @@ class PostgresStore(Store):
                 kind,
                 *ns_params,
                 *after_params,
+                *fparams,
+                *lim_params,
                 *after_params,
                 *fparams,
                 *lim_params,
@@ -507,7 +513,10 @@ class PostgresStore(Store):
             if token.revision < floor:
                 raise sem.gone(token.revision, floor)
             revision = token.revision
-        items = [r[4] for r in rows if r[4] is not None]
+        rows = [r for r in rows if r[4] is not None]
+        if fetch is not None:
+            rows = rows[:fetch]
+        items = [r[4] for r in rows]
         next_token = None
         if limit is not None and limit > 0 and len(items) > limit:
             items = items[:limit]
