@@ -159,6 +159,7 @@ async def run(args: argparse.Namespace, server: Server) -> None:
         await asyncio.gather(*(e.wait() for e in readies))
         await asyncio.sleep(0.5)
         sent: dict[str, float] = {}
+        answered: dict[str, float] = {}
 
         async def writer(w: int) -> None:
             for i in range(args.writes):
@@ -169,7 +170,9 @@ async def run(args: argparse.Namespace, server: Server) -> None:
                     headers={"Content-Type": "application/merge-patch+json"},
                     ssl=ctx,
                 ) as r:
-                    sent[(await r.json())["metadata"]["resourceVersion"]] = t0
+                    rv_ = (await r.json())["metadata"]["resourceVersion"]
+                    answered[rv_] = time.perf_counter()
+                    sent[rv_] = t0
 
         started = time.perf_counter()
         await asyncio.gather(*(writer(w) for w in range(args.writers)))
@@ -183,6 +186,10 @@ async def run(args: argparse.Namespace, server: Server) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         latencies = [(a[rv_] - t0) * 1000 for a in arrivals for rv_, t0 in sent.items() if rv_ in a]
+        after_answer = [
+            (a[rv_] - t1) * 1000 for a in arrivals for rv_, t1 in answered.items() if rv_ in a
+        ]
+        write_ms = [(answered[rv_] - t0) * 1000 for rv_, t0 in sent.items()]
         missing = sum(1 for a in arrivals for rv_ in sent if rv_ not in a)
         total = len(sent)
         print(
@@ -194,6 +201,12 @@ async def run(args: argparse.Namespace, server: Server) -> None:
             f"missing {missing}; write->event latency ms: "
             f"p50 {percentile(latencies, 0.5):.1f}  p99 {percentile(latencies, 0.99):.1f}  "
             f"max {max(latencies):.1f}  mean {statistics.mean(latencies):.1f}"
+        )
+        print(
+            f"  the write request itself (send->response) ms: "
+            f"p50 {percentile(write_ms, 0.5):.1f}  p99 {percentile(write_ms, 0.99):.1f}; "
+            f"response->event ms (negative: event first): "
+            f"p50 {percentile(after_answer, 0.5):.1f}  p99 {percentile(after_answer, 0.99):.1f}"
         )
 
         if args.list_objects:
