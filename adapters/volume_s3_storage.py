@@ -230,7 +230,12 @@ class _QueueReader(io.RawIOBase):
 
 
 class _GzipHashSink(io.RawIOBase):
-    """Compresses, hashes and hands bounded chunks to the uploader thread."""
+    """Compresses (in its own thread), hashes and hands bounded chunks to the uploader.
+
+    Three stages overlap like ``tar | gzip | upload``: the caller's thread parses the tar
+    stream, a compressor thread runs zlib (which releases the GIL) and the uploader
+    thread sends parts. Every queue is bounded, so memory does not grow with the archive.
+    """
 
     def __init__(
         self,
@@ -242,12 +247,32 @@ class _GzipHashSink(io.RawIOBase):
         self._uploader = uploader
         self._zip = zlib.compressobj(level, zlib.DEFLATED, 31)
         self._buf = bytearray()
+        self._raw = bytearray()
+        self._work: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._aborted = threading.Event()
+        self._error: BaseException | None = None
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.raw_size = 0
+        self._thread = threading.Thread(target=self._compress_loop, daemon=True)
+        self._thread.start()
 
     def writable(self) -> bool:
         return True
+
+    def _compress_loop(self) -> None:
+        try:
+            while True:
+                item = self._work.get()
+                if self._aborted.is_set():
+                    return
+                if item is None:
+                    self._emit(self._zip.flush(), flush=True)
+                    self._put(None)
+                    return
+                self._emit(self._zip.compress(item))
+        except BaseException as exc:
+            self._error = exc
 
     def _emit(self, data: bytes, *, flush: bool = False) -> None:
         if data:
@@ -258,9 +283,9 @@ class _GzipHashSink(io.RawIOBase):
             self._put(bytes(self._buf))
             self._buf.clear()
 
-    def _put(self, item: bytes | BaseException | None) -> None:
-        while True:
-            if self._uploader.done() and item is not None and not isinstance(item, BaseException):
+    def _put(self, item: bytes | None) -> None:
+        while not self._aborted.is_set():
+            if self._uploader.done():
                 self._uploader.result()  # re-raises the upload failure
                 raise _UploadAborted("uploader stopped early")
             try:
@@ -268,25 +293,50 @@ class _GzipHashSink(io.RawIOBase):
                 return
             except queue.Full:
                 continue
+        raise _UploadAborted("aborted")
+
+    def _submit(self, item: bytes | None) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if not self._thread.is_alive() and item is not None:
+                raise _UploadAborted("compressor stopped")
+            try:
+                self._work.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def write(self, b: Any) -> int:
-        data = bytes(b)
-        self.raw_size += len(data)
-        self._emit(self._zip.compress(data))
-        return len(data)
+        n = len(b)
+        self.raw_size += n
+        self._raw += b
+        if len(self._raw) >= _CHUNK:
+            self._submit(bytes(self._raw))
+            self._raw.clear()
+        return n
 
     def finish(self) -> None:
-        self._emit(self._zip.flush(), flush=True)
-        self._put(None)
+        if self._raw:
+            self._submit(bytes(self._raw))
+            self._raw.clear()
+        self._submit(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
     def fail(self, exc: BaseException) -> None:
+        """Make the uploader abort: it must never complete a partial object."""
+        self._aborted.set()
+        with contextlib.suppress(queue.Full):
+            self._work.put_nowait(None)  # wake the compressor; it sees the abort flag
         try:
             self._q.put_nowait(exc)
         except queue.Full:
-            # The uploader is blocked on nothing (queue full means it is slow): drain one.
             with contextlib.suppress(queue.Empty):
                 self._q.get_nowait()
             self._q.put_nowait(exc)
+        self._thread.join(timeout=5)
 
 
 class _SocketWriter(io.RawIOBase):

@@ -77,7 +77,12 @@ done
 d=0
 while [ $d -lt {dirs} ]; do
   mkdir small/d$d
-  head -c 3276800 /dev/urandom | base64 | split -b 16384 - small/d$d/f
+  head -c 2457600 /dev/urandom | base64 > /tmp/blob
+  j=0
+  while [ $j -lt 200 ]; do
+    dd if=/tmp/blob of=small/d$d/f$j bs=16384 skip=$j count=1 2>/dev/null
+    j=$((j+1))
+  done
   d=$((d+1))
 done
 du -sk /data | cut -f1
