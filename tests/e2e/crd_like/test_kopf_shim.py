@@ -201,3 +201,33 @@ async def test_kopf_create_update_resume_delete(
         await eventually(gone, "deletion to complete after kopf removed its finalizer")
         op2.stop()
         assert op2.error is None, op2.error
+
+
+async def test_kopf_keeps_working_across_an_api_server_restart(
+    api_server_factory: Callable[..., Any],
+) -> None:
+    server = api_server_factory(tag="kopfrestart")
+    seen = Seen()
+    op = OperatorThread(make_registry(server, seen))
+    op.start()
+    try:
+        async with ApiClient(server.url, server.tokens["bob"], server.ca_file) as bob:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Workspace",
+                "metadata": {"name": "survivor"},
+                "spec": {"desired_state": "PENDING"},
+            }
+            await bob.create("bob", body)
+            await eventually(lambda: seen.of("create", "survivor"), "create handler")
+        server.restart()
+        # A fresh client: the old one's pooled connection died with the old server.
+        async with ApiClient(server.url, server.tokens["bob"], server.ca_file) as bob:
+            await bob.patch_merge("bob", "survivor", {"spec": {"desired_state": "STANDBY"}})
+            updates = await eventually(
+                lambda: seen.of("update", "survivor"), "update after the restart", limit=90
+            )
+            assert ("change", ["spec", "desired_state"], "STANDBY") in updates[0]
+    finally:
+        op.stop()
+    assert op.error is None, op.error
