@@ -321,6 +321,21 @@ class MemoryStore(Store):
     async def current_revision(self) -> int:
         return self._rev
 
+    async def expire(self, kind: str, older_than_seconds: float) -> int:
+        """Same contract as ``PostgresStore.expire``."""
+        cutoff = sem.rfc3339_before(older_than_seconds)
+        removed = 0
+        for k, ns, name in sorted(self._objects):
+            obj = self._objects.get((k, ns, name))
+            if k != kind or obj is None:
+                continue
+            meta = obj["metadata"]
+            if meta.get("deletionTimestamp") or meta.get("creationTimestamp", "") >= cutoff:
+                continue
+            _, gone = await self.delete(kind, ns or None, name)
+            removed += int(gone)
+        return removed
+
     async def compact(self, keep_revisions: int) -> int:
         async with self._lock:
             cutoff = max(self._floor, self._rev - max(0, keep_revisions))

@@ -715,6 +715,29 @@ class PostgresStore(Store):
         self._hub.advance(rev)
         return sem.with_revision(new, rev), removed
 
+    async def expire(self, kind: str, older_than_seconds: float, *, batch: int = 500) -> int:
+        """Delete objects of ``kind`` created more than ``older_than_seconds`` ago (core/v1
+        events, which a real cluster expires after an hour), each with its DELETED event;
+        returns how many went. Finalizers are honoured like any delete."""
+        cutoff = sem.rfc3339_before(older_than_seconds)
+        removed = 0
+        while True:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT namespace, name FROM objects WHERE kind = %s"
+                    " AND deletion_timestamp IS NULL"
+                    " AND body -> 'metadata' ->> 'creationTimestamp' < %s"
+                    " ORDER BY namespace, name LIMIT %s",
+                    (kind, cutoff, batch),
+                )
+                keys = await cur.fetchall()
+            for ns, name in keys:
+                with contextlib.suppress(NotFound):
+                    _, gone = await self.delete(kind, ns or None, name)
+                    removed += int(gone)
+            if len(keys) < batch:
+                return removed
+
     async def compact(self, keep_revisions: int) -> int:
         """Raise the floor first (briefly locking the counter), then delete below it, so
         a reader sees either the old floor with all entries or the new floor."""

@@ -12,7 +12,7 @@ import copy
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from codehub.crd_like.store.interface import Conflict, Gone, Invalid, Obj, Selectors
@@ -25,6 +25,11 @@ IMMUTABLE_METADATA = ("uid", "name", "namespace", "creationTimestamp")
 def now_rfc3339() -> str:
     """Kubernetes timestamps: UTC, second precision, ``Z`` suffix."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_before(seconds: float) -> str:
+    """The timestamp ``seconds`` ago, comparable as text with ``now_rfc3339`` values."""
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ns_key(namespace: str | None) -> str:

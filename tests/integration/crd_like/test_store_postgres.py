@@ -286,3 +286,19 @@ async def test_admission_twenty_concurrent_creates_admit_two(database_url: str) 
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_expire_old_events(store: PostgresStore, database_url: str) -> None:
+    for name in ("old1", "old2", "new"):
+        await store.create("events", {"metadata": {"name": name, "namespace": "alice"}})
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE objects SET body = jsonb_set(body, '{metadata,creationTimestamp}',"
+            " '\"2000-01-01T00:00:00Z\"') WHERE name LIKE 'old%%'"
+        )
+    since = await store.current_revision()
+    assert await store.expire("events", 3600) == 2
+    assert [o["metadata"]["name"] for o in (await store.list("events")).items] == ["new"]
+    watch = store.watch("events", since=since)
+    got = [await asyncio.wait_for(watch.__anext__(), 30) for _ in range(2)]
+    assert [(e.type, e.revision) for e in got] == [("DELETED", since + 1), ("DELETED", since + 2)]

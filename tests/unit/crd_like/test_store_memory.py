@@ -365,3 +365,14 @@ async def test_list_by_and_list_raw() -> None:
     raw = await s.list_raw("workspaces", limit=1)
     assert [json.loads(x) for x in raw.items] == (await s.list("workspaces", limit=1)).items
     assert raw.continue_token
+
+
+async def test_expire_events() -> None:
+    s = MemoryStore()
+    old = await s.create("events", {"metadata": {"name": "old", "namespace": "alice"}})
+    s._objects[("events", "alice", "old")]["metadata"]["creationTimestamp"] = "2000-01-01T00:00:00Z"
+    await s.create("events", {"metadata": {"name": "new", "namespace": "alice"}})
+    assert await s.expire("events", 3600) == 1
+    assert [o["metadata"]["name"] for o in (await s.list("events")).items] == ["new"]
+    (ev,) = await collect(s.watch("events", since=int(old["metadata"]["resourceVersion"]) + 1), 1)
+    assert (ev.type, ev.object["metadata"]["name"] if ev.object else None) == ("DELETED", "old")
