@@ -130,8 +130,8 @@ async def expire_events(store: Store, ttl: float, now: datetime.datetime | None 
     removed = 0
     for event in (await store.list("events")).items:
         meta = event.get("metadata") or {}
-        stamp = event.get("lastTimestamp") or event.get("eventTime") or meta.get(
-            "creationTimestamp"
+        stamp = (
+            event.get("lastTimestamp") or event.get("eventTime") or meta.get("creationTimestamp")
         )
         try:
             when = datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))

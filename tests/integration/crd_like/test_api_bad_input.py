@@ -62,6 +62,7 @@ def raw(obj: Any) -> bytes:
 BIG = raw(ws("big", memo="x" * (MAX_BODY + 10)))
 
 # (id, method, path suffix, content type, body, expected code, text the Status must name)
+# fmt: off
 CASES: list[tuple[str, str, str, str, bytes, int, str]] = [
     ("malformed-json", "POST", "", "application/json", b'{"metadata": {"name": ', 400, "JSON"),
     ("malformed-yaml", "POST", "", "application/yaml", b"metadata: [unclosed\n  x", 400, "YAML"),
@@ -137,6 +138,7 @@ CASES: list[tuple[str, str, str, str, bytes, int, str]] = [
      "fieldSelector"),
     ("bad-limit", "GET", "?limit=many", "application/json", b"", 400, "limit"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -176,9 +178,9 @@ async def test_bad_input_is_refused_and_changes_nothing(
     assert [i["metadata"]["name"] for i in listed_after["items"]] == [
         i["metadata"]["name"] for i in listed_before["items"]
     ]
-    assert listed_after["metadata"]["resourceVersion"] == listed_before["metadata"][
-        "resourceVersion"
-    ]
+    assert (
+        listed_after["metadata"]["resourceVersion"] == listed_before["metadata"]["resourceVersion"]
+    )
 
 
 async def test_invalid_status_write_is_refused(api: Api) -> None:
