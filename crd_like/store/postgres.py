@@ -9,9 +9,16 @@
 - The event log stores each entry's previous state, so a continued list is served as
   of its first page's revision and a selector watch sees objects move in and out.
 - NOTIFY carries only the revision as a wake-up. One hub per store LISTENs on a
-  dedicated connection and also polls the counter every ``watch_poll_interval``; all
-  watchers wait on the hub, so a lost notification only delays, and N watches cost one
-  connection, not N.
+  dedicated connection and also polls the counter every ``watch_poll_interval``, so a
+  lost notification only delays. The hub reads each new stretch of the log once into a
+  bounded cache that every watcher of the store follows: N watches cost one connection
+  and one log read per change, not N. A watcher older than the cache catches up from
+  the database, which also answers Gone below the compaction floor.
+- Continue tokens carry the first page's revision and the last key; later pages are
+  computed as of that revision (current rows not written since, plus the log's
+  ``prev_body`` of those that were) and are Gone once it is compacted.
+- Admission checks get a view that takes a global advisory lock on first use, so
+  counting and writing are atomic for checks that count.
 """
 
 from __future__ import annotations
