@@ -534,6 +534,8 @@ def run_coordinator(
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    # kopf logs every successful timer run per workspace at INFO: noise at scale.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if not settings.database_url:
         raise SystemExit("CODEHUB_DATABASE_URL is required for leader election")
     asyncio.run(serve(settings, host, port, scope_labels=scope_labels))

@@ -241,6 +241,12 @@ class Stack:
             limit,
         )
 
+    async def wait_error(self, name: str, limit: float = LONG) -> dict[str, Any]:
+        """ERROR keeps the failed operation in ``status.operation`` until recovered."""
+        return await self.wait_for(
+            name, lambda o: status(o).get("display") == "ERROR", "display=ERROR", limit
+        )
+
     async def wait_gone(self, name: str, limit: float = LONG) -> None:
         await self.wait_for(name, lambda o: not o, "deleted", limit)
 

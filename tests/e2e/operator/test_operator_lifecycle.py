@@ -20,7 +20,7 @@ MANIFEST = (
     "find . -type f -exec sha256sum {} + | sort && "
     "find . -type f -exec stat -c '%n %a %s %Y' {} + | sort && "
     "find . ! -type f -exec stat -c '%n %a %F' {} + | sort && "
-    "find . -type l | sort | while read -r l; do echo \"$l -> $(readlink \"$l\")\"; done"
+    'find . -type l | sort | while read -r l; do echo "$l -> $(readlink "$l")"; done'
 )
 
 
