@@ -47,6 +47,7 @@ from codehub.crd_like.store.interface import (
     AdmissionCheck,
     AdmissionView,
     AlreadyExists,
+    Invalid,
     ListResult,
     Mutator,
     NotFound,
@@ -630,7 +631,13 @@ class PostgresStore(Store):
                 op=c.operation,
                 dt=c.deletion_timestamp,
             )
-        cur = await conn.execute(query.encode(), params)
+        try:
+            cur = await conn.execute(query.encode(), params)
+        except psycopg.errors.DataError as exc:
+            # NUL characters, NaN or Infinity: valid in Python, not in jsonb.
+            raise Invalid(
+                f"the object holds a value that cannot be stored ({type(exc).__name__})"
+            ) from exc
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])

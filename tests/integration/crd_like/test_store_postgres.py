@@ -302,3 +302,16 @@ async def test_expire_old_events(store: PostgresStore, database_url: str) -> Non
     watch = store.watch("events", since=since)
     got = [await asyncio.wait_for(watch.__anext__(), 30) for _ in range(2)]
     assert [(e.type, e.revision) for e in got] == [("DELETED", since + 1), ("DELETED", since + 2)]
+
+
+@pytest.mark.parametrize("bad", ["nul\u0000char", float("nan")])
+async def test_unstorable_values_are_invalid_and_change_nothing(
+    store: PostgresStore, bad: Any
+) -> None:
+    before = await store.create("workspaces", ws("a"))
+    with pytest.raises(Invalid):
+        await store.update("workspaces", "alice", "a", set_spec("memo", bad))
+    with pytest.raises(Invalid):
+        await store.create("workspaces", {**ws("b"), "spec": {"memo": bad}})
+    assert await store.get("workspaces", "alice", "a") == before
+    assert await store.current_revision() == 1
