@@ -383,7 +383,6 @@ async def _run(ctx: OperatorContext, w: _View, op: Operation, facts: Facts) -> O
         facts = await gather_facts(ctx, w.uid)
     except CodehubError as exc:
         return await _fail(ctx, w, op, exc)
-    await ctx.hint(w.ns, w.name)
     if is_complete(op, facts.instance, facts.volume, _own_archive(w), restore_returned):
         return await _complete(ctx, w, op)
     return await _fail(
