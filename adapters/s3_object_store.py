@@ -210,7 +210,9 @@ class S3Access:
                 -1,
                 part_size=part_size,
                 content_type="application/gzip",
-                num_parallel_uploads=2,
+                # minio queues parts for parallel uploads without bound: with one
+                # uploader, reading stops while a part is sent and memory stays flat.
+                num_parallel_uploads=1,
             ),
             action="upload",
             key=key,

@@ -75,6 +75,9 @@ LABEL_JOB_KIND = "codehub.io/job"
 DATA = "/data"
 _CHUNK = 1 << 20
 _STDERR_LIMIT = 64 * 1024
+#: Compressed 1 MiB chunks between compressor and uploader: one part's worth, so the
+#: producer keeps going while the previous part is on the wire.
+_QUEUE_CHUNKS = 16
 
 _FAIL_FN = 'fail() { echo "RESULT=FAIL CODEHUB_ERROR=$1 STEP=$2" >&2; exit 1; }'
 _UNLOCK_FN = (
@@ -637,7 +640,7 @@ class VolumeS3StorageProvider(StorageProvider):
                 context={"uid": uid, "op_id": op_id},
             )
         started = time.monotonic()
-        q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+        q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=_QUEUE_CHUNKS)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-upload") as pool:
             uploader = pool.submit(self.s3.put_stream, key, _QueueReader(q), self.part_size)
             sink = _GzipHashSink(q, uploader, self.compress_level)

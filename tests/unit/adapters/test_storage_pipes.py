@@ -102,3 +102,47 @@ def test_translate_s3_errors() -> None:
     assert isinstance(down, UnreachableError)
     assert down.code is ErrorCode.S3_ACCESS_ERROR
     assert down.retryable
+
+
+def test_pipeline_memory_does_not_grow_with_stream_size() -> None:
+    """tar -> gzip -> bounded queue -> part-sized reads: peak memory is a few parts."""
+    import os
+    import threading
+    import time
+    import tracemalloc
+
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+    uploader: Future[None] = Future()
+    block = os.urandom(1 << 20)  # incompressible: output as large as input
+    total = 96 << 20
+    received = 0
+    part = 16 << 20
+
+    def consume() -> None:
+        nonlocal received
+        reader = _QueueReader(q)
+        while True:
+            got = b""
+            while len(got) < part:  # like minio's read_part_data
+                chunk = reader.read(part - len(got))
+                if not chunk:
+                    break
+                got += chunk
+            received += len(got)
+            time.sleep(0.5)  # a slow upload: an unbounded pipe would pile up here
+            if len(got) < part:
+                return
+
+    tracemalloc.start()
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    sink = _GzipHashSink(q, uploader, 0)  # level 0: a producer faster than the upload
+    for _ in range(total // len(block)):
+        for i in range(0, len(block), 64 << 10):
+            sink.write(block[i : i + (64 << 10)])
+    sink.finish()
+    consumer.join()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert received > total  # gzip of random data is slightly larger
+    assert peak < 64 << 20, f"peak {peak >> 20} MiB for a {total >> 20} MiB stream"
