@@ -90,8 +90,10 @@ class AdmissionView(ABC):
 Mutator = Callable[[Obj], Obj]
 
 #: Runs inside the transaction, after the change is computed, before it is committed:
-#: ``(view, old_or_None, new)``. Raising aborts the write. Writes that pass an
-#: AdmissionCheck are serialised with each other, so limits hold under concurrency.
+#: ``(view, old_or_None, new)``. Raising aborts the write. The view takes a global
+#: admission lock the first time it is queried, so writes whose check reads the view are
+#: serialised with each other (limits hold under concurrency) while checks that decide
+#: without counting (a finalizer patch, say) take no lock.
 AdmissionCheck = Callable[[AdmissionView, Obj | None, Obj], Awaitable[None]]
 
 
