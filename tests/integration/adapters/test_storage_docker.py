@@ -185,7 +185,6 @@ async def test_job_killed_mid_restore_then_rerun(real: RealHarness) -> None:
     after_kill = await real.manifest(dst)
     # A failed restore never looks complete: old content intact, or the marker says so.
     assert MARKER_FILE in after_kill or visible(after_kill) == old
-    assert visible(after_kill) != before or MARKER_FILE in after_kill
 
     p.on_job_started = None
     await p.restore(dst, key)
