@@ -281,7 +281,10 @@ async def _plan_and_claim(ctx: OperatorContext, w: _View, facts: Facts) -> Outco
         previous_status=w.previous_status,
     )
     if obs.status is ObservedStatus.ERROR and not w.deleting:
-        return await _record_observed_error(ctx, w, obs.error_rule, facts)
+        failure = ObservationFailure(obs.error_rule, facts.instance)
+        return await _fail(
+            ctx, w, Operation.NONE, _observed_error(obs.error_rule), observed=failure
+        )
     target = plan(obs.status, w.desired, Operation.NONE, w.archive_key, w.deleting)
     if target is Operation.NONE:
         return Outcome("done", detail="converged")
@@ -523,10 +526,21 @@ def _observe_duration(ctx: OperatorContext, w: _View, op: Operation, result: str
         ctx.metrics.operation_duration.labels(operation=op.value, result=result).observe(seconds)
 
 
-async def _fail(ctx: OperatorContext, w: _View, op: Operation, exc: CodehubError) -> Outcome:
-    """The one place errors are turned into retry, terminal or done (SPEC §6)."""
+async def _fail(
+    ctx: OperatorContext,
+    w: _View,
+    op: Operation,
+    exc: CodehubError,
+    *,
+    observed: ObservationFailure | None = None,
+) -> Outcome:
+    """The one place errors are turned into retry, terminal or done (SPEC §6).
+
+    ``op`` is the claimed operation whose actuators or observation failed, or NONE with
+    ``observed`` set for a problem found by observation alone (always terminal).
+    """
     count = w.error_count + 1
-    budget = retry_budget(ctx, exc.reason)
+    budget = 0 if observed is not None else retry_budget(ctx, exc.reason)
     terminal = count > budget
     reason = exc.reason
     message = str(exc)
@@ -548,12 +562,19 @@ async def _fail(ctx: OperatorContext, w: _View, op: Operation, exc: CodehubError
         "context": context,
         "occurred_at": format_time(now),
     }
+    if observed is not None:
+        context["instance"] = observed.instance.value
     changes: dict[str, Any] = {"error_count": count, "error_info": error_info}
     if terminal:
         changes["previous_status"] = _previous_status(w)
     try:
-        await _write_op_fenced(ctx, w, changes)
+        if op is Operation.NONE:
+            await _write_rv_fenced(ctx, w, {**w.status, **changes})
+        else:
+            await _write_op_fenced(ctx, w, changes)
     except _LostOwnership:
+        if op is Operation.NONE:
+            return _AGAIN  # something else changed: look again
         return Outcome("done", operation=op, detail="lost")
     except CodehubError as write_exc:
         log.warning("%s/%s: cannot record error: %s", w.ns, w.name, write_exc)
@@ -562,9 +583,8 @@ async def _fail(ctx: OperatorContext, w: _View, op: Operation, exc: CodehubError
     if terminal:
         log.error("%s/%s: %s failed terminally: %s", w.ns, w.name, op.value, message)
         _observe_duration(ctx, w, op, "failed")
-        await kube_events.post(
-            ctx, w.obj, kube_events.OPERATION_FAILED, f"{reason.value}: {message}", "Warning"
-        )
+        event = kube_events.OPERATION_FAILED if observed is None else kube_events.DATA_LOST
+        await kube_events.post(ctx, w.obj, event, f"{reason.value}: {message}", "Warning")
         if op is Operation.RESTORING:
             await _discard_partial_restore(ctx, w)
         await ctx.hint(w.ns, w.name)
@@ -598,44 +618,22 @@ async def _discard_partial_restore(ctx: OperatorContext, w: _View) -> None:
         log.warning("%s/%s: could not discard partial restore: %s", w.ns, w.name, exc)
 
 
-async def _record_observed_error(
-    ctx: OperatorContext, w: _View, rule: ErrorRule | None, facts: Facts
-) -> Outcome:
-    """Observation found the data gone or an invariant broken: terminal, no operation."""
+@dataclass(frozen=True)
+class ObservationFailure:
+    """What observation alone found wrong (no operation involved)."""
+
+    rule: ErrorRule | None
+    instance: InstanceState
+
+
+def _observed_error(rule: ErrorRule | None) -> CodehubError:
     if rule is ErrorRule.NO_VOLUME:
-        exc: CodehubError = MismatchError(
+        return MismatchError(
             "a container exists without its home volume", code=ErrorCode.VOLUME_NOT_FOUND
         )
-    else:
-        exc = DataLostError(
-            "the home volume vanished and there is no archive", code=ErrorCode.VOLUME_NOT_FOUND
-        )
-    error_info = {
-        "reason": exc.reason.value,
-        "message": exc.message,
-        "is_terminal": True,
-        "operation": Operation.NONE.value,
-        "error_count": w.error_count + 1,
-        "context": {"code": exc.code.value, "instance": facts.instance.value},
-        "occurred_at": format_time(ctx.clock.now()),
-    }
-    status = dict(w.status)
-    status.update(
-        error_count=w.error_count + 1,
-        error_info=error_info,
-        previous_status=_previous_status(w),
+    return DataLostError(
+        "the home volume vanished and there is no archive", code=ErrorCode.VOLUME_NOT_FOUND
     )
-    try:
-        await _write_rv_fenced(ctx, w, status)
-    except _LostOwnership:
-        return _AGAIN
-    except CodehubError:
-        return Outcome("retry", delay=_api_retry_delay(ctx), reason=exc.reason.value)
-    ctx.metrics.workspace_errors.labels(reason=exc.reason.value).inc()
-    log.error("%s/%s: %s", w.ns, w.name, exc)
-    await kube_events.post(ctx, w.obj, kube_events.DATA_LOST, str(exc), "Warning")
-    await ctx.hint(w.ns, w.name)
-    return Outcome("terminal", reason=exc.reason.value)
 
 
 def _previous_status(w: _View) -> str | None:
