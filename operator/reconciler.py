@@ -254,6 +254,13 @@ async def _step(ctx: OperatorContext, ns: str, name: str, uid: str) -> Outcome:
         return Outcome("done", detail="gone")  # the name now belongs to another workspace
     if w.terminal and (not w.deleting or w.operation is Operation.DELETING):
         return Outcome("terminal", operation=w.operation, reason=_reason(w), detail="held")
+    resuming = w.operation is not Operation.NONE and not (
+        w.deleting and w.operation is not Operation.DELETING
+    )
+    if resuming:
+        wait = _backoff_remaining(ctx, w)
+        if wait > 0:  # before any engine call: an early wake-up must not spend the budget
+            return Outcome("retry", delay=wait, operation=w.operation, detail="backoff")
 
     try:
         facts = await gather_facts(ctx, uid)
@@ -263,7 +270,7 @@ async def _step(ctx: OperatorContext, ns: str, name: str, uid: str) -> Outcome:
             return Outcome("retry", delay=_api_retry_delay(ctx), detail="observe")
         return await _fail(ctx, w, w.operation, exc)
 
-    if w.operation is Operation.NONE or (w.deleting and w.operation is not Operation.DELETING):
+    if not resuming:
         return await _plan_and_claim(ctx, w, facts)
     return await _continue(ctx, w, facts)
 
@@ -324,15 +331,8 @@ async def _after_lost_claim(ctx: OperatorContext, w: _View) -> Outcome:
 
 
 async def _continue(ctx: OperatorContext, w: _View, facts: Facts) -> Outcome:
-    """An operation is already claimed: wait out its backoff, time it out, or resume it."""
+    """An operation is already claimed (its backoff is over): time it out or resume it."""
     op = w.operation
-    if w.error_info and not w.terminal:
-        occurred = parse_time(w.error_info.get("occurred_at"))
-        wait = float((w.error_info.get("context") or {}).get("retry_after_seconds") or 0)
-        if occurred is not None:
-            remaining = (occurred - ctx.clock.now()).total_seconds() + wait
-            if remaining > 0:
-                return Outcome("retry", delay=remaining, operation=op, detail="backoff")
     if _remaining(ctx, w, op) <= 0:
         return await _fail(ctx, w, op, _timeout_error(ctx, op))
     if op is not Operation.RESTORING and is_complete(
@@ -340,6 +340,17 @@ async def _continue(ctx: OperatorContext, w: _View, facts: Facts) -> Outcome:
     ):
         return await _complete(ctx, w, op)
     return await _run(ctx, w, op, facts)
+
+
+def _backoff_remaining(ctx: OperatorContext, w: _View) -> float:
+    """Seconds until the next attempt of a failed operation may run (0: now)."""
+    if not w.error_info or w.terminal:
+        return 0.0
+    occurred = parse_time(w.error_info.get("occurred_at"))
+    if occurred is None:
+        return 0.0
+    wait = float((w.error_info.get("context") or {}).get("retry_after_seconds") or 0)
+    return max((occurred - ctx.clock.now()).total_seconds() + wait, 0.0)
 
 
 def _remaining(ctx: OperatorContext, w: _View, op: Operation) -> float:

@@ -384,8 +384,9 @@ async def test_retries_with_backoff_then_retry_exceeded_and_op_id_reused(
             break
         delays.append(outcome.delay)
         # called again before the backoff ran out: nothing happens
-        starts = instances.calls["start"]
+        starts, probes = instances.calls["start"], instances.calls["is_running"]
         early = await reconcile(node.ctx, await get(api, "badimg"))
+        assert instances.calls["is_running"] == probes  # not even an engine call
         assert early.result == "retry"
         assert early.detail == "backoff"
         assert instances.calls["start"] == starts
