@@ -399,6 +399,17 @@ async def _run(ctx: OperatorContext, w: _View, op: Operation, facts: Facts) -> O
         return await _fail(ctx, w, op, exc)
     if is_complete(op, facts.instance, facts.volume, _own_archive(w), restore_returned):
         return await _complete(ctx, w, op)
+    after = observe_detail(
+        facts.instance,
+        facts.volume,
+        terminal_error=False,
+        previous=w.observed,
+        operation=op,
+        archive_key=w.archive_key,
+        previous_status=w.previous_status,
+    )
+    if after.error_rule is ErrorRule.DATA_LOST and op is not Operation.DELETING:
+        return await _fail(ctx, w, op, _observed_error(after.error_rule))
     return await _fail(
         ctx,
         w,

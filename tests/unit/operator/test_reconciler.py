@@ -737,3 +737,31 @@ async def test_a_reconciler_whose_operation_was_taken_cannot_write(
     st = await status(api, "fenced")
     assert st["operation"] == "NONE"
     assert st["op_id"] == "someone-else"
+
+
+async def test_data_vanishing_during_an_operation_is_data_lost_not_retried(
+    api: Api,
+    node: Node,
+    storage: FakeStorageProvider,
+    instances: FakeInstanceController,
+    clock: FakeClock,
+) -> None:
+    obj = await create(api, "gone-mid-stop")
+    uid = uid_of(obj)
+    await reconcile(node.ctx, obj)
+    real = instances.delete
+
+    async def delete_and_lose_volume(u: str) -> None:
+        await real(u)
+        storage.volumes.pop(u, None)  # the volume disappears with it
+
+    instances.delete = delete_and_lose_volume  # type: ignore[method-assign]
+    await set_desired(api, "gone-mid-stop", "STANDBY")
+    outcome = await until_done(node, await get(api, "gone-mid-stop"), clock)
+    assert outcome.result == "terminal"
+    assert outcome.reason == "DataLost"
+    assert instances.calls["delete"] == 1
+    st = await status(api, "gone-mid-stop")
+    assert st["error_info"]["operation"] == "STOPPING"
+    assert st["previous_status"] == "RUNNING"
+    assert uid not in storage.volumes
