@@ -1,0 +1,92 @@
+"""Two coordinators: only the leader acts; killing it hands over to the standby."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+
+import pytest
+from operator_e2e import CoordinatorProcess, History, Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+OP_ID = re.compile(r"op_id ([0-9a-f-]{36})")
+
+
+def _leaders(coords: list[CoordinatorProcess]) -> list[str]:
+    return [c.node_id for c in coords if c.alive() and c.is_leader()]
+
+
+async def _started(stack: Stack) -> list[tuple[str, str, str]]:
+    """(workspace, op_id, acting component) of every OperationStarted event."""
+    rows = []
+    for e in await stack.events():
+        if e.get("reason") != "OperationStarted":
+            continue
+        match = OP_ID.search(str(e.get("message")))
+        assert match, e
+        component = (e.get("source") or {}).get("component") or e.get("reportingComponent")
+        rows.append((e["involvedObject"]["name"], match.group(1), str(component)))
+    return rows
+
+
+async def test_only_the_leader_acts_and_the_standby_takes_over(
+    stack: Stack, history: History
+) -> None:
+    a = stack.start_coordinator("alpha")
+    stack.wait_leader(a)
+    b = stack.start_coordinator("beta")
+    coords = [a, b]
+    for _ in range(10):
+        assert _leaders(coords) == ["alpha"]
+        await asyncio.sleep(0.1)
+    health = b.health()
+    assert health is not None
+    assert health["leader"] is False
+    assert health["node_id"] == "beta"
+    assert "codehub_leader 1.0" in a.metrics()
+    assert "codehub_leader 0.0" in b.metrics()
+
+    names = ["lead-1", "lead-2"]
+    for name in names:
+        await stack.create(name, "RUNNING")
+    for name in names:
+        await stack.wait_display(name, "RUNNING")
+    await stack.set_desired("lead-1", "STANDBY")
+    await stack.wait_display("lead-1", "STANDBY")
+
+    started = await _started(stack)
+    assert {component for _, _, component in started} == {"codehub-operator/alpha"}
+    per_op = Counter(op_id for _, op_id, _ in started)
+    assert per_op, "no operation was started"
+    assert max(per_op.values()) == 1, f"an operation was started twice: {per_op}"
+    assert "claimed" not in b.log_text()
+    assert len(started) == 5  # 2 x (PROVISIONING, STARTING) + STOPPING
+
+    # Kill the leader; the standby takes over.
+    killed_at = time.monotonic()
+    a.kill()
+    stack.wait_leader(b)
+    failover = time.monotonic() - killed_at
+    print(f"\nFAILOVER: standby became leader {failover:.2f}s after the leader was SIGKILLed")
+    assert _leaders(coords) == ["beta"]
+    assert "codehub_leader 1.0" in b.metrics()
+
+    # The new leader does the work from now on, still once per operation.
+    await stack.set_desired("lead-1", "RUNNING")
+    await stack.set_desired("lead-2", "STANDBY")
+    await stack.wait_display("lead-1", "RUNNING")
+    await stack.wait_display("lead-2", "STANDBY")
+    after = [row for row in await _started(stack) if row not in started]
+    assert {component for _, _, component in after} == {"codehub-operator/beta"}
+    per_op = Counter(op_id for _, op_id, _ in await _started(stack))
+    assert max(per_op.values()) == 1, f"an operation was started twice: {per_op}"
+    assert history.operations("lead-1")[-1] == "STARTING"
+    assert history.operations("lead-2")[-1] == "STOPPING"
+
+    # The old leader comes back as a standby and does not act.
+    c = stack.start_coordinator("alpha")
+    await asyncio.sleep(3)
+    assert _leaders([b, c]) == ["beta"]
