@@ -20,9 +20,12 @@ REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "dev-services"
 
 
-def _run(state: Path, docker_host: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEHUB_")}
-    env.update(CODEHUB_DEV_STATE=str(state), DOCKER_HOST=docker_host)
+def _run(state: Path, docker_host: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CODEHUB_") and k != "DOCKER_HOST"}
+    env["CODEHUB_DEV_STATE"] = str(state)
+    if docker_host is not None:
+        env["DOCKER_HOST"] = docker_host
     return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
 
@@ -90,6 +93,12 @@ def test_up_twice_then_down(state_dir: Path, service_env: dict[str, str]) -> Non
     status = _run(state_dir, docker_host, "status")
     assert status.returncode == 0
     assert env["CODEHUB_S3_SECRET_KEY"] not in status.stdout + status.stderr
+    if docker_host.startswith("unix://"):
+        # Without DOCKER_HOST the engine already running here is found, not a second one.
+        found = _run(state_dir, None, "status")
+        assert found.returncode == 0, found.stdout
+        assert docker_host in found.stdout
+        assert not (state_dir / "docker" / "docker.pid").exists()
 
     down = _run(state_dir, docker_host, "down")
     assert down.returncode == 0, down.stderr
