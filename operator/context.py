@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -67,8 +69,14 @@ class OperatorContext:
     observe_hint: ObserveHint | None = None
     #: Reconciles running in this process, by workspace uid (serialises them).
     inflight: dict[str, Flight] = field(default_factory=dict)
-    #: Reporting component name for Kubernetes events.
-    component: str = "codehub-operator"
+    #: Reporting component of Kubernetes events; empty means "codehub-operator/<node id>",
+    #: so `describe` (and the leadership tests) show which coordinator acted.
+    component: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.component:
+            node = self.settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+            self.component = f"codehub-operator/{node}"
 
     @property
     def pauses(self) -> dict[str, float]:
