@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 TERM_STOP_TIMEOUT = 60.0
 #: Restart delays of a component that crashed, growing to the last value.
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+#: kopf's own shutdown (stop flag) runs its cleanup activities and closes its sessions.
+KOPF_GRACE = 5.0
 
 ComponentRun = Callable[["LeaderTerm"], Awaitable[None]]
 
@@ -53,6 +55,9 @@ class LeaderComponent:
 
     name: str
     run: ComponentRun
+    #: On a graceful stop (SIGTERM while still leader) the component gets this long to
+    #: finish after its stop callbacks ran; losing the lock always cancels at once.
+    grace: float = 0.0
 
 
 @dataclass
@@ -133,7 +138,7 @@ def leader_components() -> list[LeaderComponent]:
     ):
         if optional is not None:
             components.append(optional)
-    components.append(LeaderComponent("kopf", run_kopf))
+    components.append(LeaderComponent("kopf", run_kopf, grace=KOPF_GRACE))
     return components
 
 
@@ -216,6 +221,7 @@ class LeaderTerm:
         self.components = list(components)
         self.ctx: Any = None
         self.stopping = False
+        self.graceful = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_callbacks: list[Callable[[], None]] = []
@@ -237,12 +243,12 @@ class LeaderTerm:
         assert self._ended is not None
         await asyncio.shield(self._ended)
 
-    def stop(self) -> None:
-        """Thread-safe and immediate: cancel every component of this term."""
+    def stop(self, graceful: bool = False) -> None:
+        """Thread-safe: cancel every component now (or after its grace, if ``graceful``)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop just finished
-                loop.call_soon_threadsafe(self._request_stop)
+                loop.call_soon_threadsafe(self._request_stop, graceful)
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
@@ -273,15 +279,20 @@ class LeaderTerm:
                 with contextlib.suppress(RuntimeError):
                     self._owner_loop.call_soon_threadsafe(_resolve, self._ended)
 
-    def _request_stop(self) -> None:
+    def _request_stop(self, graceful: bool = False) -> None:
+        if not graceful:
+            for task in self._tasks:
+                task.cancel()
         if self.stopping:
             return
         self.stopping = True
+        self.graceful = graceful
         for callback in self._stop_callbacks:
             with contextlib.suppress(Exception):
                 callback()
-        for task in self._tasks:
-            task.cancel()
+        for component, task in zip(self.components, self._tasks, strict=False):
+            if not graceful or component.grace <= 0:
+                task.cancel()
         if self._stop is not None:
             self._stop.set()
 
@@ -308,6 +319,9 @@ class LeaderTerm:
             await self._stop.wait()
         finally:
             self.stopping = True
+            grace = max((c.grace for c in self.components), default=0.0)
+            if self.graceful and grace > 0 and self._tasks:
+                await asyncio.wait(self._tasks, timeout=grace)
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -444,7 +458,8 @@ class Coordinator:
         try:
             await asyncio.wait({holding, ended, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            term.stop()
+            # Still holding the lock (SIGTERM): let kopf shut down cleanly. Lost: at once.
+            term.stop(graceful=stopping.done() and self.elector.is_leader)
             if not await asyncio.to_thread(term.join, TERM_STOP_TIMEOUT):
                 log.error("coordinator: leader term did not stop within %ss", TERM_STOP_TIMEOUT)
             self._term = None
