@@ -83,6 +83,16 @@ class LocalServer:
     proc: subprocess.Popen[bytes] | None = None
     tmp: tempfile.TemporaryDirectory[str] | None = None
     db_name: str = ""
+    server_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> str:
+        assert self.tmp is not None
+        return self.tmp.name
+
+    def env_for_clients(self) -> dict[str, str]:
+        """The server's environment plus what a coordinator or CLI needs to reach it."""
+        return {**self.server_env, "CODEHUB_SERVER": self.url, "CODEHUB_CA_FILE": self.ca_file}
 
     def start(self) -> LocalServer:
         import psycopg
@@ -122,6 +132,7 @@ class LocalServer:
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
+        self.server_env = env
         subprocess.run([str(CODEHUB), "db", "migrate"], env=env, check=True, capture_output=True)
         logf = open(state / "server.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
