@@ -37,7 +37,7 @@ from codehub.operator.planning import (
     Operation,
     parse_enum,
 )
-from codehub.operator.reconciler import format_time, gather_facts, reconcile
+from codehub.operator.reconciler import format_time, gather_facts, record_observed_error
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class HealthMonitor:
                     self._last_seen[uid] = ctx.clock.monotonic()
                     return observed, display
             # outside the lock: the reconciler's own hint comes back here
-            await reconcile(ctx, obj)
+            await record_observed_error(ctx, ns, name)
             return await self.observe_one(ns, name, escalate=False)
         log.info("%s/%s kept changing; observation deferred to the next pass", ns, name)
         return None

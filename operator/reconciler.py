@@ -233,6 +233,48 @@ async def reconcile(ctx: OperatorContext, obj: Mapping[str, Any]) -> Outcome:
         ctx.inflight.pop(uid, None)
 
 
+async def record_observed_error(ctx: OperatorContext, ns: str, name: str) -> Outcome:
+    """Record, as a terminal error, a problem observation found with no operation running
+    (data vanished, a container without its volume), and nothing else.
+
+    The HealthMonitor calls this before it writes such an ERROR, so ``previous_status``
+    still holds what was observed before. Unlike ``reconcile`` it never claims or runs an
+    operation, so an observation pass is never held up by actuators.
+    """
+    try:
+        w = _View.of(await ctx.api.get(ns, name))
+    except ApiError as exc:
+        if exc.status == 404:
+            return Outcome("done", detail="gone")
+        return Outcome("retry", delay=_api_retry_delay(ctx), detail="api")
+    if w.terminal or w.deleting or w.operation is not Operation.NONE or w.uid in ctx.inflight:
+        return Outcome("done", detail="skipped")
+    ctx.inflight[w.uid] = Flight()
+    try:
+        facts = await gather_facts(ctx, w.uid)
+        obs = observe_detail(
+            facts.instance,
+            facts.volume,
+            terminal_error=False,
+            previous=w.observed,
+            operation=w.operation,
+            archive_key=w.archive_key,
+            previous_status=w.previous_status,
+        )
+        if obs.status is not ObservedStatus.ERROR:
+            return Outcome("done", detail="converged")
+        failure = ObservationFailure(obs.error_rule, facts.instance)
+        outcome = await _fail(
+            ctx, w, Operation.NONE, _observed_error(obs.error_rule), observed=failure
+        )
+        return Outcome("done", detail="lost") if outcome is _AGAIN else outcome
+    except CodehubError as exc:
+        log.warning("cannot observe %s/%s: %s", ns, name, exc)
+        return Outcome("retry", delay=_api_retry_delay(ctx), detail="observe")
+    finally:
+        ctx.inflight.pop(w.uid, None)
+
+
 async def gather_facts(ctx: OperatorContext, uid: str) -> Facts:
     running, volume = await asyncio.gather(
         _adapter("is_running", ctx.instances.is_running(uid)),

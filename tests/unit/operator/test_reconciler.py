@@ -765,3 +765,28 @@ async def test_data_vanishing_during_an_operation_is_data_lost_not_retried(
     assert st["error_info"]["operation"] == "STOPPING"
     assert st["previous_status"] == "RUNNING"
     assert uid not in storage.volumes
+
+
+async def test_record_observed_error_never_runs_an_operation(
+    api: Api, node: Node, storage: FakeStorageProvider, instances: FakeInstanceController
+) -> None:
+    from codehub.operator.reconciler import record_observed_error
+
+    fresh = await create(api, "fresh")  # desired RUNNING, nothing yet: not an error
+    outcome = await record_observed_error(node.ctx, NS, "fresh")
+    assert outcome.detail == "converged"
+    assert storage.inject.calls["provision"] == 0
+    assert (await status(api, "fresh")).get("operation") is None
+
+    await reconcile(node.ctx, fresh)
+    uid = uid_of(fresh)
+    await instances.remove_behind_back(uid)
+    storage.volumes.pop(uid)
+    outcome = await record_observed_error(node.ctx, NS, "fresh")
+    assert outcome.result == "terminal"
+    assert outcome.reason == "DataLost"
+    st = await status(api, "fresh")
+    assert st["previous_status"] == "RUNNING"
+    assert st["operation"] == "NONE"
+    assert st["observed_status"] == "ERROR"
+    assert instances.calls["start"] == 1
