@@ -1,15 +1,17 @@
 """The HealthMonitor: the only writer of observed_status, display and observed_at (SPEC §5).
 
-A pass costs a constant number of calls whatever the number of workspaces: one engine
-listing of containers, one of volumes, one API list; it then writes only the workspaces
+A pass costs a constant number of calls whatever the number of workspaces: one API list,
+then one engine listing of containers and one of volumes; it writes only the workspaces
 whose observation changed. ``observe_one`` is the immediate, per-workspace variant the
-reconciler calls after each actuator.
+reconciler calls after each step.
 
-Reading facts and status at different instants can combine an old fact with a newer
-status (or the reverse) into a false "data lost". ERROR is therefore never written from
-a batch pass directly: a workspace that would become ERROR is re-observed by
-``observe_one``, which reads the status, then the facts, then the status again, and
-trusts the result only if the resourceVersion did not move in between.
+Facts and status are read at different instants. Reading the status first means the
+facts are the newer of the two, and every write is conditional on the resourceVersion the
+observation was computed from: if the reconciler (or anyone) changed the workspace in
+between, the write is refused and that workspace is observed afresh, so an observation
+made from stale facts never overwrites a newer one. ERROR not explained by a terminal
+error is never written from a batch pass: ``observe_one`` re-reads status, facts, status
+and trusts only a still picture, then lets the reconciler record why before writing it.
 
 Staleness: ``observed_at`` is written with each change, so on a stable workspace it is
 the time the current status was first seen. Whether observation is still happening is
@@ -90,10 +92,10 @@ class HealthMonitor:
 
     async def _pass(self, report: PassReport) -> None:
         ctx = self.ctx
+        listing = await ctx.api.list(None)
         instances, volumes = await asyncio.gather(
             ctx.instances.list_instances(), ctx.storage.list_volumes()
         )
-        listing = await ctx.api.list(None)
         items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
         report.workspaces = len(items)
         counts: Counter[tuple[str, str]] = Counter()
@@ -143,7 +145,13 @@ class HealthMonitor:
                 raise RuntimeError("no consistent observation")
             return result
         if _changed(obj, observed, display):
-            await self._write(obj, observed, display)
+            if not await self._write(obj, observed, display):
+                # the status moved since the listing: observe this one afresh
+                report.confirmed += 1
+                result = await self.observe_one(str(meta.get("namespace")), str(meta.get("name")))
+                if result is None:
+                    raise RuntimeError("no consistent observation")
+                return result
             report.written += 1
         self._last_seen[uid] = self.ctx.clock.monotonic()
         return observed, display
@@ -170,15 +178,17 @@ class HealthMonitor:
             lock = self._locks.setdefault(uid, asyncio.Lock())
             async with lock:
                 facts = await gather_facts(ctx, uid)
-                again = await ctx.api.get(ns, name)
-                rv = (obj.get("metadata") or {}).get("resourceVersion")
-                if (again.get("metadata") or {}).get("resourceVersion") != rv:
-                    continue
                 observed, display = _compute(obj, facts.instance, facts.volume)
                 unexplained = observed is ObservedStatus.ERROR and not _terminal(obj)
-                if not (unexplained and escalate):
-                    if _changed(obj, observed, display):
-                        await self._write(obj, observed, display)
+                if unexplained and escalate:
+                    again = await ctx.api.get(ns, name)
+                    if _rv(again) != _rv(obj):
+                        continue  # read status, facts, status: trust only a still picture
+                else:
+                    if _changed(obj, observed, display) and not await self._write(
+                        obj, observed, display
+                    ):
+                        continue
                     self._last_seen[uid] = ctx.clock.monotonic()
                     return observed, display
             # outside the lock: the reconciler's own hint comes back here
@@ -187,23 +197,32 @@ class HealthMonitor:
         log.info("%s/%s kept changing; observation deferred to the next pass", ns, name)
         return None
 
-    async def _write(self, obj: Obj, observed: ObservedStatus, display: Display) -> None:
+    async def _write(self, obj: Obj, observed: ObservedStatus, display: Display) -> bool:
+        """Write the observation only onto the status it was computed from (the listed
+        resourceVersion): False if the workspace changed meanwhile, so an observation made
+        from older facts never overwrites a newer one."""
         meta = obj.get("metadata") or {}
-        patch: dict[str, Any] = {
-            "status": {
-                "observed_status": observed.value,
-                "display": display.value,
-                "observed_at": format_time(self.ctx.clock.now()),
-            }
-        }
+        status = dict(obj.get("status") or {})
+        status.update(
+            observed_status=observed.value,
+            display=display.value,
+            observed_at=format_time(self.ctx.clock.now()),
+        )
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": _rv(obj)},
+            {"op": "add", "path": "/status", "value": status},
+        ]
         try:
-            await self.ctx.api.patch_merge(
-                str(meta.get("namespace")), str(meta.get("name")), patch, status=True
+            await self.ctx.api.patch_json(
+                str(meta.get("namespace")), str(meta.get("name")), ops, status=True
             )
         except ApiError as exc:
+            if exc.status in (409, 422):
+                return False
             if exc.status != 404:
                 raise
         log.info("%s: observed %s (display %s)", _ref(obj), observed.value, display.value)
+        return True
 
     def _report_staleness(self) -> list[str]:
         ctx = self.ctx
@@ -253,6 +272,10 @@ def _changed(obj: Obj, observed: ObservedStatus, display: Display) -> bool:
     return status.get("observed_status") != observed.value or status.get("display") != (
         display.value
     )
+
+
+def _rv(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
 def _ref(obj: Obj) -> str:

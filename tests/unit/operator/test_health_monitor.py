@@ -202,10 +202,10 @@ class FailingApi:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def patch_merge(self, ns: str, name: str, patch: Any, status: bool = False) -> Any:
+    async def patch_json(self, ns: str, name: str, ops: Any, status: bool = False) -> Any:
         if name == self.bad:
             raise ApiError(500, "InternalError", "injected")
-        return await self.inner.patch_merge(ns, name, patch, status=status)
+        return await self.inner.patch_json(ns, name, ops, status=status)
 
 
 async def test_one_failure_never_stops_the_pass(env: Env) -> None:
@@ -242,3 +242,37 @@ async def test_monitor_installs_itself_as_the_reconciler_hint(env: Env) -> None:
     await env.ctx.hint(NS, "hint-0")
     assert (await statuses(env))["hint-0"]["observed_status"] == "RUNNING"
     await env.ctx.hint(NS, "missing")  # a vanished workspace is not an error
+
+
+class MovingApi:
+    """The workspace changes right after the pass listed it (a reconciler step lands)."""
+
+    def __init__(self, inner: ApiClient, env: Env, uid: str) -> None:
+        self.inner = inner
+        self.env = env
+        self.uid = uid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def list(self, ns: str | None = None, **kw: Any) -> Any:
+        listing = await self.inner.list(ns, **kw)
+        await self.env.instances.remove_behind_back(self.uid)
+        await self.inner.patch_merge(
+            NS, "move-0", {"status": {"operation": "STOPPING", "op_id": "x"}}, status=True
+        )
+        return listing
+
+
+async def test_a_workspace_changed_after_the_listing_is_observed_afresh(env: Env) -> None:
+    objs = await add_workspaces(env, 1, "move")
+    await env.monitor.pass_once()
+    env.ctx.api = MovingApi(env.client, env, objs[0]["metadata"]["uid"])
+    writes = env.store.writes
+    report = await env.monitor.pass_once()
+    assert report.confirmed == 1  # the conditional write was refused, then re-observed
+    assert report.written == 0
+    st = (await statuses(env))["move-0"]
+    assert st["observed_status"] == "STANDBY"
+    assert st["operation"] == "STOPPING"  # the other writer's fields were not clobbered
+    assert env.store.writes == writes + 2  # the mover's write and one fresh observation
