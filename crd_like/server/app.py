@@ -192,6 +192,11 @@ def create_app(
         if close_store:
             await store.close()
 
+    async def end_streams(app: web.Application) -> None:
+        for task in list(ctx.streams):
+            task.cancel()
+
+    app.on_shutdown.append(end_streams)
     app.cleanup_ctx.append(lifecycle)
     return app
 
@@ -205,8 +210,18 @@ async def open_store(config: ApiConfig) -> Store:
     )
 
 
-async def serve(config: ApiConfig, host: str, port: int, insecure_http: bool) -> None:
-    """Serve until cancelled (used by run_server and by in-process tests)."""
+async def serve(
+    config: ApiConfig,
+    host: str,
+    port: int,
+    insecure_http: bool,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set or the task is cancelled.
+
+    A stop requested while still starting (a SIGTERM during start-up) is honoured as
+    soon as the server is up, never lost.
+    """
     ssl_context = None
     if not insecure_http:
         if config.tls_cert and config.tls_key:
@@ -217,16 +232,22 @@ async def serve(config: ApiConfig, host: str, port: int, insecure_http: bool) ->
         ssl_context = server_ssl_context(cert, key)
     store = await open_store(config)
     app = create_app(config, store, compaction=True, close_store=True)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, shutdown_timeout=2.0)
-    await site.start()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     scheme = "http" if insecure_http else "https"
     log.info("codehub API server listening on %s://%s:%d", scheme, host, port)
     try:
-        await asyncio.Event().wait()
+        await (stop or asyncio.Event()).wait()
     finally:
+        log.info("codehub API server stopping")
         await runner.cleanup()
+        log.info("codehub API server stopped")
 
 
 def run_server(config: ApiConfig, host: str, port: int, insecure_http: bool) -> None:
@@ -235,11 +256,9 @@ def run_server(config: ApiConfig, host: str, port: int, insecure_http: bool) -> 
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
+        stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await serve(config, host, port, insecure_http)
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, host, port, insecure_http, stop)
 
     asyncio.run(main())

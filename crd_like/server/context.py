@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +110,9 @@ class ServerContext:
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     admit: AdmissionCheck | None = None
     started_at: str = ""
+    #: Handler tasks of open watch and SSE streams, cancelled on shutdown so a
+    #: restart does not wait for clients to hang up.
+    streams: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.admit is None:
@@ -117,6 +123,20 @@ class ServerContext:
 
 def ctx_of(request: web.Request) -> ServerContext:
     return request.app[CTX_KEY]
+
+
+@contextlib.contextmanager
+def tracked_stream(request: web.Request) -> Iterator[None]:
+    """Register the current handler as a long-lived stream for the shutdown hook."""
+    streams = ctx_of(request).streams
+    task = asyncio.current_task()
+    if task is not None:
+        streams.add(task)
+    try:
+        yield
+    finally:
+        if task is not None:
+            streams.discard(task)
 
 
 def identity_of(request: web.Request) -> Identity:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +37,7 @@ from .context import (
     mark,
     query_bool,
     query_int,
+    tracked_stream,
 )
 from .openapi import GV_PATH, group_version_bytes, index_document
 from .status import ApiError
@@ -236,24 +238,37 @@ async def _watch_namespaces(
     gauge = ctx.metrics.open_watches.labels("namespaces")
     gauge.inc()
     try:
-        if raw_rv in ("", "0") or query_bool(request, "sendInitialEvents"):
-            for item in items:
-                await send("ADDED", item)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(timeout)
-        while (remaining := deadline - loop.time()) > 0:
-            await asyncio.sleep(min(remaining, ctx.config.bookmark_interval))
-            if bookmarks and deadline - loop.time() > 0:
-                rv = str(await ctx.store.current_revision())
-                await send(
-                    "BOOKMARK",
-                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"resourceVersion": rv}},
-                )
+        with tracked_stream(request):
+            await _namespace_events(request, items, send, timeout, bookmarks, raw_rv)
     except ConnectionResetError:
         pass
     finally:
         gauge.dec()
     return response
+
+
+async def _namespace_events(
+    request: web.Request,
+    items: list[dict[str, Any]],
+    send: Callable[[str, dict[str, Any]], Awaitable[None]],
+    duration: float,
+    bookmarks: bool,
+    raw_rv: str,
+) -> None:
+    ctx = ctx_of(request)
+    if raw_rv in ("", "0") or query_bool(request, "sendInitialEvents"):
+        for item in items:
+            await send("ADDED", item)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + float(duration)
+    while (remaining := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(remaining, ctx.config.bookmark_interval))
+        if bookmarks and deadline - loop.time() > 0:
+            rv = str(await ctx.store.current_revision())
+            await send(
+                "BOOKMARK",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"resourceVersion": rv}},
+            )
 
 
 async def get_namespace(request: web.Request) -> web.StreamResponse:

@@ -18,7 +18,7 @@ from aiohttp import web
 from codehub.crd_like.models import derive_display
 from codehub.crd_like.store.interface import Gone, Obj, Selectors, StoreError
 
-from .context import WORKSPACES, authorize, ctx_of, mark
+from .context import WORKSPACES, authorize, ctx_of, mark, tracked_stream
 from .status import bad_request, from_store_error
 from .watch import EventQueue
 
@@ -108,64 +108,77 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     ctx.metrics.open_sse.inc()
     events = EventQueue(source)
-    loop = asyncio.get_running_loop()
     interval = ctx.config.sse_heartbeat_interval
-    next_beat = loop.time() + interval
     try:
-        for obj in initial:
-            key = obj["metadata"]["name"]
-            states[key] = state_of(obj)
-            errors[key] = error_of(obj)
-            await response.write(
-                frame("state_changed", states[key], obj["metadata"].get("resourceVersion"))
-            )
-        while True:
-            item = await events.get(max(0.0, next_beat - loop.time()))
-            if loop.time() >= next_beat:
-                await response.write(frame("heartbeat", {"time": _now()}))
-                next_beat = loop.time() + interval
-            if item is None:
-                if events.task.done() and events.queue.empty():
-                    break
-                continue
-            if isinstance(item, Gone):
-                await response.write(
-                    frame(
-                        "error",
-                        {
-                            "workspace": name,
-                            "message": str(item),
-                            "error_count": 0,
-                            "reason": "Expired",
-                        },
-                    )
-                )
-                break
-            if isinstance(item, Exception) or item.type == "BOOKMARK" or item.object is None:
-                if isinstance(item, Exception):
-                    break
-                continue
-            obj = item.object
-            key = obj["metadata"]["name"]
-            rv = str(item.revision)
-            state = state_of(obj, deleted=item.type == "DELETED")
-            if states.get(key) != state:
-                states[key] = state
-                await response.write(frame("state_changed", state, rv))
-            err = None if item.type == "DELETED" else error_of(obj)
-            if err != errors.get(key):
-                errors[key] = err
-                if err is not None:
-                    await response.write(frame("error", err, rv))
-            if item.type == "DELETED":
-                states.pop(key, None)
-                errors.pop(key, None)
+        with tracked_stream(request):
+            await _pump_sse(response, events, initial, states, errors, name, interval)
     except ConnectionResetError:
         pass
     finally:
         ctx.metrics.open_sse.dec()
         await events.close()
     return response
+
+
+async def _pump_sse(
+    response: web.StreamResponse,
+    events: EventQueue,
+    initial: list[Obj],
+    states: dict[str, dict[str, Any]],
+    errors: dict[str, Any],
+    name: str | None,
+    interval: float,
+) -> None:
+    loop = asyncio.get_running_loop()
+    next_beat = loop.time() + interval
+    for obj in initial:
+        key = obj["metadata"]["name"]
+        states[key] = state_of(obj)
+        errors[key] = error_of(obj)
+        await response.write(
+            frame("state_changed", states[key], obj["metadata"].get("resourceVersion"))
+        )
+    while True:
+        item = await events.get(max(0.0, next_beat - loop.time()))
+        if loop.time() >= next_beat:
+            await response.write(frame("heartbeat", {"time": _now()}))
+            next_beat = loop.time() + interval
+        if item is None:
+            if events.task.done() and events.queue.empty():
+                break
+            continue
+        if isinstance(item, Gone):
+            await response.write(
+                frame(
+                    "error",
+                    {
+                        "workspace": name,
+                        "message": str(item),
+                        "error_count": 0,
+                        "reason": "Expired",
+                    },
+                )
+            )
+            break
+        if isinstance(item, Exception) or item.type == "BOOKMARK" or item.object is None:
+            if isinstance(item, Exception):
+                break
+            continue
+        obj = item.object
+        key = obj["metadata"]["name"]
+        rv = str(item.revision)
+        state = state_of(obj, deleted=item.type == "DELETED")
+        if states.get(key) != state:
+            states[key] = state
+            await response.write(frame("state_changed", state, rv))
+        err = None if item.type == "DELETED" else error_of(obj)
+        if err != errors.get(key):
+            errors[key] = err
+            if err is not None:
+                await response.write(frame("error", err, rv))
+        if item.type == "DELETED":
+            states.pop(key, None)
+            errors.pop(key, None)
 
 
 def _now() -> str:

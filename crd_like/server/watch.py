@@ -19,7 +19,7 @@ from aiohttp import web
 
 from codehub.crd_like.store.interface import Gone, Obj, Selectors, WatchEvent
 
-from .context import ResourceKind, ctx_of, query_bool, query_int
+from .context import ResourceKind, ctx_of, query_bool, query_int, tracked_stream
 from .status import bad_request, status_body
 from .table import build_table
 
@@ -140,30 +140,28 @@ async def stream_watch(
 
     try:
         await response.prepare(request)
-        for obj in initial:
-            await send("ADDED", shape(obj))
-        if send_initial and bookmarks:
-            await send("BOOKMARK", bookmark(rk, since, initial_end=True))
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            item = await events.get(remaining)
-            if item is None:
-                break
-            if isinstance(item, Gone):
-                await send("ERROR", gone_event(str(item))["object"])
-                break
-            if isinstance(item, Exception):
-                log.warning("watch of %s ended by a store error: %r", rk.plural, item)
-                break
-            if item.type == "BOOKMARK":
-                if bookmarks:
-                    await send("BOOKMARK", bookmark(rk, item.revision))
-                continue
-            if item.object is None or (allowed is not None and not allowed(item.object)):
-                continue
-            await send(item.type, shape(item.object))
+        with tracked_stream(request):
+            for obj in initial:
+                await send("ADDED", shape(obj))
+            if send_initial and bookmarks:
+                await send("BOOKMARK", bookmark(rk, since, initial_end=True))
+            while (remaining := deadline - loop.time()) > 0:
+                item = await events.get(remaining)
+                if item is None:
+                    break
+                if isinstance(item, Gone):
+                    await send("ERROR", gone_event(str(item))["object"])
+                    break
+                if isinstance(item, Exception):
+                    log.warning("watch of %s ended by a store error: %r", rk.plural, item)
+                    break
+                if item.type == "BOOKMARK":
+                    if bookmarks:
+                        await send("BOOKMARK", bookmark(rk, item.revision))
+                    continue
+                if item.object is None or (allowed is not None and not allowed(item.object)):
+                    continue
+                await send(item.type, shape(item.object))
     except ConnectionResetError:
         pass
     finally:
