@@ -334,3 +334,30 @@ async def test_old_events_expire() -> None:
     now = datetime.datetime(2026, 1, 1, 1, 0, tzinfo=datetime.UTC)
     assert await expire_events(store, 3600, now) == 1
     assert [e["metadata"]["name"] for e in (await store.list("events")).items] == ["new"]
+
+
+async def test_sse_resumes_after_last_event_id_without_initial_burst(client: Client) -> None:
+    created = await post(client, "r", desired_state="STANDBY")
+    stream = await client.get(
+        "/api/v1/namespaces/alice/workspaces/r/events",
+        headers={**ALICE, "Last-Event-ID": created["metadata"]["resourceVersion"]},
+    )
+    r = await client.patch(
+        NS + "/r",
+        headers={**ALICE, "Content-Type": MERGE},
+        data=json.dumps({"spec": {"desired_state": "PENDING"}}),
+    )
+    rv = (await r.json())["metadata"]["resourceVersion"]
+    lines: list[str] = []
+    while not any(line.startswith("data: ") for line in lines):
+        line = (await asyncio.wait_for(stream.content.readline(), 10)).decode().strip()
+        if line.startswith("event: heartbeat"):
+            lines = []
+            await stream.content.readline()
+            continue
+        if line:
+            lines.append(line)
+    stream.close()
+    assert lines[0] == f"id: {rv}"
+    assert lines[1] == "event: state_changed"
+    assert json.loads(lines[2][6:])["desired_state"] == "PENDING"
