@@ -21,14 +21,7 @@ import kopf
 
 from codehub.crd_like.client.api import GROUP, PLURAL, VERSION
 from codehub.operator.context import OperatorContext
-from codehub.operator.planning import (
-    DesiredState,
-    ObservedStatus,
-    Operation,
-    parse_enum,
-    plan,
-)
-from codehub.operator.reconciler import Outcome, reconcile
+from codehub.operator.reconciler import Outcome, needs_reconcile, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -120,33 +113,6 @@ def raise_for(outcome: Outcome) -> None:
             f"retrying {outcome.operation.value} ({outcome.reason or outcome.detail})",
             delay=max(outcome.delay, 0.1),
         )
-
-
-def needs_reconcile(body: Mapping[str, Any]) -> bool:
-    """The safety net's cheap pre-check on the watched body, without any I/O.
-
-    Drift is detected by the HealthMonitor's batch observation (observed_status), so a
-    stable workspace costs nothing here; anything unsettled gets a full reconcile.
-    """
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-    spec = body.get("spec") or {}
-    if meta.get("deletionTimestamp"):
-        return True
-    err = status.get("error_info")
-    if isinstance(err, dict) and err.get("is_terminal"):
-        return False
-    operation = parse_enum(Operation, status.get("operation"), Operation.NONE)
-    if operation is not Operation.NONE or err:
-        return True
-    observed = parse_enum(ObservedStatus, status.get("observed_status"))
-    if observed is None or observed is ObservedStatus.ERROR:
-        return True
-    desired = parse_enum(DesiredState, spec.get("desired_state"), DesiredState.RUNNING)
-    assert desired is not None
-    return plan(observed, desired, Operation.NONE, status.get("archive_key"), False) is not (
-        Operation.NONE
-    )
 
 
 def desired_source(body: Mapping[str, Any]) -> str:

@@ -23,6 +23,7 @@ observed within the stale threshold.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,7 +40,13 @@ from codehub.operator.planning import (
     Operation,
     parse_enum,
 )
-from codehub.operator.reconciler import format_time, gather_facts, record_observed_error
+from codehub.operator.reconciler import (
+    format_time,
+    gather_facts,
+    needs_reconcile,
+    reconcile,
+    record_observed_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +63,72 @@ class PassReport:
     failures: int = 0
     stale: list[str] = field(default_factory=list)
     duration: float = 0.0
+    nudged: int = 0
 
 
 class HealthMonitor:
-    def __init__(self, ctx: OperatorContext) -> None:
+    """Observation passes; see the module docstring.
+
+    ``nudge``: after each pass, reconcile (in the background, at most ``max_nudges`` at a
+    time) every workspace the fresh listing shows unsettled. kopf's per-object timer sees
+    the body kopf last processed, which can lag behind; this second safety net works from
+    the listing itself, so drift found by observation is repaired without waiting for a
+    kopf event. The reconciles are cancelled with ``run``.
+    """
+
+    def __init__(self, ctx: OperatorContext, *, nudge: bool = True, max_nudges: int = 8) -> None:
         self.ctx = ctx
+        self.nudge = nudge
         self._last_seen: dict[str, float] = {}  # uid -> monotonic time of last observation
         self._started = ctx.clock.monotonic()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._nudges: dict[str, asyncio.Task[None]] = {}
+        self._nudge_slots = asyncio.Semaphore(max_nudges)
         if ctx.observe_hint is None:
             ctx.observe_hint = self.observe_one
 
     async def run(self) -> None:
         """Pass, sleep, repeat until cancelled; a failed pass is logged and retried."""
-        while True:
+        try:
+            while True:
+                try:
+                    await self.pass_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("health monitor pass failed")
+                await self.ctx.clock.sleep(self.ctx.settings.health_monitor_interval)
+        finally:
+            await self.stop_nudges()
+
+    async def stop_nudges(self) -> None:
+        tasks = list(self._nudges.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._nudges.clear()
+
+    def _nudge(self, obj: Obj) -> bool:
+        uid = str((obj.get("metadata") or {}).get("uid") or "")
+        if not uid or uid in self._nudges or uid in self.ctx.inflight:
+            return False
+        task = asyncio.create_task(self._reconcile(obj), name=f"nudge-{uid}")
+        self._nudges[uid] = task
+        task.add_done_callback(functools.partial(self._nudge_done, uid))
+        return True
+
+    def _nudge_done(self, uid: str, _task: asyncio.Task[None]) -> None:
+        self._nudges.pop(uid, None)
+
+    async def _reconcile(self, obj: Obj) -> None:
+        async with self._nudge_slots:
             try:
-                await self.pass_once()
+                await reconcile(self.ctx, obj)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("health monitor pass failed")
-            await self.ctx.clock.sleep(self.ctx.settings.health_monitor_interval)
+                log.exception("reconcile of %s after observation failed", _ref(obj))
 
     async def pass_once(self) -> PassReport:
         ctx = self.ctx
@@ -100,12 +152,20 @@ class HealthMonitor:
         report.workspaces = len(items)
         counts: Counter[tuple[str, str]] = Counter()
         live: set[str] = set()
+        unsettled: list[Obj] = []
         for obj in items:
             uid = str((obj.get("metadata") or {}).get("uid") or "")
             live.add(uid)
             try:
                 observed, display = await self._observe_listed(obj, instances, volumes, report)
                 counts[(observed.value, display.value)] += 1
+                seen = dict(obj)
+                seen["status"] = {
+                    **(obj.get("status") or {}),
+                    "observed_status": observed.value,
+                }
+                if needs_reconcile(seen):
+                    unsettled.append(obj)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -116,6 +176,8 @@ class HealthMonitor:
             if uid not in live:
                 del self._last_seen[uid]
                 self._locks.pop(uid, None)
+        if self.nudge:
+            report.nudged = sum(self._nudge(obj) for obj in unsettled)
         ctx.metrics.workspaces.clear()
         for (observed_value, display_value), n in counts.items():
             ctx.metrics.workspaces.labels(

@@ -275,6 +275,34 @@ async def record_observed_error(ctx: OperatorContext, ns: str, name: str) -> Out
         ctx.inflight.pop(w.uid, None)
 
 
+def needs_reconcile(body: Mapping[str, Any]) -> bool:
+    """Whether a workspace looks unsettled, from its body alone (no I/O).
+
+    The safety nets (the kopf timer on the watched body, the HealthMonitor on each freshly
+    listed workspace) use it so a settled workspace costs nothing; drift shows up here
+    once the HealthMonitor has observed it.
+    """
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    if meta.get("deletionTimestamp"):
+        return True
+    err = status.get("error_info")
+    if isinstance(err, dict) and err.get("is_terminal"):
+        return False
+    operation = parse_enum(Operation, status.get("operation"), Operation.NONE)
+    if operation is not Operation.NONE or err:
+        return True
+    observed = parse_enum(ObservedStatus, status.get("observed_status"))
+    if observed is None or observed is ObservedStatus.ERROR:
+        return True
+    desired = parse_enum(DesiredState, spec.get("desired_state"), DesiredState.RUNNING)
+    assert desired is not None
+    return plan(observed, desired, Operation.NONE, status.get("archive_key"), False) is not (
+        Operation.NONE
+    )
+
+
 async def gather_facts(ctx: OperatorContext, uid: str) -> Facts:
     running, volume = await asyncio.gather(
         _adapter("is_running", ctx.instances.is_running(uid)),

@@ -92,7 +92,7 @@ class Node:
             clock=clock,
             metrics=Metrics(),
         )
-        self.monitor = HealthMonitor(self.ctx)
+        self.monitor = HealthMonitor(self.ctx, nudge=False)
 
 
 def default_settings(**overrides: Any) -> Settings:
