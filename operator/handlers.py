@@ -1,11 +1,15 @@
 """kopf wiring: every handler funnels into the one ``reconcile`` entry point.
 
 kopf decides *when* to look at a workspace (create, spec update, operator restart,
-deletion, and a periodic safety-net timer); ``reconcile`` decides *what* to do from the
-current resource and the real resources. Outcomes map to kopf as follows: ``done`` returns,
-``retry`` raises ``kopf.TemporaryError(delay)``, ``terminal`` returns (the workspace waits
-for an administrator) — except in the deletion handler, which returns only once the
-workspace's resources are gone, so the finalizer holds until then.
+deletion); ``reconcile`` decides *what* to do from the current resource and the real
+resources. The periodic safety net is not a kopf timer: a timer sees the body kopf last
+processed, which can lag behind the resource, so the pass works from a fresh listing
+instead (``reconciler.SafetyNet``, run by ``HealthMonitor.run``).
+
+Outcomes map to kopf as follows: ``done`` returns, ``retry`` raises
+``kopf.TemporaryError(delay)``, ``terminal`` returns (the workspace waits for an
+administrator) — except in the deletion handler, which returns only once the workspace's
+resources are gone, so the finalizer holds until then.
 
 kopf's own bookkeeping (last-handled configuration, handler progress) lives in
 ``kopf.codehub.io/*`` annotations: status is ours and the shim validates it.
@@ -22,6 +26,8 @@ import kopf
 from codehub.crd_like.client.api import GROUP, PLURAL, VERSION
 from codehub.operator.context import OperatorContext
 from codehub.operator.reconciler import Outcome, needs_reconcile, reconcile
+
+__all__ = ["FINALIZER", "configure_kopf", "needs_reconcile", "raise_for", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +82,6 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         if outcome.result != "retry" or delay <= 0:
             delay = max(settings.reconciler_interval, 1.0)
         raise kopf.TemporaryError(f"deletion not complete ({outcome.detail})", delay=delay)
-
-    @kopf.timer(
-        *resource,
-        registry=registry,
-        id="safety-net",
-        interval=settings.reconciler_interval,
-        initial_delay=settings.reconciler_interval,
-    )
-    async def safety_net(body: Mapping[str, Any], **_: Any) -> None:
-        if needs_reconcile(body):
-            await reconcile(ctx, body)
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:

@@ -23,7 +23,6 @@ observed within the stale threshold.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,10 +40,10 @@ from codehub.operator.planning import (
     parse_enum,
 )
 from codehub.operator.reconciler import (
+    SafetyNet,
     format_time,
     gather_facts,
     needs_reconcile,
-    reconcile,
     record_observed_error,
 )
 
@@ -69,26 +68,25 @@ class PassReport:
 class HealthMonitor:
     """Observation passes; see the module docstring.
 
-    ``nudge``: after each pass, reconcile (in the background, at most ``max_nudges`` at a
-    time) every workspace the fresh listing shows unsettled. kopf's per-object timer sees
-    the body kopf last processed, which can lag behind; this second safety net works from
-    the listing itself, so drift found by observation is repaired without waiting for a
-    kopf event. The reconciles are cancelled with ``run``.
+    With ``reconcile`` (the default), ``run`` also runs the reconciler's periodic pass
+    (``SafetyNet``, every ``RECONCILER_INTERVAL``) and each observation pass hands the
+    workspaces it found unsettled to it at once, so drift is repaired without waiting
+    for a kopf event. Both stop with ``run``: nothing outlives the leadership term.
     """
 
-    def __init__(self, ctx: OperatorContext, *, nudge: bool = True, max_nudges: int = 8) -> None:
+    def __init__(self, ctx: OperatorContext, *, reconcile: bool = True) -> None:
         self.ctx = ctx
-        self.nudge = nudge
+        self.reconcile = reconcile
+        self.net = SafetyNet(ctx)
         self._last_seen: dict[str, float] = {}  # uid -> monotonic time of last observation
         self._started = ctx.clock.monotonic()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._nudges: dict[str, asyncio.Task[None]] = {}
-        self._nudge_slots = asyncio.Semaphore(max_nudges)
         if ctx.observe_hint is None:
             ctx.observe_hint = self.observe_one
 
     async def run(self) -> None:
-        """Pass, sleep, repeat until cancelled; a failed pass is logged and retried."""
+        """Observe, sleep, repeat until cancelled (plus the SafetyNet, see the class doc)."""
+        net = asyncio.create_task(self.net.run()) if self.reconcile else None
         try:
             while True:
                 try:
@@ -99,36 +97,10 @@ class HealthMonitor:
                     log.exception("health monitor pass failed")
                 await self.ctx.clock.sleep(self.ctx.settings.health_monitor_interval)
         finally:
-            await self.stop_nudges()
-
-    async def stop_nudges(self) -> None:
-        tasks = list(self._nudges.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._nudges.clear()
-
-    def _nudge(self, obj: Obj) -> bool:
-        uid = str((obj.get("metadata") or {}).get("uid") or "")
-        if not uid or uid in self._nudges or uid in self.ctx.inflight:
-            return False
-        task = asyncio.create_task(self._reconcile(obj), name=f"nudge-{uid}")
-        self._nudges[uid] = task
-        task.add_done_callback(functools.partial(self._nudge_done, uid))
-        return True
-
-    def _nudge_done(self, uid: str, _task: asyncio.Task[None]) -> None:
-        self._nudges.pop(uid, None)
-
-    async def _reconcile(self, obj: Obj) -> None:
-        async with self._nudge_slots:
-            try:
-                await reconcile(self.ctx, obj)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reconcile of %s after observation failed", _ref(obj))
+            if net is not None:
+                net.cancel()
+                await asyncio.gather(net, return_exceptions=True)
+            await self.net.stop()
 
     async def pass_once(self) -> PassReport:
         ctx = self.ctx
@@ -176,8 +148,8 @@ class HealthMonitor:
             if uid not in live:
                 del self._last_seen[uid]
                 self._locks.pop(uid, None)
-        if self.nudge:
-            report.nudged = sum(self._nudge(obj) for obj in unsettled)
+        if self.reconcile:
+            report.nudged = self.net.nudge(unsettled)
         ctx.metrics.workspaces.clear()
         for (observed_value, display_value), n in counts.items():
             ctx.metrics.workspaces.labels(

@@ -25,10 +25,11 @@ backoff survives a coordinator restart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -301,6 +302,78 @@ def needs_reconcile(body: Mapping[str, Any]) -> bool:
     return plan(observed, desired, Operation.NONE, status.get("archive_key"), False) is not (
         Operation.NONE
     )
+
+
+class SafetyNet:
+    """The reconciler's periodic pass (SPEC §4): every ``RECONCILER_INTERVAL``, one API
+    list, and a background ``reconcile`` (at most ``max_concurrent`` at a time) of every
+    workspace that looks unsettled (``needs_reconcile``); a settled one costs nothing.
+
+    It works from a fresh listing on purpose: kopf's per-object timers see the body kopf
+    last processed, which was seen to lag behind the resource for minutes. ``nudge`` is
+    also how the HealthMonitor hands over the drift it just observed. Everything it
+    started is cancelled with ``run`` (or by ``stop``), so nothing outlives leadership.
+    """
+
+    def __init__(self, ctx: OperatorContext, *, max_concurrent: int = 8) -> None:
+        self.ctx = ctx
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(max_concurrent)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self.ctx.clock.sleep(self.ctx.settings.reconciler_interval)
+                try:
+                    await self.pass_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("reconciler pass failed: %s", exc)
+        finally:
+            await self.stop()
+
+    async def pass_once(self) -> int:
+        listing = await self.ctx.api.list(None)
+        items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
+        return self.nudge(i for i in items if needs_reconcile(i))
+
+    def nudge(self, objs: Iterable[Obj]) -> int:
+        """Reconcile these workspaces in the background; returns how many were started."""
+        started = 0
+        for obj in objs:
+            uid = str((obj.get("metadata") or {}).get("uid") or "")
+            if not uid or uid in self._tasks or uid in self.ctx.inflight:
+                continue
+            task = asyncio.create_task(self._reconcile(obj), name=f"reconcile-{uid}")
+            self._tasks[uid] = task
+            task.add_done_callback(functools.partial(self._done, uid))
+            started += 1
+        return started
+
+    @property
+    def pending(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks.values())
+
+    async def stop(self) -> None:
+        tasks = self.pending
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def _done(self, uid: str, _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(uid, None)
+
+    async def _reconcile(self, obj: Obj) -> None:
+        async with self._slots:
+            try:
+                await reconcile(self.ctx, obj)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background reconcile failed")
 
 
 async def gather_facts(ctx: OperatorContext, uid: str) -> Facts:

@@ -44,7 +44,7 @@ class Env:
             clock=self.clock,
             metrics=Metrics(),
         )
-        self.monitor = HealthMonitor(self.ctx, nudge=False)
+        self.monitor = HealthMonitor(self.ctx, reconcile=False)
 
     def engine_calls(self) -> int:
         return self.instances.engine_calls + self.storage.engine_calls
@@ -280,15 +280,15 @@ async def test_a_workspace_changed_after_the_listing_is_observed_afresh(env: Env
 
 
 async def test_pass_nudges_the_reconciler_for_unsettled_workspaces(env: Env) -> None:
-    monitor = HealthMonitor(env.ctx, nudge=True)
+    monitor = HealthMonitor(env.ctx)
     objs = await add_workspaces(env, 3, "nudge")  # all desired STANDBY
     report = await monitor.pass_once()
     # RUNNING wants STOPPING, PENDING wants PROVISIONING; STANDBY is settled
     assert report.nudged == 2
-    await asyncio.gather(*monitor._nudges.values())
+    await asyncio.gather(*monitor.net.pending)
     assert objs[0]["metadata"]["uid"] not in env.instances.containers
     assert objs[2]["metadata"]["uid"] in env.storage.volumes
     st = await statuses(env)
     assert {s["observed_status"] for s in st.values()} == {"STANDBY"}
     assert (await monitor.pass_once()).nudged == 0
-    await monitor.stop_nudges()
+    await monitor.net.stop()

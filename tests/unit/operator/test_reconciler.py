@@ -92,7 +92,7 @@ class Node:
             clock=clock,
             metrics=Metrics(),
         )
-        self.monitor = HealthMonitor(self.ctx, nudge=False)
+        self.monitor = HealthMonitor(self.ctx, reconcile=False)
 
 
 def default_settings(**overrides: Any) -> Settings:
@@ -790,3 +790,26 @@ async def test_record_observed_error_never_runs_an_operation(
     assert st["operation"] == "NONE"
     assert st["observed_status"] == "ERROR"
     assert instances.calls["start"] == 1
+
+
+async def test_safety_net_pass_reconciles_only_unsettled_workspaces(
+    api: Api, node: Node, instances: FakeInstanceController
+) -> None:
+    from codehub.operator.reconciler import SafetyNet
+
+    settled = await create(api, "settled")
+    drifted = await create(api, "drifted")
+    await reconcile(node.ctx, settled)
+    await reconcile(node.ctx, drifted)
+    uid = uid_of(drifted)
+    await instances.remove_behind_back(uid)
+    await node.monitor.observe_one(NS, "drifted")  # observed STANDBY, desired RUNNING
+    net = SafetyNet(node.ctx)
+    assert await net.pass_once() == 1
+    await asyncio.gather(*net.pending)
+    assert instances.containers[uid].running
+    assert (await status(api, "drifted"))["observed_status"] == "RUNNING"
+    probes = instances.calls["is_running"]
+    assert await net.pass_once() == 0  # everything settled: no engine call at all
+    assert instances.calls["is_running"] == probes
+    await net.stop()
