@@ -97,6 +97,20 @@ async def history(stack: Stack) -> AsyncIterator[History]:
     for obj in listing.get("items", []):
         rec.record(obj)
     start_rv = str(listing["metadata"]["resourceVersion"])
+    if start_rv in ("", "0"):
+        # An empty database lists at "0", which a watch takes as "from now": a race with
+        # the test's first writes. An anchor write elsewhere gives a real revision.
+        async with stack.api("bob") as api:
+            anchor = await api.create(
+                "bob",
+                {
+                    "apiVersion": "codehub.io/v1alpha1",
+                    "kind": "Workspace",
+                    "metadata": {"name": "history-anchor", "namespace": "bob"},
+                    "spec": {"desired_state": "PENDING"},
+                },
+            )
+        start_rv = str(anchor["metadata"]["resourceVersion"])
 
     async def follow() -> None:
         rv = start_rv

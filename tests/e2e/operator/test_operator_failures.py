@@ -108,12 +108,14 @@ async def test_container_removed_behind_the_back_is_started_again(
     stack.exec(uid, "echo still-here > /home/coder/f.txt")
     first = stack.container(uid)
     assert first is not None
+    seen = len(history.observed(name))
+    assert history.observed(name)[-1] == "RUNNING"
     first.remove(force=True)
 
     await stack.wait_for(
         name,
         lambda o: (
-            "STANDBY" in history.observed(name)[1:]
+            history.observed(name)[seen:][-2:] == ["STANDBY", "RUNNING"]
             and status(o).get("display") == "RUNNING"
             and status(o).get("operation") == "NONE"
         ),
@@ -121,7 +123,8 @@ async def test_container_removed_behind_the_back_is_started_again(
     )
     observed = history.observed(name)
     assert observed[-2:] == ["STANDBY", "RUNNING"]
-    assert history.operations(name)[-1] == "STARTING"
+    starts = {op_id for op, op_id in history.op_ids[name] if op == "STARTING"}
+    assert len(starts) == 2, "the container was not started again by a new STARTING"
     second = stack.container(uid)
     assert second is not None
     assert second.id != first.id
