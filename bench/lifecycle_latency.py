@@ -231,7 +231,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=20)
     args = p.parse_args()
     import logging
+    import signal
 
+    # SIGTERM unwinds like Ctrl-C, so the server subprocess and the database are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(bench(args))
 

@@ -286,13 +286,15 @@ async def bench(args: argparse.Namespace) -> None:
         await asyncio.gather(*(create(i) for i in range(n)))
         t_created = time.monotonic() - t0
         log(f"created in {t_created:.1f}s; waiting for convergence")
-        running = 0
+        running = errors = 0
         while running < n:
             await asyncio.sleep(1)
             items = (await admin.list())["items"]
             running = sum(1 for o in items if (o.get("status") or {}).get("display") == "RUNNING")
             errors = sum(1 for o in items if (o.get("status") or {}).get("display") == "ERROR")
             log(f"  {running}/{n} RUNNING, {errors} ERROR ({time.monotonic() - t0:.0f}s)")
+            if running + errors >= n:
+                break
             if time.monotonic() - t0 > args.max_wait:
                 log("giving up waiting")
                 break
@@ -348,7 +350,10 @@ def main() -> None:
     p.add_argument("--max-wait", type=float, default=1800.0)
     args = p.parse_args()
     import logging
+    import signal
 
+    # SIGTERM unwinds like Ctrl-C, so the server subprocess and the database are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     asyncio.run(bench(args))
 
