@@ -486,18 +486,28 @@ class _Response:
     async def __aenter__(self) -> aiohttp.ClientResponse:
         session = self._client._get_session()
         ssl_arg = self._client._ssl_context()
-        try:
-            resp = await session.request(
-                self._method,
-                self._url,
-                params=self._params,
-                data=self._data,
-                headers=self._headers,
-                timeout=self._timeout,
-                ssl=ssl_arg if ssl_arg is not None else True,
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _connection_error(self._client.server, exc) from None
+        attempts = 1 if self._method == "POST" else 2
+        for attempt in range(attempts):
+            try:
+                resp = await session.request(
+                    self._method,
+                    self._url,
+                    params=self._params,
+                    data=self._data,
+                    headers=self._headers,
+                    timeout=self._timeout,
+                    ssl=ssl_arg if ssl_arg is not None else True,
+                )
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # A pooled keep-alive connection the server closed (a restart, say) fails
+                # on first use; the request never reached the server, so one retry on a
+                # fresh connection is safe for every verb but a create.
+                if attempt + 1 < attempts:
+                    continue
+                raise _connection_error(self._client.server, exc) from None
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise _connection_error(self._client.server, exc) from None
         if resp.status >= 400:
             try:
                 body = await resp.read()
