@@ -1,7 +1,7 @@
 """The StateReconciler: one level-triggered entry point, ``reconcile(ctx, obj)``.
 
 Every call re-reads the workspace and the real resources and recomputes what to do
-(SPEC §4); kopf events, timers and hints only decide *when* it runs. One call may drive
+(SPEC §4); kopf events, the SafetyNet pass and hints only decide *when* it runs. One call may drive
 several steps (PENDING -> STANDBY -> RUNNING): after each completed operation it re-reads
 the resource and plans again, which is also how a desired change made during an operation
 is applied after it.
@@ -279,9 +279,8 @@ async def record_observed_error(ctx: OperatorContext, ns: str, name: str) -> Out
 def needs_reconcile(body: Mapping[str, Any]) -> bool:
     """Whether a workspace looks unsettled, from its body alone (no I/O).
 
-    The safety nets (the kopf timer on the watched body, the HealthMonitor on each freshly
-    listed workspace) use it so a settled workspace costs nothing; drift shows up here
-    once the HealthMonitor has observed it.
+    The SafetyNet applies it to each freshly listed workspace, so a settled one costs
+    nothing; drift shows up here once the HealthMonitor has observed it.
     """
     meta = body.get("metadata") or {}
     status = body.get("status") or {}

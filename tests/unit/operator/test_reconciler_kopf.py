@@ -163,7 +163,7 @@ async def test_safety_net_repairs_drift_without_any_spec_change(stack: Stack) ->
     await stack.wait_for("drift", display_is("RUNNING"))
     first = stack.instances.containers[uid].container_id
     # the container vanishes behind the operator's back: no spec change, no kopf update
-    # event; the HealthMonitor observes STANDBY and the timer starts it again
+    # event; the HealthMonitor observes STANDBY and the safety net starts it again
     await stack.instances.remove_behind_back(uid)
 
     def restarted(obj: dict[str, Any] | None) -> bool:
