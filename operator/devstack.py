@@ -473,6 +473,9 @@ def _up(settings: Settings, paths: Paths, detach: bool) -> int:
     if detach:
         return 0
     _say("The stack runs in the foreground; press Ctrl-C to stop it.")
+    # Ctrl-C and SIGTERM both end the foreground stack the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while _running(paths, "server") and _running(paths, "coordinator"):
             time.sleep(1)
