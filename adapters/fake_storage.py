@@ -231,9 +231,10 @@ class FakeStorageProvider(StorageProvider):
                 entries[decision.name] = FakeEntry(
                     "file", mode, content or b"", mtime=int(member.mtime)
                 )
-        await self.provision(uid)
+        # Provisions a missing volume like the real one, without counting a provision call.
+        volume = self.volumes.setdefault(uid, FakeVolume(labels=naming.workspace_labels(uid)))
         self.engine_calls += 1
-        self.volumes[uid].entries = entries
+        volume.entries = entries
 
     async def delete_volume(self, uid: str) -> None:
         await self.inject.enter("delete_volume")
