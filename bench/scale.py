@@ -33,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,8 +197,14 @@ def cpu_seconds() -> float:
 # --- the benchmark ----------------------------------------------------------------------
 
 
+ADAPTER_METHODS = (
+    "provision", "restore", "archive", "delete_volume", "volume_exists", "list_volumes",
+    "start", "delete", "is_running", "upstream", "list_instances",
+)  # fmt: skip
+
+
 class CountingFakes:
-    """The fake adapters, with the engine calls of both counted together."""
+    """The fake adapters, with every adapter call counted by method."""
 
     def __init__(self) -> None:
         from codehub.adapters.fake_instance import FakeInstanceController
@@ -205,15 +212,21 @@ class CountingFakes:
 
         self.storage = FakeStorageProvider()
         self.instances = FakeInstanceController(volume_exists=self.storage.volume_exists)
+        self.by_method: Counter[str] = Counter()
+        for adapter in (self.storage, self.instances):
+            for method in ADAPTER_METHODS:
+                if hasattr(adapter, method):
+                    setattr(adapter, method, self._counted(method, getattr(adapter, method)))
 
-    def engine_calls(self) -> int:
-        storage_calls = getattr(self.storage, "engine_calls", None)
-        if storage_calls is None:
-            storage_calls = sum(getattr(self.storage, "calls", {}).values())
-        return int(self.instances.engine_calls) + int(storage_calls)
+    def _counted(self, method: str, fn: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.by_method[method] += 1
+            return await fn(*args, **kwargs)
 
-    def listing_calls(self) -> int:
-        return int(self.instances.calls.get("list_instances", 0))
+        return call
+
+    def snapshot(self) -> Counter[str]:
+        return Counter(self.by_method)
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -304,12 +317,12 @@ async def bench(args: argparse.Namespace) -> None:
         # Idle: nothing changes; only the periodic passes run.
         await asyncio.sleep(3)
         passes0 = registry.get_sample_value("codehub_health_pass_seconds_count") or 0.0
-        calls0, list0 = fakes.engine_calls(), fakes.listing_calls()
+        calls0 = fakes.snapshot()
         cpu0, wall0 = cpu_seconds(), time.monotonic()
         await asyncio.sleep(args.idle)
         cpu1, wall1 = cpu_seconds(), time.monotonic()
         passes1 = registry.get_sample_value("codehub_health_pass_seconds_count") or 0.0
-        calls1, list1 = fakes.engine_calls(), fakes.listing_calls()
+        calls1 = fakes.snapshot()
         rss_after = rss_mb()
         stop.set()
         await asyncio.wait_for(runner, 60)
@@ -319,7 +332,7 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"scale benchmark: {n} workspaces, fake adapters, real API + PostgreSQL + kopf")
     print(f"  create requests:              {t_created:8.1f} s  ({n / t_created:.0f}/s)")
     print(
-        f"  PENDING -> RUNNING (all {running}): {t_converged:8.1f} s  "
+        f"  PENDING -> RUNNING ({running}/{n}, {errors} ERROR): {t_converged:8.1f} s  "
         f"({running / t_converged:.1f} workspaces/s)"
     )
     print(f"  idle window:                  {wall1 - wall0:8.1f} s")
@@ -329,14 +342,19 @@ async def bench(args: argparse.Namespace) -> None:
         f"  coordinator RSS:              {rss_after:8.1f} MB  (before: {rss_before:.1f} MB, "
         f"{1024 * (rss_after - rss_before) / max(n, 1):.1f} KB per workspace)"
     )
+    idle = calls1 - calls0
+    listings = idle["list_instances"] + idle["list_volumes"]
     if passes > 0:
         print(f"  HealthMonitor passes:         {passes:8.0f}")
         print(
-            f"  engine calls per pass:        {(calls1 - calls0) / passes:8.2f}  "
-            f"(container listings per pass: {(list1 - list0) / passes:.2f})"
+            f"  engine calls per pass:        {listings / passes:8.2f}"
+            "  (list_instances + list_volumes)"
         )
     else:
         print("  HealthMonitor passes:         none in the idle window (interval too long?)")
+    per_method = ", ".join(f"{m}={c}" for m, c in sorted(idle.items())) or "none"
+    print(f"  all adapter calls while idle: {per_method}")
+    print("  (per-workspace calls while idle come from the reconciler's safety-net timers)")
 
 
 def main() -> None:
