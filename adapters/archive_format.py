@@ -23,7 +23,7 @@ import posixpath
 import tarfile
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from codehub.adapters.naming import HOME_MOUNT
 
@@ -34,7 +34,8 @@ MARKER_FILE = f"{RESERVED_PREFIX}.marker"
 MODES_FILE = f"{RESERVED_PREFIX}.modes"
 
 COPY_BUFSIZE = 1 << 20
-TAR_FORMAT = tarfile.GNU_FORMAT  # busybox tar reads GNU long names; base-256 sizes
+READ_BUFSIZE = 64 << 10
+TAR_FORMAT: Final = tarfile.GNU_FORMAT  # busybox tar reads GNU long names; base-256 sizes
 OWNER_UID = 1000
 OWNER_GID = 1000
 
@@ -184,12 +185,14 @@ _tar_open: Any = tarfile.open
 
 
 def _open_reader(src: Readable, mode: str) -> tarfile.TarFile:
+    # tarfile's stream reader copies what is left of its buffer on every read, so a small
+    # buffer keeps header reads cheap; data reads still come in COPY_BUFSIZE pieces.
     return cast(
         tarfile.TarFile,
         _tar_open(
             fileobj=src,
             mode=mode,
-            bufsize=COPY_BUFSIZE,
+            bufsize=READ_BUFSIZE,
             encoding="utf-8",
             errors="surrogateescape",
             copybufsize=COPY_BUFSIZE,
@@ -197,19 +200,44 @@ def _open_reader(src: Readable, mode: str) -> tarfile.TarFile:
     )
 
 
-def _open_writer(sink: Writable) -> tarfile.TarFile:
-    return cast(
-        tarfile.TarFile,
-        _tar_open(
-            fileobj=sink,
-            mode="w|",
-            bufsize=COPY_BUFSIZE,
-            format=TAR_FORMAT,
-            encoding="utf-8",
-            errors="surrogateescape",
-            copybufsize=COPY_BUFSIZE,
-        ),
-    )
+class TarWriter:
+    """A streaming tar writer with linear cost.
+
+    tarfile's own stream writer appends to an immutable ``bytes`` buffer and re-slices
+    it, which makes many small members (a home full of small files) quadratic; here
+    headers come from ``TarInfo.tobuf`` and data goes straight to the sink.
+    """
+
+    def __init__(self, sink: Writable) -> None:
+        self._sink = sink
+        self._pos = 0
+
+    def _write(self, data: bytes) -> None:
+        self._sink.write(data)
+        self._pos += len(data)
+
+    def addfile(self, info: tarfile.TarInfo, data: Readable | None = None) -> None:
+        self._write(info.tobuf(TAR_FORMAT, "utf-8", "surrogateescape"))
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or not info.size:
+            return
+        if data is None:
+            raise ValueError("regular member without data")
+        remaining = info.size
+        while remaining:
+            chunk = data.read(min(COPY_BUFSIZE, remaining))
+            if not chunk:
+                raise tarfile.ReadError("unexpected end of data")
+            self._write(chunk)
+            remaining -= len(chunk)
+        pad = -info.size % tarfile.BLOCKSIZE
+        if pad:
+            self._write(b"\0" * pad)
+
+    def close(self) -> None:
+        self._write(b"\0" * (2 * tarfile.BLOCKSIZE))
+        pad = -self._pos % tarfile.RECORDSIZE
+        if pad:
+            self._write(b"\0" * pad)
 
 
 def filter_for_archive(src: Readable, sink: Writable) -> StreamStats:
@@ -220,7 +248,8 @@ def filter_for_archive(src: Readable, sink: Writable) -> StreamStats:
     """
     stats = StreamStats()
     policy = MemberPolicy()
-    with _open_reader(src, "r|") as reader, _open_writer(sink) as writer:
+    writer = TarWriter(sink)
+    with _open_reader(src, "r|") as reader:
         for member in reader:
             decision = policy.decide(member)
             if decision.verdict is not Verdict.KEEP:
@@ -236,6 +265,7 @@ def filter_for_archive(src: Readable, sink: Writable) -> StreamStats:
             else:
                 writer.addfile(clean)
             stats.members += 1
+    writer.close()
     return stats
 
 
@@ -253,7 +283,8 @@ def reemit_for_restore(src: Readable, sink: Writable, *, compressed: bool = True
     stats = StreamStats()
     policy = MemberPolicy()
     fixups: list[bytes] = []
-    with _open_reader(src, "r|gz" if compressed else "r|") as reader, _open_writer(sink) as writer:
+    writer = TarWriter(sink)
+    with _open_reader(src, "r|gz" if compressed else "r|") as reader:
         for member in reader:
             decision = policy.decide(member)
             if decision.verdict is Verdict.REFUSE:
@@ -279,6 +310,7 @@ def reemit_for_restore(src: Readable, sink: Writable, *, compressed: bool = True
         modes.mode = 0o600
         modes.uid, modes.gid = OWNER_UID, OWNER_GID
         writer.addfile(modes, io.BytesIO(data))
+    writer.close()
     return stats
 
 

@@ -539,7 +539,9 @@ class VolumeS3StorageProvider(StorageProvider):
                 elif feed_stdin is not None:
                     raw = _raw_socket(attach)
                     try:
-                        data_result = feed_stdin(_SocketWriter(raw))
+                        stdin = io.BufferedWriter(_SocketWriter(raw), _CHUNK)
+                        data_result = feed_stdin(stdin)
+                        stdin.flush()
                     except BaseException as exc:
                         data_error = exc
                         with contextlib.suppress(Exception):
