@@ -312,15 +312,14 @@ def api_config_from_settings(settings: Settings, env: Mapping[str, str] | None =
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
     """``k=v`` items (each may hold several, comma-separated) -> a label dict."""
+    from codehub.operator.settings import SettingsError, parse_label_list
+
     labels: dict[str, str] = {}
     for item in items:
-        for part in item.split(","):
-            if not part.strip():
-                continue
-            key, sep, value = part.partition("=")
-            if not sep or not key.strip():
-                raise CliError(f"expected KEY=VALUE label, got {part!r}")
-            labels[key.strip()] = value.strip()
+        try:
+            labels.update(parse_label_list("--scope-label", item))
+        except SettingsError as exc:
+            raise CliError(str(exc)) from None
     return labels
 
 
@@ -984,7 +983,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 def cmd_coordinator(args: argparse.Namespace) -> int:
     run_coordinator = _load("codehub.operator.coordinator", "run_coordinator", "coordinator")
     settings = _with_connection_flags(load_settings(), args)
-    labels = parse_labels([os.environ.get("CODEHUB_SCOPE_LABELS", ""), *args.scope_label])
+    labels = {**settings.scope_labels, **parse_labels(args.scope_label)}
     host, port = args.listen
     _configure_logging()
     try:

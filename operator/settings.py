@@ -66,6 +66,10 @@ class Settings:
     #: (provision, restore, archive, start, stop, delete_volume) so tests can crash the
     #: coordinator mid-operation. Parsed by the operator.
     test_pause_actuators: str = ""
+    #: Labels added to everything the adapters create and used to filter every listing
+    #: (CODEHUB_SCOPE_LABELS="k=v,k2=v2"), so installations or test runs sharing one
+    #: engine never see each other's containers and volumes.
+    scope_labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,7 +113,7 @@ class Settings:
             docker_host=self.docker_host,
             job_image=self.job_image,
             job_timeout=self.job_timeout,
-            scope_labels=dict(scope_labels or {}),
+            scope_labels=dict(self.scope_labels if scope_labels is None else scope_labels),
         )
 
 
@@ -138,11 +142,14 @@ _ENV_NAMES = {
     "job_timeout": "CODEHUB_JOB_TIMEOUT",
     "node_id": "CODEHUB_NODE_ID",
     "test_pause_actuators": "CODEHUB_TEST_PAUSE_ACTUATORS",
+    "scope_labels": "CODEHUB_SCOPE_LABELS",
 }
 
 
 def _convert(name: str, raw: str, type_: Any) -> Any:
     text = str(type_)
+    if text == "Mapping[str, str]":
+        return parse_label_list(name, raw)
     try:
         if text == "float":
             return float(raw)
@@ -153,3 +160,16 @@ def _convert(name: str, raw: str, type_: Any) -> Any:
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     return raw
+
+
+def parse_label_list(name: str, raw: str) -> dict[str, str]:
+    """``"k=v,k2=v2"`` -> a dict; an item without ``=`` or with an empty key is an error."""
+    labels: dict[str, str] = {}
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"{name} expects KEY=VALUE items, got {part.strip()!r}")
+        labels[key.strip()] = value.strip()
+    return labels
