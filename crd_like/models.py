@@ -97,9 +97,7 @@ def derive_display(
     observed_status: ObservedStatus | str | None, archive_key: str | None
 ) -> Display:
     """SPEC §3: ARCHIVED is PENDING with an archive; otherwise the observed status."""
-    if observed_status is None:
-        return Display.PENDING
-    observed = ObservedStatus(observed_status)
+    observed = ObservedStatus(observed_status or ObservedStatus.PENDING)
     if observed is ObservedStatus.PENDING and archive_key:
         return Display.ARCHIVED
     return Display(observed.value)

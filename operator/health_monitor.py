@@ -30,8 +30,9 @@ from typing import Any
 
 from codehub.adapters.interfaces import InstanceInfo
 from codehub.crd_like.client.api import ApiError
+from codehub.crd_like.models import derive_display
 from codehub.operator.context import Obj, OperatorContext
-from codehub.operator.observation import derive_display, observe_detail
+from codehub.operator.observation import observe_detail
 from codehub.operator.planning import (
     Display,
     InstanceState,

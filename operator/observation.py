@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from codehub.operator.planning import Display, InstanceState, ObservedStatus, Operation
+from codehub.operator.planning import InstanceState, ObservedStatus, Operation
 
 
 class ErrorRule(StrEnum):
@@ -101,12 +101,3 @@ def observe(
         archive_key=archive_key,
         previous_status=previous_status,
     ).status
-
-
-def derive_display(observed: ObservedStatus | None, archive_key: str | None) -> Display:
-    """SPEC §3: ARCHIVED is PENDING with an archive; otherwise the observed status."""
-    if observed is None:
-        observed = ObservedStatus.PENDING
-    if observed is ObservedStatus.PENDING and archive_key:
-        return Display.ARCHIVED
-    return Display(observed.value)

@@ -4,8 +4,9 @@ Nothing here does I/O, so every rule is tested exhaustively over all combination
 inputs. The reconciler and the HealthMonitor both call ``observe`` so they can never
 disagree about what a set of facts means.
 
-Observation (SPEC §5) lives in ``observation``; this module holds the vocabulary, the
-plan and the completion rule.
+Observation (SPEC §5) lives in ``observation``; this module holds the plan and the
+completion rule. The vocabulary (status, desired state, operation, display) is the
+resource's own, from ``crd_like.models``, re-exported here for the operator.
 
 The ``plan`` contract (kept deliberately small so it can be tabulated):
 
@@ -24,40 +25,20 @@ from __future__ import annotations
 from enum import Enum, StrEnum
 from typing import TypeVar
 
+from codehub.crd_like.models import DesiredState, Display, ObservedStatus, Operation
+
 E = TypeVar("E", bound=StrEnum)
 
-
-class ObservedStatus(StrEnum):
-    PENDING = "PENDING"
-    STANDBY = "STANDBY"
-    RUNNING = "RUNNING"
-    ERROR = "ERROR"
-    DELETED = "DELETED"
-
-
-class DesiredState(StrEnum):
-    PENDING = "PENDING"
-    STANDBY = "STANDBY"
-    RUNNING = "RUNNING"
-
-
-class Operation(StrEnum):
-    NONE = "NONE"
-    PROVISIONING = "PROVISIONING"
-    RESTORING = "RESTORING"
-    STARTING = "STARTING"
-    STOPPING = "STOPPING"
-    ARCHIVING = "ARCHIVING"
-    DELETING = "DELETING"
-
-
-class Display(StrEnum):
-    PENDING = "PENDING"
-    ARCHIVED = "ARCHIVED"
-    STANDBY = "STANDBY"
-    RUNNING = "RUNNING"
-    ERROR = "ERROR"
-    DELETED = "DELETED"
+__all__ = [
+    "DesiredState",
+    "Display",
+    "InstanceState",
+    "ObservedStatus",
+    "Operation",
+    "is_complete",
+    "parse_enum",
+    "plan",
+]
 
 
 class InstanceState(Enum):

@@ -11,8 +11,8 @@ import itertools
 
 import pytest
 
+from codehub.crd_like.models import derive_display
 from codehub.operator.observation import (
-    derive_display,
     instance_state,
     observe,
     observe_detail,
