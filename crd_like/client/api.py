@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from codehub.crd_like.status_reasons import STATUS_REASONS
+
 GROUP = "codehub.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -112,23 +114,7 @@ class ApiConnectionError(ApiError, ConnectionError):
         return self.message
 
 
-_REASONS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    406: "NotAcceptable",
-    409: "Conflict",
-    410: "Expired",
-    413: "RequestEntityTooLarge",
-    415: "UnsupportedMediaType",
-    422: "Invalid",
-    429: "TooManyRequests",
-    500: "InternalError",
-    503: "ServiceUnavailable",
-    504: "Timeout",
-}
+_REASONS = STATUS_REASONS
 
 
 def workspaces_path(ns: str | None = None, name: str | None = None, status: bool = False) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from codehub.crd_like.status_reasons import STATUS_REASONS
 from codehub.crd_like.store.interface import (
     AlreadyExists,
     Conflict,
@@ -18,23 +19,7 @@ from codehub.crd_like.store.interface import (
     StoreError,
 )
 
-REASONS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    406: "NotAcceptable",
-    409: "Conflict",
-    410: "Expired",
-    413: "RequestEntityTooLarge",
-    415: "UnsupportedMediaType",
-    422: "Invalid",
-    429: "TooManyRequests",
-    500: "InternalError",
-    503: "ServiceUnavailable",
-    504: "Timeout",
-}
+REASONS = STATUS_REASONS
 
 
 class ApiError(Exception):
