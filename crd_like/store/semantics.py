@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from codehub.crd_like.store.interface import Conflict, Gone, Invalid, Obj, Selectors
+from codehub.crd_like.store.interface import (
+    Conflict,
+    Gone,
+    Invalid,
+    Obj,
+    RawListResult,
+    Selectors,
+)
+
+__all__ = ["RawListResult"]
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
@@ -241,15 +250,6 @@ def watch_type(
     if now_ok:
         return "MODIFIED" if was_ok else "ADDED"
     return "DELETED" if was_ok else None
-
-
-@dataclass(frozen=True)
-class RawListResult:
-    """A list whose items are JSON texts (see ``list_raw``)."""
-
-    items: list[str]
-    revision: int
-    continue_token: str | None = None
 
 
 @dataclass(frozen=True)
