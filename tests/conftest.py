@@ -12,6 +12,9 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
+import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 RUN_LABEL = "codehub.io/test-run"
 #: One id per pytest session; in labels, bucket and database names (lowercase, DNS-safe).
 RUN_ID = "t" + uuid.uuid4().hex[:12]
+
+EXIT_GRACE_SECONDS = 30.0
 
 _state: dict[str, Any] = {"env": None}
 
@@ -50,6 +55,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _state["session"] = session
     _cleanup_run()
     if session.config.option.collectonly:
         return
@@ -61,6 +67,55 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         # look like success in CI.
         sys.stderr.write("\nERROR: pytest ran zero tests; failing the run.\n")
         session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Never let a stuck worker thread hang the run after the results are in.
+
+    Python joins non-daemon threads at exit; one blocked forever (say, on a socket to a
+    killed container) would hang CI without a word. Wait briefly, then name the threads
+    with their stacks, and exit with a failure status.
+    """
+    session = _state.get("session")
+    if session is None:
+        return
+    _wake_idle_executor_workers()
+    deadline = time.monotonic() + EXIT_GRACE_SECONDS
+    stuck = []
+    for t in threading.enumerate():
+        if t is threading.main_thread() or t.daemon or not t.is_alive():
+            continue
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            stuck.append(t)
+    if not stuck:
+        return
+    frames = sys._current_frames()
+    sys.stderr.write(f"\nERROR: {len(stuck)} thread(s) still running after the test session; "
+                     "exiting without waiting for them:\n")
+    for t in stuck:
+        frame = frames.get(t.ident or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "?\n"
+        sys.stderr.write(f"--- thread {t.name}\n{stack}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(session.exitstatus) or 1)
+
+
+def _wake_idle_executor_workers() -> None:
+    """Do now what interpreter exit does first: tell idle pool workers to finish.
+
+    Without it an idle ThreadPoolExecutor worker would look stuck to the check above.
+    """
+    try:
+        from concurrent.futures import thread as cft
+
+        with cft._global_shutdown_lock:  # type: ignore[attr-defined]
+            cft._shutdown = True  # type: ignore[attr-defined]
+        for q in list(cft._threads_queues.values()):  # type: ignore[attr-defined]
+            q.put(None)
+    except (ImportError, AttributeError):
+        pass
 
 
 # ------------------------------------------------------------------ services
