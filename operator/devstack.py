@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -409,6 +410,7 @@ def _up(settings: Settings, paths: Paths, detach: bool) -> int:
         "CODEHUB_TLS_KEY": str(key),
         "CODEHUB_CA_FILE": str(cert),
         "CODEHUB_SERVER": server_url,
+        "CODEHUB_SCOPE_LABELS": ",".join(f"{k}={v}" for k, v in _stack_scope(paths).items()),
         "PYTHONUNBUFFERED": "1",
     }
     common.pop("CODEHUB_TOKEN", None)
@@ -442,6 +444,7 @@ def _up(settings: Settings, paths: Paths, detach: bool) -> int:
             "server_port": server_port,
             "coordinator_port": coord_port,
             "services_were_up": bool(stack.get("services_were_up", services_were_up)),
+            "docker_host": base_env.get("DOCKER_HOST", ""),
         },
     )
 
@@ -507,7 +510,6 @@ codehub dev stack is up. The demo workspace {ns}/{name} is RUNNING.
     codehub start {name}       # restore and start again
     codehub wait ws {name} --for=display=RUNNING --timeout=300
 
-  Browser (proxy, with the dev token as bearer):  {server}/w/{ns}/{name}/
   kubectl:  kubectl --kubeconfig {kc} get ws
             kubectl --kubeconfig {akc} get ws -A     # administrator
   Metrics:  {server}/metrics   {coord}/metrics
@@ -526,6 +528,42 @@ def _load_stack(paths: Paths) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _stack_scope(paths: Paths) -> dict[str, str]:
+    """The label that marks this stack's containers and volumes, so `dev down` stops only
+    its own workspaces on an engine that others (tests, another checkout) share."""
+    digest = hashlib.sha256(str(paths.root.resolve()).encode()).hexdigest()[:12]
+    return {"codehub.io/stack": f"dev-{digest}"}
+
+
+def _stop_workspace_containers(paths: Paths, docker_host: str) -> None:
+    """Remove this stack's workspace containers (volumes stay, data is safe): with the
+    coordinator gone nothing would stop them. The next `dev up` sees them missing and,
+    where desired is RUNNING, starts them again."""
+    from codehub.adapters.config import DockerConfig
+    from codehub.adapters.docker_instance import DockerInstanceController
+    from codehub.adapters.errors import CodehubError
+
+    async def go() -> int:
+        instances = DockerInstanceController(
+            DockerConfig(docker_host=docker_host, scope_labels=_stack_scope(paths))
+        )
+        try:
+            uids = list(await instances.list_instances())
+            for uid in uids:
+                await instances.delete(uid)
+            return len(uids)
+        finally:
+            await instances.close()
+
+    try:
+        count = asyncio.run(go())
+    except CodehubError as exc:
+        _say(f"    could not stop workspace containers: {exc}")
+        return
+    if count:
+        _say(f"    stopped {count} workspace container(s); their volumes are kept")
 
 
 def _save_stack(paths: Paths, data: dict[str, Any]) -> None:
@@ -548,6 +586,9 @@ def _down(paths: Paths, stop_services: bool) -> None:
     stopped = [name for name in ("coordinator", "server") if _stop(paths, name)]
     if not stopped:
         _say("    nothing was running")
+    stack = _load_stack(paths)
+    if stack.get("docker_host"):
+        _stop_workspace_containers(paths, str(stack["docker_host"]))
     paths.stack.unlink(missing_ok=True)
     if stop_services:
         _step("stopping the services")
