@@ -153,6 +153,17 @@ def _pid_alive(pid: int, needle: str = "codehub") -> bool:
     return needle in cmdline and state != "Z"
 
 
+def _exited(pid: int) -> bool:
+    """True once ``pid`` has ended. Unlike ``_pid_alive`` this ignores the command line:
+    a child caught between fork and exec briefly shows an empty or foreign one, and a
+    busy machine made `dev up` report a healthy coordinator as dead."""
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return True
+    return not Path(f"/proc/{pid}").exists()
+
+
 def _read_pid(pidfile: Path) -> int | None:
     try:
         return int(pidfile.read_text().strip())
@@ -237,7 +248,7 @@ def _wait_http(url: str, ca_file: str | None, what: str, pid: int, log: Path) ->
                     return
         except (urllib.error.URLError, OSError):
             pass
-        if not _pid_alive(pid):
+        if _exited(pid):
             raise DevStackError(f"{what} exited during startup; see {log}")
         if time.monotonic() > deadline:
             raise DevStackError(
