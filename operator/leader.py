@@ -118,11 +118,9 @@ class LeaderElector:
                 log.warning("leader election: cannot connect to the database: %s", _short(exc))
                 return False
         try:
-            cur = await asyncio.wait_for(
-                self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,)),
-                self.check_timeout,
-            )
-            row = await cur.fetchone()
+            async with asyncio.timeout(self.check_timeout):
+                cur = await self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,))
+                row = await cur.fetchone()
         except (psycopg.Error, OSError, TimeoutError) as exc:
             log.warning("leader election: lock attempt failed: %s", _short(exc))
             await self._drop_connection()
@@ -164,9 +162,12 @@ class LeaderElector:
         conn = self._conn
         if conn is None:
             return False
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the query completes, and hold() then probes on forever.
         try:
-            cur = await asyncio.wait_for(conn.execute("SELECT 1"), self.check_timeout)
-            row = await asyncio.wait_for(cur.fetchone(), self.check_timeout)
+            async with asyncio.timeout(self.check_timeout):
+                cur = await conn.execute("SELECT 1")
+                row = await cur.fetchone()
         except (psycopg.Error, OSError, TimeoutError) as exc:
             log.warning("leader election: probe failed: %s", _short(exc))
             return False
