@@ -528,7 +528,8 @@ async def _run(ctx: OperatorContext, w: _View, op: Operation, facts: Facts) -> O
     if remaining <= 0:
         return await _fail(ctx, w, op, _timeout_error(ctx, op))
     try:
-        w, restore_returned = await asyncio.wait_for(_actuate(ctx, w, op), timeout=remaining)
+        async with asyncio.timeout(remaining):
+            w, restore_returned = await _actuate(ctx, w, op)
     except TimeoutError:
         return await _fail(ctx, w, op, _timeout_error(ctx, op))
     except _LostOwnership:

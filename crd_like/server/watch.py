@@ -60,7 +60,8 @@ class EventQueue:
     async def get(self, wait: float | None) -> WatchEvent | Exception | None:
         """The next event, the store's exception, or None on timeout or end of stream."""
         try:
-            item = await asyncio.wait_for(self.queue.get(), wait)
+            async with asyncio.timeout(wait):
+                item = await self.queue.get()
         except TimeoutError:
             return None
         if item is _END:

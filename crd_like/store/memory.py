@@ -313,7 +313,8 @@ class MemoryStore(Store):
             if bookmark_interval is not None:
                 timeout = max(0.0, last_sent + bookmark_interval - loop.time())
             try:
-                await asyncio.wait_for(wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
             except TimeoutError:
                 yield WatchEvent("BOOKMARK", examined)
                 last_sent = loop.time()
