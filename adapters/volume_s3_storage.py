@@ -354,6 +354,13 @@ class _SocketWriter(io.RawIOBase):
         return len(b)
 
 
+def _shutdown_on_exit(api: Any, cid: str, raw: socket.socket) -> None:
+    with contextlib.suppress(Exception):
+        api.wait(cid)
+    with contextlib.suppress(OSError):
+        raw.shutdown(socket.SHUT_RDWR)
+
+
 def _raw_socket(sock: Any) -> socket.socket:
     raw = getattr(sock, "_sock", sock)
     assert isinstance(raw, socket.socket)
@@ -538,6 +545,12 @@ class VolumeS3StorageProvider(StorageProvider):
                             api.kill(cid)
                 elif feed_stdin is not None:
                     raw = _raw_socket(attach)
+                    # The engine does not always close a stdin-only attach when the
+                    # container dies (killed, timed out, crashed), and a blocked sendall
+                    # would then hang the restore forever: shut the socket on exit.
+                    threading.Thread(
+                        target=_shutdown_on_exit, args=(api, cid, raw), daemon=True
+                    ).start()
                     try:
                         stdin = io.BufferedWriter(_SocketWriter(raw), _CHUNK)
                         data_result = feed_stdin(stdin)

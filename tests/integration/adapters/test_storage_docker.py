@@ -169,7 +169,7 @@ async def test_job_killed_mid_archive_then_rerun(real: RealHarness) -> None:
 @pytest.mark.slow
 async def test_job_killed_mid_restore_then_rerun(real: RealHarness) -> None:
     p = real.provider
-    src = await _source_with_data(real, 60)
+    src = await _source_with_data(real, 120)
     before = await real.manifest(src)
     key = await p.archive(src, "ok")
     dst = new_uid()
@@ -177,7 +177,7 @@ async def test_job_killed_mid_restore_then_rerun(real: RealHarness) -> None:
     await real.populate(dst, sample_tree())
     old = await real.manifest(dst)
 
-    killer = Killer(real.client, "restore", 0.7)
+    killer = Killer(real.client, "restore", 0.2)
     p.on_job_started = killer
     with pytest.raises(CodehubError):
         await p.restore(dst, key)
