@@ -12,7 +12,6 @@ import bisect
 import builtins
 import contextlib
 import copy
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
@@ -150,28 +149,6 @@ class MemoryStore(Store):
         if more and last is not None:
             token_out = sem.ContinueToken(revision, last[0], last[1]).encode()
         return ListResult(items, revision, token_out)
-
-    async def list_raw(
-        self,
-        kind: str,
-        *,
-        namespace: str | None = None,
-        selectors: Selectors | None = None,
-        limit: int | None = None,
-        continue_token: str | None = None,
-    ) -> sem.RawListResult:
-        res = await self.list(
-            kind,
-            namespace=namespace,
-            selectors=selectors,
-            limit=limit,
-            continue_token=continue_token,
-        )
-        return sem.RawListResult(
-            [json.dumps(o, separators=(",", ":")) for o in res.items],
-            res.revision,
-            res.continue_token,
-        )
 
     async def list_by(
         self,
