@@ -674,15 +674,7 @@ class PostgresStore(Store):
     ) -> Obj:
         ns = sem.ns_key(namespace)
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT body FROM objects WHERE kind = %s AND namespace = %s AND name = %s"
-                " FOR UPDATE",
-                (kind, ns, name),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                raise NotFound(f'{kind} "{name}" not found')
-            current: Obj = row[0]
+            current = await _locked_body(conn, kind, ns, name)
             plan = sem.apply_update(current, mutate(copy.deepcopy(current)), subresource)
             if plan is None:
                 return current
@@ -705,15 +697,7 @@ class PostgresStore(Store):
     ) -> tuple[Obj, bool]:
         ns = sem.ns_key(namespace)
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT body FROM objects WHERE kind = %s AND namespace = %s AND name = %s"
-                " FOR UPDATE",
-                (kind, ns, name),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                raise NotFound(f'{kind} "{name}" not found')
-            current: Obj = row[0]
+            current = await _locked_body(conn, kind, ns, name)
             sem.check_delete_preconditions(current, expected_resource_version, expected_uid)
             m = sem.meta(current)
             if m.get("finalizers"):
@@ -844,3 +828,16 @@ class PostgresStore(Store):
             except TimeoutError:
                 yield WatchEvent("BOOKMARK", examined)
                 last_sent = loop.time()
+
+
+async def _locked_body(conn: Any, kind: str, ns: str, name: str) -> Obj:
+    """The current body, row-locked until the transaction ends (read-modify-write)."""
+    cur = await conn.execute(
+        "SELECT body FROM objects WHERE kind = %s AND namespace = %s AND name = %s FOR UPDATE",
+        (kind, ns, name),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f'{kind} "{name}" not found')
+    body: Obj = row[0]
+    return body
