@@ -1,4 +1,4 @@
-"""One error hierarchy for the whole product, mapping to SPEC §6 reasons and §8 codes.
+"""One error hierarchy for the whole product, carrying the reasons and codes of docs/errors.md.
 
 Adapters translate every error of docker, minio and the network into one of these at the
 boundary (chained with ``from``); the operator records ``reason``/``code`` in
@@ -9,45 +9,12 @@ may echo request URLs or headers.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
-
-class Reason(StrEnum):
-    """SPEC §6 reasons, as written into ``status.error_info.reason``."""
-
-    UNREACHABLE = "Unreachable"
-    ACTION_FAILED = "ActionFailed"
-    MISMATCH = "Mismatch"
-    TIMEOUT = "Timeout"
-    RETRY_EXCEEDED = "RetryExceeded"
-    DATA_LOST = "DataLost"
-
-
-class ErrorCode(StrEnum):
-    """SPEC §8 codes, as printed by job containers (``CODEHUB_ERROR=...``)."""
-
-    S3_ACCESS_ERROR = "S3_ACCESS_ERROR"
-    ARCHIVE_NOT_FOUND = "ARCHIVE_NOT_FOUND"
-    META_NOT_FOUND = "META_NOT_FOUND"
-    CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
-    TAR_EXTRACT_FAILED = "TAR_EXTRACT_FAILED"
-    DISK_FULL = "DISK_FULL"
-    IMAGE_PULL_FAILED = "IMAGE_PULL_FAILED"
-    CONTAINER_CREATE_FAILED = "CONTAINER_CREATE_FAILED"
-    VOLUME_NOT_FOUND = "VOLUME_NOT_FOUND"
-    UNKNOWN = "UNKNOWN"
-
-
-#: SPEC §6: how many retries each reason gets before the error becomes terminal.
-RETRY_BUDGET: dict[Reason, int] = {
-    Reason.UNREACHABLE: 3,
-    Reason.ACTION_FAILED: 3,
-    Reason.MISMATCH: 3,
-    Reason.TIMEOUT: 0,
-    Reason.RETRY_EXCEEDED: 0,
-    Reason.DATA_LOST: 0,
-}
+# Re-exported: callers that raise or catch adapter errors also name their reason and code.
+from codehub.vocabulary.errors import RETRY_BUDGET as RETRY_BUDGET
+from codehub.vocabulary.errors import ErrorCode as ErrorCode
+from codehub.vocabulary.errors import Reason as Reason
 
 
 class CodehubError(Exception):

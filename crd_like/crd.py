@@ -16,19 +16,18 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from codehub.crd_like.models import (
-    API_GROUP,
-    API_VERSION,
+from codehub.crd_like.identity import (
+    GROUP,
     KIND,
     LIST_KIND,
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
-    WorkspaceSpec,
-    WorkspaceStatus,
+    VERSION,
 )
+from codehub.crd_like.models import WorkspaceSpec, WorkspaceStatus
 
-CRD_NAME = f"{PLURAL}.{API_GROUP}"
+CRD_NAME = f"{PLURAL}.{GROUP}"
 
 _COPIED_KEYS = (
     "type",
@@ -136,7 +135,7 @@ def crd_dict() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {"name": CRD_NAME},
         "spec": {
-            "group": API_GROUP,
+            "group": GROUP,
             "names": {
                 "plural": PLURAL,
                 "singular": SINGULAR,
@@ -147,7 +146,7 @@ def crd_dict() -> dict[str, Any]:
             "scope": "Namespaced",
             "versions": [
                 {
-                    "name": API_VERSION,
+                    "name": VERSION,
                     "served": True,
                     "storage": True,
                     "schema": {"openAPIV3Schema": openapi_schema()},

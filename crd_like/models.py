@@ -15,16 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
-from codehub.adapters.errors import Reason
-
-API_GROUP = "codehub.io"
-API_VERSION = "v1alpha1"
-GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
-KIND = "Workspace"
-PLURAL = "workspaces"
-SINGULAR = "workspace"
-SHORT_NAMES = ("ws",)
-LIST_KIND = "WorkspaceList"
+from codehub.crd_like.identity import API_VERSION, KIND
+from codehub.vocabulary.errors import Reason
 
 DEFAULT_STANDBY_TTL = 300
 DEFAULT_ARCHIVE_TTL = 86400
@@ -214,7 +206,7 @@ class Workspace(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    api_version: str = Field(default=GROUP_VERSION, alias="apiVersion")
+    api_version: str = Field(default=API_VERSION, alias="apiVersion")
     kind: str = KIND
     metadata: ObjectMeta
     spec: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
@@ -331,11 +323,11 @@ def validate_workspace_body(obj: Any, *, check_status: bool = True) -> list[Fiel
         return [FieldError("", "the body must be a JSON object")]
     errors: list[FieldError] = []
     api_version = obj.get("apiVersion")
-    if api_version is not None and api_version != GROUP_VERSION:
+    if api_version is not None and api_version != API_VERSION:
         errors.append(
             FieldError(
                 "apiVersion",
-                f'Unsupported value: "{api_version}": supported values: "{GROUP_VERSION}"',
+                f'Unsupported value: "{api_version}": supported values: "{API_VERSION}"',
             )
         )
     kind = obj.get("kind")

@@ -13,7 +13,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from codehub.crd_like.client.api import API_VERSION, ApiConnectionError, ApiError
+from codehub.crd_like.client.api import ApiConnectionError, ApiError
+from codehub.crd_like.identity import API_VERSION
 
 Obj = dict[str, Any]
 

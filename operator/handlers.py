@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from codehub.crd_like.client.api import GROUP, PLURAL, VERSION
+from codehub.crd_like.identity import GROUP, PLURAL, VERSION
 from codehub.operator.context import OperatorContext
 from codehub.operator.reconciler import Outcome, needs_reconcile, reconcile
 

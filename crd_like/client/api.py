@@ -19,14 +19,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from codehub.crd_like.identity import GROUP, PLURAL, VERSION
 from codehub.crd_like.status_reasons import STATUS_REASONS
-
-GROUP = "codehub.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "Workspace"
-PLURAL = "workspaces"
-SHORT_NAME = "ws"
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from codehub.crd_like.client.api import API_VERSION, KIND
+from codehub.crd_like.identity import API_VERSION, KIND
 from codehub.crd_like.models import validate_workspace_body
 
 SUFFIXES = (".yaml", ".yml", ".json")

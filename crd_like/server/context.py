@@ -14,7 +14,7 @@ from aiohttp import web
 
 from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.crd import printer_columns
-from codehub.crd_like.models import API_GROUP, API_VERSION, KIND, LIST_KIND, PLURAL
+from codehub.crd_like.identity import GROUP, KIND, LIST_KIND, PLURAL, VERSION
 from codehub.crd_like.store.interface import AdmissionCheck, Selectors, Store
 
 from .admission import running_limit_check
@@ -51,8 +51,8 @@ class ResourceKind:
 
 WORKSPACES = ResourceKind(
     PLURAL,
-    API_GROUP,
-    API_VERSION,
+    GROUP,
+    VERSION,
     KIND,
     LIST_KIND,
     columns=tuple(printer_columns()),

@@ -17,15 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from codehub.crd_like.models import (
-    API_GROUP,
-    API_VERSION,
-    KIND,
-    PLURAL,
-    SHORT_NAMES,
-    SINGULAR,
-    validate_name,
-)
+from codehub.crd_like.identity import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from codehub.crd_like.models import validate_name
 
 from .context import (
     NAMESPACES,
@@ -44,7 +37,7 @@ from .status import ApiError
 from .table import build_table, wants_table
 
 KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-codehub"}
-GV = f"{API_GROUP}/{API_VERSION}"
+GV = f"{GROUP}/{VERSION}"
 _NS_UUID = uuid.UUID("6f1c1d8e-5d0b-4a57-9a39-3c0de0c0de01")
 
 
@@ -109,8 +102,8 @@ async def core_v1(request: web.Request) -> web.StreamResponse:
 
 
 def _group() -> dict[str, Any]:
-    version = {"groupVersion": GV, "version": API_VERSION}
-    return {"name": API_GROUP, "versions": [version], "preferredVersion": version}
+    version = {"groupVersion": GV, "version": VERSION}
+    return {"name": GROUP, "versions": [version], "preferredVersion": version}
 
 
 async def api_groups(request: web.Request) -> web.StreamResponse:
@@ -293,8 +286,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api", api_versions)
     r.add_get("/api/v1", core_v1)
     r.add_get("/apis", api_groups)
-    r.add_get(f"/apis/{API_GROUP}", api_group)
-    r.add_get(f"/apis/{API_GROUP}/{API_VERSION}", group_resources)
+    r.add_get(f"/apis/{GROUP}", api_group)
+    r.add_get(f"/apis/{GROUP}/{VERSION}", group_resources)
     r.add_get("/openapi/v3", openapi_index)
     r.add_get(f"/openapi/v3/{GV_PATH}", openapi_group_version)
     r.add_get("/api/v1/namespaces", list_namespaces)

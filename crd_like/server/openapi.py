@@ -15,13 +15,13 @@ from functools import lru_cache
 from typing import Any
 
 from codehub.crd_like.crd import openapi_schema
-from codehub.crd_like.models import API_GROUP, API_VERSION, KIND, LIST_KIND, PLURAL
+from codehub.crd_like.identity import GROUP, KIND, LIST_KIND, PLURAL, VERSION
 
-GV_PATH = f"apis/{API_GROUP}/{API_VERSION}"
+GV_PATH = f"apis/{GROUP}/{VERSION}"
 META = "io.k8s.apimachinery.pkg.apis.meta.v1"
-WS_REF = f"io.codehub.{API_VERSION}.{KIND}"
-WS_LIST_REF = f"io.codehub.{API_VERSION}.{LIST_KIND}"
-GVK = {"group": API_GROUP, "version": API_VERSION, "kind": KIND}
+WS_REF = f"io.codehub.{VERSION}.{KIND}"
+WS_LIST_REF = f"io.codehub.{VERSION}.{LIST_KIND}"
+GVK = {"group": GROUP, "version": VERSION, "kind": KIND}
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def _op(
     body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
-        "tags": [f"codehubIo_{API_VERSION}"],
+        "tags": [f"codehubIo_{VERSION}"],
         "description": description,
         "operationId": op_id,
         "parameters": list(params or []),
@@ -106,10 +106,10 @@ def _item_ops(suffix: str, what: str) -> dict[str, Any]:
     name = f"NamespacedWorkspace{suffix}"
     return {
         "get": _op(
-            f"readCodehubIo{API_VERSION.capitalize()}{name}", "get", f"read {what}", response=WS_REF
+            f"readCodehubIo{VERSION.capitalize()}{name}", "get", f"read {what}", response=WS_REF
         ),
         "put": _op(
-            f"replaceCodehubIo{API_VERSION.capitalize()}{name}",
+            f"replaceCodehubIo{VERSION.capitalize()}{name}",
             "put",
             f"replace {what}",
             response=WS_REF,
@@ -117,7 +117,7 @@ def _item_ops(suffix: str, what: str) -> dict[str, Any]:
             body=_object_body(),
         ),
         "patch": _op(
-            f"patchCodehubIo{API_VERSION.capitalize()}{name}",
+            f"patchCodehubIo{VERSION.capitalize()}{name}",
             "patch",
             f"partially update {what}",
             response=WS_REF,
@@ -199,7 +199,7 @@ def group_version_document() -> dict[str, Any]:
     base = f"/{GV_PATH}"
     ns_list = f"{base}/namespaces/{{namespace}}/{PLURAL}"
     item = f"{ns_list}/{{name}}"
-    cap = API_VERSION.capitalize()
+    cap = VERSION.capitalize()
     paths: dict[str, Any] = {
         f"{base}/{PLURAL}": {
             "get": _op(
@@ -259,7 +259,7 @@ def group_version_document() -> dict[str, Any]:
     }
     return {
         "openapi": "3.0.0",
-        "info": {"title": "codehub", "version": API_VERSION},
+        "info": {"title": "codehub", "version": VERSION},
         "paths": paths,
         "components": {
             "schemas": {
