@@ -59,6 +59,41 @@ class ApiError(Exception):
             causes = [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []
         self.causes: list[dict[str, Any]] = causes
 
+    @property
+    def not_found(self) -> bool:
+        """404: the object (or its namespace) does not exist, or is not visible to us."""
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """409: a resourceVersion precondition failed, or the name is taken."""
+        return self.status == 409
+
+    @property
+    def gone(self) -> bool:
+        """410: the requested resourceVersion is older than the kept history."""
+        return self.status == 410
+
+    @property
+    def invalid(self) -> bool:
+        """422: the body failed validation, or a JSON Patch ``test`` failed."""
+        return self.status == 422
+
+    @property
+    def too_many_requests(self) -> bool:
+        """429: a running limit refused the change."""
+        return self.status == 429
+
+    @property
+    def forbidden(self) -> bool:
+        """403: authenticated, but not allowed."""
+        return self.status == 403
+
+    @property
+    def unauthorized(self) -> bool:
+        """401: no or a wrong token."""
+        return self.status == 401
+
     def __str__(self) -> str:
         return self.message
 

@@ -21,6 +21,9 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 ADAPTERS = "adapters never import operator or crd_like"
 CRD_LIKE = "crd_like never imports operator"
 THIRD_PARTY = "docker and minio only inside adapters"
+CRD_LIKE_ADAPTERS = "crd_like never imports adapters"
+VOCABULARY = "vocabulary imports no other codehub package"
+ALL_CONTRACTS = {ADAPTERS, CRD_LIKE, THIRD_PARTY, CRD_LIKE_ADAPTERS, VOCABULARY}
 
 
 def _copy(dest: Path) -> Path:
@@ -59,6 +62,8 @@ def _add_import(path: Path, statement: str) -> None:
         ("crd_like/config.py", "from codehub.operator import settings", CRD_LIKE),
         ("crd_like/config.py", "import docker", THIRD_PARTY),
         ("operator/clock.py", "import minio", THIRD_PARTY),
+        ("crd_like/config.py", "import codehub.adapters.errors", CRD_LIKE_ADAPTERS),
+        ("src/codehub/vocabulary/errors.py", "import codehub.crd_like.identity", VOCABULARY),
     ],
 )
 def test_forbidden_import_breaks_contract(
@@ -66,8 +71,8 @@ def test_forbidden_import_breaks_contract(
 ) -> None:
     copy = _copy(tmp_path)
     before, before_text = _lint(copy)
-    assert set(before) == {ADAPTERS, CRD_LIKE, THIRD_PARTY}
-    source = "codehub." + module.removesuffix(".py").replace("/", ".")
+    assert set(before) == ALL_CONTRACTS
+    source = "codehub." + module.removeprefix("src/codehub/").removesuffix(".py").replace("/", ".")
     target = statement.split()[1]
     edge = re.compile(rf"^-\s+{re.escape(source)} -> {re.escape(target)}\b", re.MULTILINE)
     assert not edge.search(before_text)
