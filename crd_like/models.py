@@ -28,6 +28,7 @@ DESCRIPTION_MAX_LENGTH = 4096
 MEMO_MAX_LENGTH = 4096
 OP_ID_MAX_LENGTH = 128
 ARCHIVE_KEY_MAX_LENGTH = 1024
+ENDPOINT_MAX_LENGTH = 1024
 ERROR_MESSAGE_MAX_LENGTH = 4096
 
 DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -83,6 +84,22 @@ class Operation(StrEnum):
     STOPPING = "STOPPING"
     ARCHIVING = "ARCHIVING"
     DELETING = "DELETING"
+
+
+class ActivitySource(StrEnum):
+    """What last counted as use of a workspace (docs/activity-and-ttl.md)."""
+
+    HTTP = "http"
+    WEBSOCKET = "websocket"
+    WAKE = "wake"
+    API = "api"
+
+
+class IdleAction(StrEnum):
+    """What the TTL Manager will do to an idle workspace, shown with its time."""
+
+    STANDBY = "standby"
+    ARCHIVE = "archive"
 
 
 def derive_display(
@@ -182,6 +199,16 @@ class WorkspaceStatus(BaseModel):
     error_info: ErrorInfo | None = None
     previous_status: ObservedStatus | None = None
     last_access_at: datetime | None = None
+    #: Where the workspace's app answers (a URL the proxy forwards to), as last observed
+    #: while RUNNING; absent otherwise. The proxy learns the upstream from here and never
+    #: asks an adapter (docs/proxy.md).
+    endpoint: Annotated[str, Field(strict=True, max_length=ENDPOINT_MAX_LENGTH)] | None = None
+    #: Why the workspace is kept alive (docs/activity-and-ttl.md): what touched it last,
+    #: how many connections are open now, and what the TTL will do when.
+    last_activity_source: ActivitySource | None = None
+    open_connections: Annotated[StrictInt, Field(ge=0)] | None = None
+    idle_action: IdleAction | None = None
+    idle_action_at: datetime | None = None
 
 
 class ObjectMeta(BaseModel):
