@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # ruff: noqa: ASYNC110, ASYNC210, ASYNC220, ASYNC221 - a serial benchmark; blocking is the point
-"""apply -> RUNNING latency against the raw engine work, in the same run (ARCHITECTURE A6).
+"""apply -> RUNNING latency against the raw engine work, in the same run (docs/architecture.md).
 
 For each of N rounds (interleaved, so machine load hits both sides alike):
 

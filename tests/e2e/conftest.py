@@ -205,7 +205,7 @@ def make_server(
 def api_server(
     tmp_path_factory: pytest.TempPathFactory, service_env: dict[str, str], run_id: str
 ) -> Iterator[ApiServer]:
-    """One shared server for the session (limits: SPEC §14 defaults)."""
+    """One shared server for the session (limits: the defaults of docs/settings.md)."""
     server = make_server(tmp_path_factory.mktemp("api"), service_env, run_id)
     server.start()
     try:

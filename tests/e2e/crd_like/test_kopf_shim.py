@@ -1,4 +1,4 @@
-"""Real kopf against the real API server (ARCHITECTURE A1): the shim is only useful if
+"""Real kopf against the real API server (docs/architecture.md): the shim is only useful if
 the unmodified framework works on it — discovery, list+watch, finalizers added and
 removed with its guarded JSON Patch, /status patches, events, resume on restart.
 

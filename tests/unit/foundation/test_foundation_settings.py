@@ -1,4 +1,4 @@
-"""Settings: SPEC §14 defaults, parsing from an environment mapping, secrets kept out of repr."""
+"""Settings: docs/settings.md defaults, parsing from the environment, secrets kept out of repr."""
 
 from __future__ import annotations
 
