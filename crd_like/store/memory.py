@@ -30,6 +30,7 @@ from codehub.crd_like.store.interface import (
     Store,
     WatchEvent,
 )
+from codehub.vocabulary.timestamps import now_rfc3339, rfc3339_before
 
 Key = tuple[str, str, str]  # kind, namespace ("" when cluster-scoped), name
 
@@ -196,7 +197,7 @@ class MemoryStore(Store):
 
     async def create(self, kind: str, obj: Obj, *, admit: AdmissionCheck | None = None) -> Obj:
         namespace = (obj.get("metadata") or {}).get("namespace")
-        new = sem.prepare_create(obj, namespace, sem.now_rfc3339())
+        new = sem.prepare_create(obj, namespace, now_rfc3339())
         key = (kind, sem.ns_key(namespace), sem.meta(new)["name"])
         async with self._admission_lock if admit else contextlib.nullcontext(), self._lock:
             if key in self._objects:
@@ -248,7 +249,7 @@ class MemoryStore(Store):
             if m.get("finalizers"):
                 if m.get("deletionTimestamp"):
                     return copy.deepcopy(current), False
-                new = sem.mark_deleting(current, sem.now_rfc3339())
+                new = sem.mark_deleting(current, now_rfc3339())
                 return self._append(kind, key, "MODIFIED", new, current), False
             return self._append(kind, key, "DELETED", copy.deepcopy(current), current), True
 
@@ -301,7 +302,7 @@ class MemoryStore(Store):
 
     async def expire(self, kind: str, older_than_seconds: float) -> int:
         """Same contract as ``PostgresStore.expire``."""
-        cutoff = sem.rfc3339_before(older_than_seconds)
+        cutoff = rfc3339_before(older_than_seconds)
         removed = 0
         for k, ns, name in sorted(self._objects):
             obj = self._objects.get((k, ns, name))

@@ -12,7 +12,6 @@ import copy
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from codehub.crd_like.store.interface import (
@@ -29,16 +28,6 @@ __all__ = ["RawListResult"]
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 IMMUTABLE_METADATA = ("uid", "name", "namespace", "creationTimestamp")
-
-
-def now_rfc3339() -> str:
-    """Kubernetes timestamps: UTC, second precision, ``Z`` suffix."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def rfc3339_before(seconds: float) -> str:
-    """The timestamp ``seconds`` ago, comparable as text with ``now_rfc3339`` values."""
-    return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ns_key(namespace: str | None) -> str:
@@ -104,49 +93,10 @@ def apply_update(current: Obj, result: Obj, subresource: str | None) -> UpdatePl
     """
     if not isinstance(result, dict):
         raise Invalid("the object must be a JSON object", "")
-    cur_meta = meta(current)
     if subresource == "status":
-        new = copy.deepcopy(current)
-        if "status" in result and result["status"] is not None:
-            new["status"] = copy.deepcopy(result["status"])
-        else:
-            new.pop("status", None)
+        new = _status_update(current, result)
     elif subresource is None:
-        new = copy.deepcopy(result)
-        if "status" in current:
-            new["status"] = copy.deepcopy(current["status"])
-        else:
-            new.pop("status", None)
-        new_meta = meta(new)
-        for key in IMMUTABLE_METADATA:
-            if key not in cur_meta:
-                continue
-            if key not in new_meta or new_meta[key] is None:
-                new_meta[key] = cur_meta[key]
-            elif new_meta[key] != cur_meta[key]:
-                raise Invalid(f"field is immutable: metadata.{key}", f"metadata.{key}")
-        for key in ("apiVersion", "kind"):
-            if key in current:
-                new[key] = current[key]
-        new_meta["generation"] = cur_meta.get("generation", 1)
-        if cur_meta.get("deletionTimestamp"):
-            new_meta["deletionTimestamp"] = cur_meta["deletionTimestamp"]
-            if "deletionGracePeriodSeconds" in cur_meta:
-                new_meta["deletionGracePeriodSeconds"] = cur_meta["deletionGracePeriodSeconds"]
-            added = set(new_meta.get("finalizers") or []) - set(cur_meta.get("finalizers") or [])
-            if added:
-                raise Invalid(
-                    "no new finalizers can be added if the object is being deleted, "
-                    f"found new finalizers {sorted(added)}",
-                    "metadata.finalizers",
-                )
-        else:
-            new_meta.pop("deletionTimestamp", None)
-            new_meta.pop("deletionGracePeriodSeconds", None)
-        if not new_meta.get("finalizers"):
-            new_meta.pop("finalizers", None)
-        if new.get("spec") != current.get("spec"):
-            new_meta["generation"] = int(new_meta["generation"]) + 1
+        new = _main_update(current, result)
     else:
         raise Invalid(f"unknown subresource {subresource!r}", "")
     if _without_rv(new) == _without_rv(current):
@@ -155,6 +105,61 @@ def apply_update(current: Obj, result: Obj, subresource: str | None) -> UpdatePl
     new_meta.pop("resourceVersion", None)
     remove = bool(new_meta.get("deletionTimestamp")) and not new_meta.get("finalizers")
     return UpdatePlan(new, remove)
+
+
+def _status_update(current: Obj, result: Obj) -> Obj:
+    new = copy.deepcopy(current)
+    if "status" in result and result["status"] is not None:
+        new["status"] = copy.deepcopy(result["status"])
+    else:
+        new.pop("status", None)
+    return new
+
+
+def _main_update(current: Obj, result: Obj) -> Obj:
+    cur_meta = meta(current)
+    new = copy.deepcopy(result)
+    if "status" in current:
+        new["status"] = copy.deepcopy(current["status"])
+    else:
+        new.pop("status", None)
+    new_meta = meta(new)
+    for key in IMMUTABLE_METADATA:
+        if key not in cur_meta:
+            continue
+        if key not in new_meta or new_meta[key] is None:
+            new_meta[key] = cur_meta[key]
+        elif new_meta[key] != cur_meta[key]:
+            raise Invalid(f"field is immutable: metadata.{key}", f"metadata.{key}")
+    for key in ("apiVersion", "kind"):
+        if key in current:
+            new[key] = current[key]
+    new_meta["generation"] = cur_meta.get("generation", 1)
+    _keep_deletion(cur_meta, new_meta)
+    if not new_meta.get("finalizers"):
+        new_meta.pop("finalizers", None)
+    if new.get("spec") != current.get("spec"):
+        new_meta["generation"] = int(new_meta["generation"]) + 1
+    return new
+
+
+def _keep_deletion(cur_meta: dict[str, Any], new_meta: dict[str, Any]) -> None:
+    """Only delete sets deletionTimestamp and nothing clears it; a deletion in progress
+    accepts no new finalizers."""
+    if not cur_meta.get("deletionTimestamp"):
+        new_meta.pop("deletionTimestamp", None)
+        new_meta.pop("deletionGracePeriodSeconds", None)
+        return
+    new_meta["deletionTimestamp"] = cur_meta["deletionTimestamp"]
+    if "deletionGracePeriodSeconds" in cur_meta:
+        new_meta["deletionGracePeriodSeconds"] = cur_meta["deletionGracePeriodSeconds"]
+    added = set(new_meta.get("finalizers") or []) - set(cur_meta.get("finalizers") or [])
+    if added:
+        raise Invalid(
+            "no new finalizers can be added if the object is being deleted, "
+            f"found new finalizers {sorted(added)}",
+            "metadata.finalizers",
+        )
 
 
 def check_delete_preconditions(
