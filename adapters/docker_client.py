@@ -4,7 +4,7 @@ Both Docker adapters (instances and storage) go through :class:`DockerEngine` so
 (1) the blocking ``docker`` SDK never runs on the event loop, (2) every engine error
 crosses the adapter boundary as a :mod:`codehub.adapters.errors` type chained with
 ``from``, and (3) every HTTP request to the engine is counted: the HealthMonitor's
-"constant engine calls per pass" promise (SPEC §5) is asserted from that counter.
+"constant engine calls per pass" promise (docs/observation.md) is asserted from that counter.
 
 Messages are built from the action, the object name, the HTTP status and the engine's
 explanation with known secrets redacted — never from ``str(exc)`` of a requests error,
@@ -75,6 +75,32 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def _translate_api_error(
+    exc: docker.errors.APIError,
+    where: str,
+    context: dict[str, Any],
+    api_error_code: ErrorCode | None,
+    secrets: tuple[str, ...],
+) -> CodehubError:
+    """The engine answered with an error status: refused (ActionFailed) or broken (5xx)."""
+    status = exc.status_code
+    context["status"] = status
+    explanation = _redact(str(exc.explanation or ""), secrets)
+    if api_error_code is not None:
+        return ActionFailedError(
+            f"{where}: engine refused (HTTP {status}: {explanation})",
+            code=api_error_code,
+            context=context,
+        )
+    if status is None or status >= 500:
+        return UnreachableError(
+            f"{where}: engine error (HTTP {status}: {explanation})", context=context
+        )
+    return ActionFailedError(
+        f"{where}: engine refused (HTTP {status}: {explanation})", context=context
+    )
+
+
 def translate_error(
     exc: BaseException,
     *,
@@ -114,22 +140,7 @@ def translate_error(
             context=context,
         )
     if isinstance(exc, docker.errors.APIError):
-        status = exc.status_code
-        context["status"] = status
-        explanation = _redact(str(exc.explanation or ""), secrets)
-        if api_error_code is not None:
-            return ActionFailedError(
-                f"{where}: engine refused (HTTP {status}: {explanation})",
-                code=api_error_code,
-                context=context,
-            )
-        if status is None or status >= 500:
-            return UnreachableError(
-                f"{where}: engine error (HTTP {status}: {explanation})", context=context
-            )
-        return ActionFailedError(
-            f"{where}: engine refused (HTTP {status}: {explanation})", context=context
-        )
+        return _translate_api_error(exc, where, context, api_error_code, secrets)
     if isinstance(exc, docker.errors.ContainerError):
         context["exit_status"] = exc.exit_status
         return ActionFailedError(

@@ -1,10 +1,11 @@
 """The Docker InstanceController: one hardened code-server container per workspace.
 
-SPEC §7/§8: container ``ws-{uid}`` with the home volume ``ws-{uid}-home`` at
-``/home/coder``, user 1000, no privileges, no Docker socket, restart policy "no", the app
-port published on 127.0.0.1 only (the proxy never relies on a bridge IP being routable).
+Container ``ws-{uid}`` with the home volume ``ws-{uid}-home`` at ``/home/coder``
+(docs/naming.md, docs/storage.md), user 1000, no privileges, no Docker socket, restart
+policy "no", the app port published on 127.0.0.1 only (the proxy never relies on a bridge
+IP being routable).
 Every method is idempotent, and ``list_instances`` is a single engine call whatever the
-number of workspaces (the HealthMonitor's pass depends on it, SPEC §5).
+number of workspaces (the HealthMonitor's pass depends on it, docs/observation.md).
 
 Only the low-level ``APIClient`` is used: the high-level models inspect each container
 after listing it, which would make a listing cost one call per workspace.
@@ -199,7 +200,11 @@ class DockerInstanceController(InstanceController):
         await self.engine.run(remove, action="remove container", subject=name)
 
     async def _require_volume(self, uid: str) -> None:
-        """Refuse to start without the home volume (SPEC §4): Docker would create it empty."""
+        """Refuse to start without the home volume: Docker would create it empty.
+
+        docs/state-machine.md: a workspace starts only on its own (provisioned or
+        restored) volume.
+        """
         volume = naming.volume_name(uid)
 
         def check(client: docker.DockerClient) -> bool:
@@ -394,6 +399,14 @@ class DockerInstanceController(InstanceController):
         if not attrs or not _is_running(attrs):
             return None
         return _upstream_url(_host_port_from_inspect(attrs))
+
+    async def inspect(self, uid: str) -> InstanceInfo | None:
+        attrs = await self._inspect(uid)
+        if not attrs:
+            return None
+        running = _is_running(attrs)
+        upstream = _upstream_url(_host_port_from_inspect(attrs)) if running else None
+        return InstanceInfo(uid=uid, running=running, upstream=upstream)
 
     async def container_id(self, uid: str) -> str | None:
         """The engine's id of the workspace container, or None (tests, diagnostics)."""

@@ -1,10 +1,10 @@
-"""The two small interfaces the operator drives (SPEC §8), plus object-store access for GC.
+"""The two small interfaces the operator drives (docs/storage.md), plus object-store access for GC.
 
 Everything here takes plain values (uids, op ids, image references, limits): adapters
 know nothing of the Workspace resource, so M3 can swap Docker and S3 for Kubernetes
 without touching the operator. Every method is idempotent. The ``list_*`` calls answer
 for every workspace in a constant number of engine calls: the HealthMonitor's pass
-depends on it (SPEC §5).
+depends on it (docs/observation.md).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class InstanceSpec:
-    """Everything ``start`` needs; labels carry namespace and name (SPEC §7)."""
+    """Everything ``start`` needs; labels carry namespace and name (docs/naming.md)."""
 
     uid: str
     image_ref: str
@@ -71,12 +71,19 @@ class InstanceController(ABC):
     async def list_instances(self) -> dict[str, InstanceInfo]:
         """Every workspace container, keyed by uid, in a constant number of engine calls."""
 
+    async def inspect(self, uid: str) -> InstanceInfo | None:
+        """One workspace's container as a listing would show it (None: no container).
+
+        The default filters the listing; adapters override it with a single inspect.
+        """
+        return (await self.list_instances()).get(uid)
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients; the default has nothing to release."""
 
 
 class StorageProvider(ABC):
-    """The home volume of each workspace and its archives (SPEC §8, crash-only)."""
+    """The home volume of each workspace and its archives (docs/storage.md, crash-only)."""
 
     @abstractmethod
     async def provision(self, uid: str, labels: Mapping[str, str] | None = None) -> None: ...
@@ -104,7 +111,7 @@ class StorageProvider(ABC):
 
 
 class ObjectStore(ABC):
-    """Bucket access the Archive GC needs (SPEC §13)."""
+    """Bucket access the Archive GC needs (docs/archive-gc.md)."""
 
     @abstractmethod
     async def list(self, prefix: str) -> list[ObjectInfo]: ...

@@ -1,4 +1,4 @@
-"""SPEC §7 names, identical in every adapter: the one place that spells them."""
+"""The names of docs/naming.md, identical in every adapter: the one place that spells them."""
 
 from __future__ import annotations
 

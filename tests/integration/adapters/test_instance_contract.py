@@ -1,4 +1,6 @@
-"""One InstanceController contract (SPEC §4, §8), run against the fake and real Docker.
+"""One InstanceController contract, run against the fake and real Docker.
+
+The contract: docs/state-machine.md and docs/storage.md.
 
 Every behaviour the operator relies on is checked for both implementations: idempotent
 start and delete, recreation of stopped or half-created containers, refusal without a

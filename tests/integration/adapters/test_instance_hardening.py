@@ -1,4 +1,4 @@
-"""Workspace containers are hardened as SPEC §8 requires, asserted from ``docker inspect``.
+"""Workspace containers are hardened as docs/storage.md requires, asserted from ``docker inspect``.
 
 A workspace runs arbitrary user code, so: no root, no privileges, no way to reach the
 engine, reachable only through 127.0.0.1, never restarted behind the operator's back, and

@@ -1,5 +1,5 @@
 """Docker and network errors cross the adapter boundary as the product's own types, with
-the right SPEC §8 code and no secret in the message."""
+the right error code (docs/storage.md) and no secret in the message."""
 
 from __future__ import annotations
 

@@ -15,11 +15,11 @@ from urllib3.exceptions import MaxRetryError
 
 from codehub.adapters.errors import ActionFailedError, ErrorCode, UnreachableError
 from codehub.adapters.s3_object_store import ObjectNotFoundError, translate_s3_error
-from codehub.adapters.volume_s3_storage import (
-    _DemuxReader,
-    _GzipHashSink,
-    _QueueReader,
-    _UploadAborted,
+from codehub.adapters.storage_streams import (
+    DemuxReader,
+    GzipHashSink,
+    QueueReader,
+    UploadAborted,
 )
 
 
@@ -45,7 +45,7 @@ def frame(stream: int, payload: bytes) -> bytes:
 
 def test_demux_separates_stdout_and_stderr() -> None:
     wire = frame(1, b"hello ") + frame(2, b"RESULT=OK\n") + frame(1, b"world") + frame(1, b"")
-    reader = _DemuxReader(FakeSock(wire))
+    reader = DemuxReader(FakeSock(wire))
     got = bytearray()
     buf = bytearray(4)
     while n := reader.readinto(buf):
@@ -57,12 +57,12 @@ def test_demux_separates_stdout_and_stderr() -> None:
 def test_gzip_sink_and_queue_reader_round_trip() -> None:
     q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=100)
     uploader: Future[None] = Future()
-    sink = _GzipHashSink(q, uploader, 6)
+    sink = GzipHashSink(q, uploader, 6)
     payload = b"abc" * 500_000
     for i in range(0, len(payload), 4096):
         sink.write(payload[i : i + 4096])
     sink.finish()
-    reader = _QueueReader(q)
+    reader = QueueReader(q)
     out = b""
     while chunk := reader.read(100_000):
         out += chunk
@@ -75,9 +75,9 @@ def test_queue_reader_raises_when_producer_failed() -> None:
     q: queue.Queue[bytes | BaseException | None] = queue.Queue()
     q.put(b"partial")
     q.put(RuntimeError("job killed"))
-    reader = _QueueReader(q)
+    reader = QueueReader(q)
     assert reader.read(100) == b"partial"
-    with pytest.raises(_UploadAborted):
+    with pytest.raises(UploadAborted):
         reader.read(100)
 
 
@@ -120,7 +120,7 @@ def test_pipeline_memory_does_not_grow_with_stream_size() -> None:
 
     def consume() -> None:
         nonlocal received
-        reader = _QueueReader(q)
+        reader = QueueReader(q)
         while True:
             got = b""
             while len(got) < part:  # like minio's read_part_data
@@ -136,7 +136,7 @@ def test_pipeline_memory_does_not_grow_with_stream_size() -> None:
     tracemalloc.start()
     consumer = threading.Thread(target=consume)
     consumer.start()
-    sink = _GzipHashSink(q, uploader, 0)  # level 0: a producer faster than the upload
+    sink = GzipHashSink(q, uploader, 0)  # level 0: a producer faster than the upload
     for _ in range(total // len(block)):
         for i in range(0, len(block), 64 << 10):
             sink.write(block[i : i + (64 << 10)])
