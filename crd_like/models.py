@@ -33,6 +33,13 @@ ERROR_MESSAGE_MAX_LENGTH = 4096
 
 DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS1123_LABEL_RE = re.compile(DNS1123_LABEL_PATTERN)
+DNS1123_SUBDOMAIN_MAX_LENGTH = 253
+_DNS1123_SUBDOMAIN_RE = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+QUALIFIED_NAME_PATTERN = r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$"
+_QUALIFIED_NAME_RE = re.compile(QUALIFIED_NAME_PATTERN)
+ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 #: Kubernetes resource.Quantity grammar, without a sign: a limit is never negative.
 QUANTITY_PATTERN = (
@@ -297,23 +304,25 @@ def _message(err: Any) -> str:
     kind = err["type"]
     inp = err.get("input")
     if kind == "extra_forbidden":
-        return f'unknown field "{err["loc"][-1]}"'
+        return f'unknown field "{_short(err["loc"][-1])}"'
     if kind == "enum":
         expected = str(err.get("ctx", {}).get("expected", ""))
         expected = expected.replace("'", '"').replace(" or ", ", ")
-        return f'Unsupported value: "{inp}": supported values: {expected}'
+        return f'Unsupported value: "{_short(inp)}": supported values: {expected}'
     if kind == "string_pattern_mismatch":
         pattern = err.get("ctx", {}).get("pattern", "")
         if pattern == QUANTITY_PATTERN:
             return (
-                f'Invalid value: "{inp}": must be a Kubernetes quantity '
+                f'Invalid value: "{_short(inp)}": must be a Kubernetes quantity '
                 'such as "2", "500m" or "4Gi"'
             )
-        return f'Invalid value: "{inp}": must match the regex {pattern}'
+        return f'Invalid value: "{_short(inp)}": must match the regex {pattern}'
     if kind == "missing":
         return "Required value"
     msg = str(err["msg"])
-    return f"Invalid value: {inp!r}: {msg}" if inp is not None and kind != "model_type" else msg
+    if inp is None or kind == "model_type":
+        return msg
+    return f"Invalid value: {_short(repr(inp))}: {msg}"
 
 
 def _model_errors(prefix: str, model: type[BaseModel], value: Any) -> list[FieldError]:
@@ -332,10 +341,85 @@ def _string_map_errors(path: str, value: Any) -> list[FieldError]:
     if not isinstance(value, dict):
         return [FieldError(path, "must be an object of string keys and values")]
     return [
-        FieldError(f"{path}.{k}", "keys and values must be strings")
+        FieldError(f"{path}.{_short(k)}", "keys and values must be strings")
         for k, v in value.items()
         if not isinstance(k, str) or not isinstance(v, str)
     ]
+
+
+def qualified_name_error(key: str) -> str | None:
+    """Kubernetes' IsQualifiedName: ``[prefix/]name``, the prefix a DNS subdomain of at
+    most 253 characters, the name at most 63 of ``[A-Za-z0-9_.-]`` starting and ending
+    alphanumeric. None when valid."""
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        if not prefix or len(prefix) > DNS1123_SUBDOMAIN_MAX_LENGTH:
+            return (
+                f"Invalid value: {_short(key)!r}: prefix part must be a DNS-1123 subdomain "
+                f"of at most {DNS1123_SUBDOMAIN_MAX_LENGTH} characters"
+            )
+        if not _DNS1123_SUBDOMAIN_RE.match(prefix):
+            return (
+                f"Invalid value: {_short(key)!r}: prefix part a lowercase RFC 1123 subdomain "
+                "must consist of lower case alphanumeric characters, '-' or '.', and must "
+                "start and end with an alphanumeric character"
+            )
+    if not name or len(name) > NAME_MAX_LENGTH or not _QUALIFIED_NAME_RE.match(name):
+        return (
+            f"Invalid value: {_short(key)!r}: name part must consist of alphanumeric "
+            "characters, '-', '_' or '.', and must start and end with an alphanumeric "
+            f"character, at most {NAME_MAX_LENGTH} characters (regex used for validation "
+            f"is '{QUALIFIED_NAME_PATTERN[1:-1]}')"
+        )
+    return None
+
+
+def label_value_error(value: str) -> str | None:
+    if value == "":
+        return None
+    if len(value) > NAME_MAX_LENGTH or not _QUALIFIED_NAME_RE.match(value):
+        return (
+            f"Invalid value: {_short(value)!r}: a valid label must be an empty string or "
+            "consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+            f"with an alphanumeric character, at most {NAME_MAX_LENGTH} characters"
+        )
+    return None
+
+
+def metadata_map_errors(meta: dict[str, Any]) -> list[FieldError]:
+    """Labels and annotations validated as Kubernetes does: qualified-name keys, label
+    values of at most 63 characters, annotations of at most 256 KiB in total."""
+    errors = _string_map_errors("metadata.labels", meta.get("labels"))
+    errors += _string_map_errors("metadata.annotations", meta.get("annotations"))
+    if errors:
+        return errors
+    for key, value in (meta.get("labels") or {}).items():
+        problem = qualified_name_error(key)
+        if problem is None:
+            problem = label_value_error(value)
+        if problem:
+            errors.append(FieldError("metadata.labels", problem))
+    annotations = meta.get("annotations") or {}
+    total = 0
+    for key, value in annotations.items():
+        total += len(key.encode()) + len(value.encode())
+        problem = qualified_name_error(key)
+        if problem:
+            errors.append(FieldError("metadata.annotations", problem))
+    if total > ANNOTATIONS_MAX_BYTES:
+        errors.append(
+            FieldError(
+                "metadata.annotations",
+                f"Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes",
+            )
+        )
+    return errors
+
+
+def _short(value: object, limit: int = 64) -> str:
+    """A prefix of a value for an error message: refusals never echo a huge input."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def validate_workspace_body(obj: Any, *, check_status: bool = True) -> list[FieldError]:
@@ -354,13 +438,13 @@ def validate_workspace_body(obj: Any, *, check_status: bool = True) -> list[Fiel
         errors.append(
             FieldError(
                 "apiVersion",
-                f'Unsupported value: "{api_version}": supported values: "{API_VERSION}"',
+                f'Unsupported value: "{_short(api_version)}": supported values: "{API_VERSION}"',
             )
         )
     kind = obj.get("kind")
     if kind is not None and kind != KIND:
         errors.append(
-            FieldError("kind", f'Unsupported value: "{kind}": supported values: "{KIND}"')
+            FieldError("kind", f'Unsupported value: "{_short(kind)}": supported values: "{KIND}"')
         )
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
@@ -372,8 +456,7 @@ def validate_workspace_body(obj: Any, *, check_status: bool = True) -> list[Fiel
         ns = meta.get("namespace")
         if ns is not None and (not isinstance(ns, str) or validate_name(ns)):
             errors.append(FieldError("metadata.namespace", "must be a DNS-1123 label"))
-        errors += _string_map_errors("metadata.labels", meta.get("labels"))
-        errors += _string_map_errors("metadata.annotations", meta.get("annotations"))
+        errors += metadata_map_errors(meta)
         finalizers = meta.get("finalizers")
         if finalizers is not None and (
             not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)

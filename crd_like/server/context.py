@@ -9,18 +9,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from aiohttp import web
 
 from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.crd import printer_columns
 from codehub.crd_like.identity import GROUP, KIND, LIST_KIND, PLURAL, VERSION
-from codehub.crd_like.store.interface import AdmissionCheck, Selectors, Store
+from codehub.crd_like.store.interface import AdmissionCheck, Selectors, Store, StoreError
 
 from .admission import running_limit_check
 from .auth import Identity, TokenAuthenticator
 from .metrics import ApiMetrics
-from .status import ApiError, bad_request
+from .status import ApiError, bad_request, from_store_error
 
 CTX_KEY: web.AppKey[ServerContext] = web.AppKey("codehub_ctx")
 IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("codehub_identity")
@@ -182,6 +181,10 @@ def authorize(
     )
 
 
+def store_error(exc: StoreError, rk: ResourceKind, name: str) -> ApiError:
+    return from_store_error(exc, resource=rk.plural, group=rk.group, kind=rk.kind, name=name)
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=json.dumps(body, separators=(",", ":")).encode(),
@@ -210,38 +213,6 @@ def too_large(size: int, limit: int) -> ApiError:
         f"the request body is too large: {size} bytes exceeds the limit of {limit} bytes",
         reason="RequestEntityTooLarge",
     )
-
-
-def media_type(request: web.Request) -> str:
-    raw = request.headers.get("Content-Type", "application/json")
-    return raw.split(";", 1)[0].strip().lower() or "application/json"
-
-
-def parse_document(raw: bytes, media: str) -> Any:
-    """Decode a JSON or YAML body; a syntax error is a 400 that says where."""
-    if not raw.strip():
-        raise bad_request("the request body is empty")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise bad_request("the request body is not valid UTF-8") from None
-    if media in ("application/yaml", "application/x-yaml", "text/yaml"):
-        try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        except yaml.YAMLError as exc:
-            mark_ = getattr(exc, "problem_mark", None)
-            where = f" at line {mark_.line + 1}, column {mark_.column + 1}" if mark_ else ""
-            raise bad_request(f"the request body is not valid YAML{where}") from None
-        if len(docs) != 1:
-            raise bad_request("the request body must hold exactly one YAML document")
-        return docs[0]
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise bad_request(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
-            f"column {exc.colno}"
-        ) from None
 
 
 def parse_label_selector(raw: str | None) -> dict[str, str]:
