@@ -41,6 +41,21 @@ class ApiConfig:
     max_list_limit: int = 10_000
     #: core/v1 events older than this are deleted (a real cluster keeps them an hour).
     event_ttl_seconds: float = 3600.0
+    #: Open watches plus SSE streams one identity may hold at once (429 beyond).
+    max_streams_per_user: int = 50
+    #: Serve /metrics without a token (otherwise an operator or admin token is needed).
+    metrics_public: bool = False
+    #: Workspace proxy (docs/proxy.md): HMAC key of session cookies and sign-in links,
+    #: shared by every replica; empty = generated once under ``state_dir`` (dev only).
+    session_secret: str = field(default="", repr=False)
+    session_ttl: float = 8 * 3600.0
+    signin_link_ttl: float = 60.0
+    #: At most one ``status.last_access_at`` write per workspace per this many seconds.
+    activity_interval: float = 30.0
+    #: This server's name in the connection-count rows; empty = hostname-pid.
+    replica_id: str = ""
+    #: A replica's rows whose heartbeat is older than this are ignored and removed.
+    replica_ttl: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -97,4 +112,18 @@ class ApiConfig:
                 "CODEHUB_COMPACTION_INTERVAL", defaults.compaction_interval, float
             ),
             event_ttl_seconds=number("CODEHUB_EVENT_TTL", defaults.event_ttl_seconds, float),
+            max_streams_per_user=int(
+                number("CODEHUB_MAX_STREAMS_PER_USER", defaults.max_streams_per_user, int)
+            ),
+            metrics_public=(text("CODEHUB_METRICS_PUBLIC") or "").lower() in ("1", "true"),
+            session_secret=text("CODEHUB_SESSION_SECRET") or "",
+            session_ttl=number("CODEHUB_SESSION_TTL", defaults.session_ttl, float),
+            signin_link_ttl=min(
+                60.0, number("CODEHUB_SIGNIN_LINK_TTL", defaults.signin_link_ttl, float)
+            ),
+            activity_interval=number(
+                "CODEHUB_ACTIVITY_INTERVAL", defaults.activity_interval, float
+            ),
+            replica_id=text("CODEHUB_REPLICA_ID") or "",
+            replica_ttl=number("CODEHUB_REPLICA_TTL", defaults.replica_ttl, float),
         )

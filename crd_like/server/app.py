@@ -1,6 +1,6 @@
 """The API server application: middlewares, routes, lifecycle and ``run_server``.
 
-Stateless by design (ARCHITECTURE A2): everything lives in the store, so several servers
+Stateless by design (docs/architecture.md): everything lives in the store, so several servers
 can share one PostgreSQL. Errors of every kind leave as Kubernetes ``Status`` bodies.
 """
 
@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.store.interface import Store, StoreError
+from codehub.vocabulary.timestamps import parse_rfc3339, utc_now
 
 from . import discovery, resources, sse
 from .admission import LimitExceeded
@@ -29,15 +30,17 @@ from .context import (
     VERB_KEY,
     ServerContext,
     ctx_of,
+    identity_of,
     json_response,
     mark,
 )
+from .negotiation import StatusServer, negotiation_middleware
 from .status import ApiError, status_body
 from .tls import ensure_certificate, server_ssl_context
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/version"})
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -74,7 +77,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         if exc.status < 400:
             raise
-        return json_response(status_body(exc.status, message, reason), exc.status)
+        response = json_response(status_body(exc.status, message, reason), exc.status)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
     except asyncio.CancelledError:
         code = 499
         raise
@@ -91,7 +97,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in PUBLIC_PATHS:
+    public = request.path in PUBLIC_PATHS or (
+        request.path == "/metrics" and ctx_of(request).config.metrics_public
+    )
+    if not public:
         ident = ctx_of(request).auth.authenticate(request.headers.get("Authorization"))
         if ident is None:
             raise ApiError(401, "Unauthorized")
@@ -116,6 +125,12 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 async def metrics(request: web.Request) -> web.StreamResponse:
     mark(request, "get", "metrics")
+    ctx = ctx_of(request)
+    if not ctx.config.metrics_public and not identity_of(request).privileged:
+        raise ApiError(
+            403,
+            f'metrics are forbidden: User "{identity_of(request).user}" cannot get path "/metrics"',
+        )
     body = generate_latest(ctx_of(request).metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -126,19 +141,14 @@ async def expire_events(store: Store, ttl: float, now: datetime.datetime | None 
     Events are hints for humans (kubectl describe); without expiry they would grow
     without bound. Several servers may race here: a NotFound just means another won.
     """
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = now or utc_now()
     removed = 0
     for event in (await store.list("events")).items:
         meta = event.get("metadata") or {}
         stamp = (
             event.get("lastTimestamp") or event.get("eventTime") or meta.get("creationTimestamp")
         )
-        try:
-            when = datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-        except ValueError:
-            when = None
-        if when is not None and when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.UTC)
+        when = parse_rfc3339(stamp)
         if when is not None and (now - when).total_seconds() < ttl:
             continue
         with contextlib.suppress(StoreError):
@@ -167,7 +177,7 @@ def create_app(
 ) -> web.Application:
     """The application; ``store`` is used as given (tests pass a MemoryStore)."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[error_middleware, auth_middleware, negotiation_middleware],
         client_max_size=config.max_body_bytes,
     )
     ctx = ServerContext(
@@ -199,6 +209,13 @@ def create_app(
     app.on_shutdown.append(end_streams)
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def use_status_errors(runner: web.AppRunner) -> None:
+    """Make aiohttp's own protocol errors Status bodies too (see negotiation.py)."""
+    server = runner.server
+    if server is not None and type(server) is web.Server:
+        server.__class__ = StatusServer
 
 
 async def open_store(config: ApiConfig) -> Store:
@@ -234,6 +251,7 @@ async def serve(
     app = create_app(config, store, compaction=True, close_store=True)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
+    use_status_errors(runner)
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from codehub.crd_like.store.interface import Obj
+from codehub.vocabulary.timestamps import human_duration, parse_rfc3339, utc_now
 
 TABLE_MEDIA = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
@@ -32,38 +33,6 @@ def wants_table(accept: str | None) -> bool:
     return False
 
 
-def human_duration(delta: datetime.timedelta) -> str:
-    """k8s.io/apimachinery/pkg/util/duration.HumanDuration, so ages look familiar."""
-    seconds = int(delta.total_seconds())
-    if seconds < -1:
-        return "<invalid>"
-    if seconds < 0:
-        return "0s"
-    if seconds < 60 * 2:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 10:
-        s = seconds % 60
-        return f"{minutes}m{s}s" if s else f"{minutes}m"
-    if minutes < 60 * 3:
-        return f"{minutes}m"
-    hours = seconds // 3600
-    if hours < 8:
-        m = minutes % 60
-        return f"{hours}h{m}m" if m else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        h = hours % 24
-        return f"{hours // 24}d{h}h" if h else f"{hours // 24}d"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    if hours < 24 * 365 * 8:
-        dy = (hours // 24) % 365
-        return f"{hours // 24 // 365}y{dy}d" if dy else f"{hours // 24 // 365}y"
-    return f"{hours // 24 // 365}y"
-
-
 def _json_path(obj: Any, path: str) -> Any:
     node = obj
     for part in path.lstrip(".").split("."):
@@ -79,13 +48,8 @@ def _cell(value: Any, type_: str, now: datetime.datetime) -> Any:
     if value is None:
         return "<none>" if type_ == "date" else None
     if type_ == "date" and isinstance(value, str):
-        try:
-            when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return value
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.UTC)
-        return human_duration(now - when)
+        when = parse_rfc3339(value)
+        return value if when is None else human_duration(now - when)
     if isinstance(value, dict | list):
         import json
 
@@ -108,7 +72,7 @@ def build_table(
     include_object: str = "Metadata",
     list_meta: Mapping[str, Any] | None = None,
 ) -> Obj:
-    now = datetime.datetime.now(datetime.UTC)
+    now = utc_now()
     definitions = [
         {
             "name": "Name",

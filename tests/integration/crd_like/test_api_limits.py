@@ -1,4 +1,5 @@
-"""SPEC §10 admission through the API: atomic under concurrency, 429 with the details."""
+"""Admission limits through the API (docs/limits.md): atomic under concurrency, 429 with
+the details."""
 
 from __future__ import annotations
 
@@ -179,5 +180,5 @@ async def test_global_limit(client: TestClient[Any, Any]) -> None:
         ("alice", "b"),
         ("bob", "x"),
     }
-    metrics = await (await client.get("/metrics")).text()
+    metrics = await (await client.get("/metrics", headers=OPERATOR)).text()
     assert 'codehub_api_admission_refusals_total{limit_type="global"} 1.0' in metrics

@@ -308,7 +308,7 @@ async def test_namespaces_and_unknown_paths(client: Client) -> None:
 async def test_metrics_count_requests_by_verb_and_code(client: Client) -> None:
     await post(client, "m", desired_state="PENDING")
     await client.get(NS + "/missing", headers=ALICE)
-    text = await (await client.get("/metrics")).text()
+    text = await (await client.get("/metrics", headers=OP)).text()
     assert 'codehub_api_requests_total{code="201",resource="workspaces",verb="create"} 1.0' in text
     assert 'codehub_api_requests_total{code="404",resource="workspaces",verb="get"} 1.0' in text
     assert "codehub_api_request_duration_seconds_bucket" in text
