@@ -103,9 +103,9 @@ def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
 def openapi_schema() -> dict[str, Any]:
     """The ``openAPIV3Schema`` of the Workspace (also embedded in the server's OpenAPI)."""
     spec = _model_schema(WorkspaceSpec)
-    spec["description"] = "What the user wants (SPEC §2)."
+    spec["description"] = "What the user wants (docs/resource.md)."
     status = _model_schema(WorkspaceStatus)
-    status["description"] = "What the controllers observe and do (SPEC §2, §3)."
+    status["description"] = "What the controllers observe and do (docs/resource.md)."
     return {
         "type": "object",
         "description": "A developer workspace: one code-server container and its home volume.",

@@ -178,7 +178,7 @@ class WorkspaceSpec(BaseModel):
 class ErrorInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Reason = Field(description="SPEC §6 reason: Unreachable, ActionFailed, ...")
+    reason: Reason = Field(description="docs/errors.md reason: Unreachable, ActionFailed, ...")
     message: Annotated[str, Field(strict=True, max_length=ERROR_MESSAGE_MAX_LENGTH)] = ""
     is_terminal: StrictBool = False
     operation: Operation | None = None
