@@ -70,6 +70,13 @@ class Settings:
     #: (CODEHUB_SCOPE_LABELS="k=v,k2=v2"), so installations or test runs sharing one
     #: engine never see each other's containers and volumes.
     scope_labels: Mapping[str, str] = field(default_factory=dict)
+    # Workspace proxy (docs/proxy.md); the server reads the same names (ApiConfig.from_env).
+    session_secret: str = field(default="", repr=False)
+    session_ttl: float = 8 * 3600.0
+    signin_link_ttl: float = 60.0
+    activity_interval: float = 30.0
+    replica_id: str = ""
+    replica_ttl: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -143,6 +150,12 @@ _ENV_NAMES = {
     "node_id": "CODEHUB_NODE_ID",
     "test_pause_actuators": "CODEHUB_TEST_PAUSE_ACTUATORS",
     "scope_labels": "CODEHUB_SCOPE_LABELS",
+    "session_secret": "CODEHUB_SESSION_SECRET",
+    "session_ttl": "CODEHUB_SESSION_TTL",
+    "signin_link_ttl": "CODEHUB_SIGNIN_LINK_TTL",
+    "activity_interval": "CODEHUB_ACTIVITY_INTERVAL",
+    "replica_id": "CODEHUB_REPLICA_ID",
+    "replica_ttl": "CODEHUB_REPLICA_TTL",
 }
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from codehub.crd_like import proxy
 from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.store.interface import Store, StoreError
 from codehub.vocabulary.timestamps import parse_rfc3339, utc_now
@@ -97,8 +98,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    public = request.path in PUBLIC_PATHS or (
-        request.path == "/metrics" and ctx_of(request).config.metrics_public
+    public = (
+        request.path in PUBLIC_PATHS
+        or proxy.handles(request.path)
+        or (request.path == "/metrics" and ctx_of(request).config.metrics_public)
     )
     if not public:
         ident = ctx_of(request).auth.authenticate(request.headers.get("Authorization"))
@@ -191,6 +194,7 @@ def create_app(
     sse.add_routes(app)  # before anything generic under /api/v1/namespaces/{ns}/...
     discovery.add_routes(app)
     resources.add_routes(app)
+    proxy.add_routes(app)  # /w/...: its own auth (bearer or session cookie)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(_maintenance_loop(ctx)) if compaction else None

@@ -153,7 +153,7 @@ class PostgresActivityStore(ActivityStore):
                 "DELETE FROM proxy_connections WHERE heartbeat_at <= %s", (_ago(now, ttl),)
             )
             used = await conn.execute("DELETE FROM proxy_used_links WHERE expires_at <= %s", (now,))
-        return max(dead.rowcount, 0) + max(used.rowcount, 0)
+        return int(max(dead.rowcount, 0) + max(used.rowcount, 0))
 
     async def claim_write(self, workspace: str, now: dt.datetime, interval: float) -> bool:
         async with self._pool.connection() as conn:

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the proxy, on the server's registry (served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ProxyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "codehub_proxy_requests",
+            "Requests through the workspace proxy by HTTP code class (2xx, 3xx, 4xx, 5xx).",
+            ["code_class"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "codehub_proxy_request_duration_seconds",
+            "Time to the end of a proxied HTTP response (WebSockets excluded).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+        self.open_connections = Gauge(
+            "codehub_proxy_open_connections",
+            "WebSocket connections open through this server replica.",
+            registry=registry,
+        )
+        self.activity_writes = Counter(
+            "codehub_activity_writes",
+            "status.last_access_at writes made by this replica.",
+            registry=registry,
+        )
+
+    def observe(self, status: int) -> None:
+        self.requests.labels(f"{status // 100}xx").inc()
