@@ -23,7 +23,8 @@ CRD_LIKE = "crd_like never imports operator"
 THIRD_PARTY = "docker and minio only inside adapters"
 CRD_LIKE_ADAPTERS = "crd_like never imports adapters"
 VOCABULARY = "vocabulary imports no other codehub package"
-ALL_CONTRACTS = {ADAPTERS, CRD_LIKE, THIRD_PARTY, CRD_LIKE_ADAPTERS, VOCABULARY}
+CONTROL_CLI = "operator control loop never imports the command line"
+ALL_CONTRACTS = {ADAPTERS, CRD_LIKE, THIRD_PARTY, CRD_LIKE_ADAPTERS, VOCABULARY, CONTROL_CLI}
 
 
 def _copy(dest: Path) -> Path:
@@ -64,6 +65,7 @@ def _add_import(path: Path, statement: str) -> None:
         ("operator/clock.py", "import minio", THIRD_PARTY),
         ("crd_like/config.py", "import codehub.adapters.errors", CRD_LIKE_ADAPTERS),
         ("src/codehub/vocabulary/errors.py", "import codehub.crd_like.identity", VOCABULARY),
+        ("operator/planning.py", "import codehub.operator.cli", CONTROL_CLI),
     ],
 )
 def test_forbidden_import_breaks_contract(

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
 
 from codehub.crd_like.client.kubeconfig import render_kubeconfig
 from codehub.operator import cli
+from codehub.operator.cli import arguments, config, connection, resources, services, waiting
+from codehub.operator.cli.console import CliError
+from codehub.operator.cli.parser import build_parser
 from codehub.operator.settings import Settings
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    return cli.build_parser().parse_args(list(argv))
+    return build_parser().parse_args(list(argv))
 
 
 def test_connection_flags_before_or_after_subcommand() -> None:
@@ -36,12 +40,12 @@ def test_wait_and_durations() -> None:
     args = parse("wait", "ws", "w1", "--for=display=RUNNING", "--timeout=5m")
     assert args.for_ == "display=RUNNING"
     assert args.timeout == 300.0
-    assert cli.parse_duration("90") == 90.0
-    assert cli.parse_duration("1h30m") == 5400.0
-    assert cli.parse_duration("2.5s") == 2.5
+    assert arguments.parse_duration("90") == 90.0
+    assert arguments.parse_duration("1h30m") == 5400.0
+    assert arguments.parse_duration("2.5s") == 2.5
     for bad in ("", "5x", "10m5"):
         with pytest.raises(ValueError):
-            cli.parse_duration(bad)
+            arguments.parse_duration(bad)
 
 
 def test_listen_parsing() -> None:
@@ -57,10 +61,10 @@ def test_usage_error_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_resource_aliases() -> None:
-    assert cli._resource_and_names("ws/w1", []) == ["w1"]
-    assert cli._resource_and_names("workspace.codehub.io", ["a", "b"]) == ["a", "b"]
-    with pytest.raises(cli.CliError, match="doesn't have a resource type"):
-        cli._resource_and_names("pods", ["x"])
+    assert arguments.resource_and_names("ws/w1", []) == ["w1"]
+    assert arguments.resource_and_names("workspace.codehub.io", ["a", "b"]) == ["a", "b"]
+    with pytest.raises(CliError, match="doesn't have a resource type"):
+        arguments.resource_and_names("pods", ["x"])
 
 
 @pytest.mark.parametrize(
@@ -77,20 +81,20 @@ def test_resource_aliases() -> None:
     ],
 )
 def test_conditions(text: str, obj: dict[str, object] | None, expected: bool) -> None:
-    _label, check = cli.parse_condition(text)
+    _label, check = waiting.parse_condition(text)
     assert check(obj) is expected
 
 
 def test_bad_condition() -> None:
-    with pytest.raises(cli.CliError):
-        cli.parse_condition("colour=blue")
+    with pytest.raises(CliError):
+        waiting.parse_condition("colour=blue")
 
 
 def test_connection_precedence(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(render_kubeconfig("https://cfg:1", "cfg-token", PEM, "alice"))
     args = parse("--config", str(cfg), "get", "ws")
-    conn = cli.resolve_connection(args, {})
+    conn = connection.resolve_connection(args, {})
     assert (conn.server, conn.token, conn.ca_pem, conn.namespace) == (
         "https://cfg:1",
         "cfg-token",
@@ -98,17 +102,17 @@ def test_connection_precedence(tmp_path: Path) -> None:
         "alice",
     )
     env = {"CODEHUB_TOKEN": "env-token", "CODEHUB_NAMESPACE": "bob"}
-    conn = cli.resolve_connection(args, env)
+    conn = connection.resolve_connection(args, env)
     assert (conn.token, conn.namespace) == ("env-token", "bob")
     flagged = parse("--config", str(cfg), "--token", "flag-token", "get", "ws")
-    assert cli.resolve_connection(flagged, env).token == "flag-token"
+    assert connection.resolve_connection(flagged, env).token == "flag-token"
 
 
 def test_config_token_never_sent_to_another_server(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(render_kubeconfig("https://cfg:1", "cfg-token", PEM, "alice"))
     args = parse("--config", str(cfg), "--server", "https://elsewhere:2", "get", "ws")
-    conn = cli.resolve_connection(args, {})
+    conn = connection.resolve_connection(args, {})
     assert conn.server == "https://elsewhere:2"
     assert conn.token == ""
     assert conn.ca_pem is None
@@ -116,11 +120,11 @@ def test_config_token_never_sent_to_another_server(tmp_path: Path) -> None:
 
 def test_no_server_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = parse("get", "ws")
-    with pytest.raises(cli.CliError, match="does not exist"):
-        cli.resolve_connection(args, {"CODEHUB_CONFIG": str(tmp_path / "absent.yaml")})
-    monkeypatch.setattr(cli, "DEFAULT_CONFIG", str(tmp_path / "default.yaml"))
-    with pytest.raises(cli.CliError, match="no server configured"):
-        cli.resolve_connection(args, {})
+    with pytest.raises(CliError, match="does not exist"):
+        connection.resolve_connection(args, {"CODEHUB_CONFIG": str(tmp_path / "absent.yaml")})
+    monkeypatch.setattr(connection, "DEFAULT_CONFIG", str(tmp_path / "default.yaml"))
+    with pytest.raises(CliError, match="no server configured"):
+        connection.resolve_connection(args, {})
 
 
 def test_apply_patch_only_changed_fields() -> None:
@@ -133,12 +137,12 @@ def test_apply_patch_only_changed_fields() -> None:
         },
     }
     same = {"metadata": {"name": "w", "labels": {"a": "1"}}, "spec": {"desired_state": "RUNNING"}}
-    assert cli.apply_patch(current, same) == {}
+    assert resources.apply_patch(current, same) == {}
     changed = {
         "metadata": {"name": "w", "labels": {"a": "2", "b": "x"}},
         "spec": {"desired_state": "STANDBY", "resources": {"cpu": "1", "memory": "2Gi"}},
     }
-    assert cli.apply_patch(current, changed) == {
+    assert resources.apply_patch(current, changed) == {
         "metadata": {"labels": {"a": "2", "b": "x"}},
         "spec": {"desired_state": "STANDBY", "resources": {"memory": "2Gi"}},
     }
@@ -151,7 +155,7 @@ def test_api_config_from_settings() -> None:
         token_file="/t.csv",
         default_image="img:2",
     )
-    config = cli.api_config_from_settings(settings)
+    config = services.api_config_from_settings(settings)
     assert config.database_url == "postgresql://x/y"
     assert config.max_running_per_user == 5
     assert config.token_file == "/t.csv"
@@ -191,15 +195,12 @@ def test_connection_refused_is_one_line_without_token(capsys: pytest.CaptureFixt
 def test_missing_component_is_clear(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_load = cli._load
-
-    def fake_load(module: str, attr: str, command: str) -> object:
-        return real_load("codehub.operator.no_such_module_xyz", attr, command)
-
-    monkeypatch.setattr(cli, "_load", fake_load)
+    # None in sys.modules makes the import fail as if the module were not in the build.
+    monkeypatch.setitem(sys.modules, "codehub.operator.cli.dev", None)
     assert cli.main(["dev", "down"]) == 1
     err = capsys.readouterr().err
-    assert "not available in this build" in err
+    assert "`codehub dev down` is not available in this build" in err
+    assert "codehub.operator.cli.dev is missing" in err
     assert "Traceback" not in err
 
 
@@ -209,7 +210,7 @@ def test_unexpected_exception_suggests_debug(
     def boom(args: argparse.Namespace) -> int:
         raise RuntimeError("kaboom\nsecond line")
 
-    monkeypatch.setattr(cli, "cmd_crd", boom)
+    monkeypatch.setattr(config, "cmd_crd", boom)
     assert cli.main(["crd"]) == 1
     err = capsys.readouterr().err
     assert (
@@ -226,24 +227,24 @@ def test_crd_prints_the_definition(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_api_config_takes_server_knobs_from_env() -> None:
     settings = Settings(database_url="postgresql://x/y", max_running_global=7)
-    config = cli.api_config_from_settings(
+    config = services.api_config_from_settings(
         settings, {"CODEHUB_BOOKMARK_INTERVAL": "5", "MAX_RUNNING_GLOBAL": "999"}
     )
     assert config.bookmark_interval == 5.0
     assert config.max_running_global == 7  # Settings is the one source for shared values
-    with pytest.raises(cli.CliError, match="CODEHUB_BOOKMARK_INTERVAL"):
-        cli.api_config_from_settings(settings, {"CODEHUB_BOOKMARK_INTERVAL": "soon"})
+    with pytest.raises(CliError, match="CODEHUB_BOOKMARK_INTERVAL"):
+        services.api_config_from_settings(settings, {"CODEHUB_BOOKMARK_INTERVAL": "soon"})
 
 
 def test_parse_labels() -> None:
-    assert cli.parse_labels(["a=1,b=2", "", "c = 3"]) == {"a": "1", "b": "2", "c": "3"}
-    with pytest.raises(cli.CliError):
-        cli.parse_labels(["novalue"])
+    assert services.parse_labels(["a=1,b=2", "", "c = 3"]) == {"a": "1", "b": "2", "c": "3"}
+    with pytest.raises(CliError):
+        services.parse_labels(["novalue"])
 
 
 def test_connection_flags_override_settings() -> None:
     args = parse("coordinator", "--server", "https://s:1", "--token", "tok-123456789")
-    settings = cli._with_connection_flags(Settings(server="https://env:2", token="e"), args)
+    settings = services.with_connection_flags(Settings(server="https://env:2", token="e"), args)
     assert (settings.server, settings.token, settings.ca_file) == (
         "https://s:1",
         "tok-123456789",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
 
 from codehub.crd_like.client.api import ApiConnectionError, ApiError
-from codehub.operator import cli_output as out
+from codehub.operator.cli import output as out
+from codehub.vocabulary.timestamps import format_rfc3339
 
 NOW = datetime(2026, 11, 27, 0, 0, 0, tzinfo=UTC)
 
@@ -43,11 +44,13 @@ def ws(name: str = "w1", ns: str = "alice", **status: object) -> dict[str, objec
         (20 * 3600, "20h"),
         (3 * 86400 + 3600, "3d1h"),
         (30 * 86400, "30d"),
-        (800 * 86400, "2y"),
+        (800 * 86400, "2y70d"),
     ],
 )
-def test_human_duration(seconds: int, text: str) -> None:
-    assert out.human_duration(seconds) == text
+def test_age_is_kubectl_human_duration(seconds: int, text: str) -> None:
+    created = format_rfc3339(NOW - timedelta(seconds=seconds))
+    assert out.age(created, NOW) == text
+    assert out.age(None, NOW) == "<none>"
 
 
 def test_table_columns_and_alignment() -> None:

@@ -14,54 +14,19 @@ from typing import Any, TextIO
 import yaml
 
 from codehub.crd_like.client.api import ApiConnectionError, ApiError
-from codehub.crd_like.identity import API_VERSION
+from codehub.crd_like.identity import API_VERSION, GROUP, KIND, SINGULAR
+from codehub.vocabulary.timestamps import human_duration, parse_rfc3339
 
 Obj = dict[str, Any]
 
 HEADERS = ["NAME", "DESIRED", "OBSERVED", "OPERATION", "DISPLAY", "AGE"]
 WIDE_HEADERS = ["IMAGE", "OP_ID", "ERRORS", "REASON"]
-RESOURCE = "workspace.codehub.io"
+RESOURCE = f"{SINGULAR}.{GROUP}"
 _NONE = "<none>"
 
 
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def human_duration(seconds: float) -> str:
-    """kubectl's short ages: 45s, 3m20s, 12m, 5h10m, 3d4h, 30d."""
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        rest = s % 60
-        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = s // 3600
-    if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h{rest}m" if rest else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    days = s // 86400
-    if days < 8:
-        rest = hours % 24
-        return f"{days}d{rest}h" if rest else f"{days}d"
-    if days < 365 * 2:
-        return f"{days}d"
-    return f"{days // 365}y"
-
-
 def age(timestamp: Any, now: datetime) -> str:
-    when = parse_time(timestamp)
+    when = parse_rfc3339(timestamp)
     if when is None:
         return _NONE
     return human_duration((now - when).total_seconds())
@@ -83,7 +48,8 @@ def _text(value: Any) -> str:
 
 
 def display_of(obj: Obj) -> str:
-    """The status' display, or (for an object nobody has observed yet) derived per SPEC §3."""
+    """The status' display, or (for an object nobody has observed yet) derived as in
+    docs/state-machine.md."""
     display = _get(obj, "status", "display")
     if display:
         return str(display)
@@ -169,74 +135,87 @@ def resource_name(name: str) -> str:
     return f"{RESOURCE}/{name}"
 
 
+SPEC_KEYS = (
+    "desired_state",
+    "image_ref",
+    "display_name",
+    "description",
+    "memo",
+    "standby_ttl_seconds",
+    "archive_ttl_seconds",
+)
+STATUS_KEYS = (
+    "display",
+    "observed_status",
+    "observed_at",
+    "operation",
+    "op_id",
+    "op_started_at",
+    "archive_key",
+    "error_count",
+    "previous_status",
+    "last_access_at",
+)
+ERROR_KEYS = ("reason", "message", "is_terminal", "operation", "error_count", "occurred_at")
+
+
+def _field(label: str, value: Any, indent: int = 0) -> str:
+    return f"{' ' * indent}{label + ':':<{24 - indent}}{_text(value)}"
+
+
 def describe(obj: Obj, events: list[Obj], now: datetime) -> str:
+    """``codehub describe``: metadata, spec, status, error and the recent events."""
+    lines = _describe_metadata(obj, now)
+    lines += _describe_spec(obj.get("spec") or {})
+    lines += _describe_status(obj.get("status") or {})
+    lines.append(describe_events(events, now))
+    return "\n".join(lines) + "\n"
+
+
+def _describe_metadata(obj: Obj, now: datetime) -> list[str]:
     meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    out: list[str] = []
-
-    def field(label: str, value: Any, indent: int = 0) -> None:
-        out.append(f"{' ' * indent}{label + ':':<{24 - indent}}{_text(value)}")
-
-    field("Name", meta.get("name"))
-    field("Namespace", meta.get("namespace"))
-    field("UID", meta.get("uid"))
-    field("API Version", obj.get("apiVersion") or API_VERSION)
-    field("Kind", obj.get("kind") or "Workspace")
     created = meta.get("creationTimestamp")
-    field("Created", f"{created} ({age(created, now)} ago)" if created else None)
+    lines = [
+        _field("Name", meta.get("name")),
+        _field("Namespace", meta.get("namespace")),
+        _field("UID", meta.get("uid")),
+        _field("API Version", obj.get("apiVersion") or API_VERSION),
+        _field("Kind", obj.get("kind") or KIND),
+        _field("Created", f"{created} ({age(created, now)} ago)" if created else None),
+    ]
     if meta.get("deletionTimestamp"):
-        field("Deleting since", meta.get("deletionTimestamp"))
-    field("Labels", _kv(meta.get("labels")))
-    field("Annotations", _kv(meta.get("annotations")))
-    field("Finalizers", ", ".join(meta.get("finalizers") or []) or None)
-    field("Resource Version", meta.get("resourceVersion"))
-    field("Generation", meta.get("generation"))
-    out.append("Spec:")
-    for key in (
-        "desired_state",
-        "image_ref",
-        "display_name",
-        "description",
-        "memo",
-        "standby_ttl_seconds",
-        "archive_ttl_seconds",
-    ):
-        if key in spec:
-            field(key, spec.get(key), 2)
+        lines.append(_field("Deleting since", meta.get("deletionTimestamp")))
+    lines += [
+        _field("Labels", _kv(meta.get("labels"))),
+        _field("Annotations", _kv(meta.get("annotations"))),
+        _field("Finalizers", ", ".join(meta.get("finalizers") or []) or None),
+        _field("Resource Version", meta.get("resourceVersion")),
+        _field("Generation", meta.get("generation")),
+    ]
+    return lines
+
+
+def _describe_spec(spec: Obj) -> list[str]:
+    lines = ["Spec:"] + [_field(key, spec.get(key), 2) for key in SPEC_KEYS if key in spec]
     resources = spec.get("resources") or {}
     if resources:
-        field("resources", ", ".join(f"{k}={v}" for k, v in resources.items()), 2)
-    out.append("Status:")
+        lines.append(_field("resources", ", ".join(f"{k}={v}" for k, v in resources.items()), 2))
+    return lines
+
+
+def _describe_status(status: Obj) -> list[str]:
+    lines = ["Status:"]
     if not status:
-        out.append("  <not observed yet>")
-    for key in (
-        "display",
-        "observed_status",
-        "observed_at",
-        "operation",
-        "op_id",
-        "op_started_at",
-        "archive_key",
-        "error_count",
-        "previous_status",
-        "last_access_at",
-    ):
-        if key in status:
-            field(key, status.get(key), 2)
+        lines.append("  <not observed yet>")
+    lines += [_field(key, status.get(key), 2) for key in STATUS_KEYS if key in status]
     error = status.get("error_info")
-    if isinstance(error, dict) and error:
-        out.append("Error:")
-        for key in ("reason", "message", "is_terminal", "operation", "error_count", "occurred_at"):
-            if key in error:
-                field(key, error.get(key), 2)
-        context = error.get("context")
-        if context:
-            field("context", _kv(context), 2)
-    else:
-        field("Error", None)
-    out.append(describe_events(events, now))
-    return "\n".join(out) + "\n"
+    if not (isinstance(error, dict) and error):
+        return [*lines, _field("Error", None)]
+    lines.append("Error:")
+    lines += [_field(key, error.get(key), 2) for key in ERROR_KEYS if key in error]
+    if error.get("context"):
+        lines.append(_field("context", _kv(error.get("context")), 2))
+    return lines
 
 
 def describe_events(events: list[Obj], now: datetime, limit: int = 20) -> str:
@@ -273,7 +252,7 @@ def _event_time_raw(ev: Obj) -> Any:
 
 
 def _event_time(ev: Obj) -> datetime:
-    return parse_time(_event_time_raw(ev)) or datetime.min.replace(tzinfo=UTC)
+    return parse_rfc3339(_event_time_raw(ev)) or datetime.min.replace(tzinfo=UTC)
 
 
 def _kv(mapping: Any) -> str | None:
@@ -300,7 +279,7 @@ def format_api_error(err: ApiError) -> str:
             causes.append(item)
     if causes:
         message = f"{message}: {'; '.join(causes)}" if message else "; ".join(causes)
-    if err.status == 429 and err.details.get("limit_type"):
+    if err.too_many_requests and err.details.get("limit_type"):
         d = err.details
         message += f" (limit {d.get('limit_type')}: {d.get('current')}/{d.get('max')} running)"
     return f"Error from server ({err.reason}): {message}"
