@@ -1,6 +1,6 @@
 """The Workspace CustomResourceDefinition, generated from the pydantic models.
 
-One source of truth (ARCHITECTURE A3): the chart's ``crds/workspaces.yaml``, ``codehub
+One source of truth (docs/architecture.md): the chart's ``crds/workspaces.yaml``, ``codehub
 crd`` and the API server's OpenAPI document all come from here, and a unit test fails
 when the chart file drifts. The pydantic JSON schema is rewritten into a Kubernetes
 *structural* schema: ``$ref`` inlined, ``anyOf [X, null]`` turned into ``nullable``,

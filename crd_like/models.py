@@ -1,4 +1,4 @@
-"""The Workspace resource (SPEC §2) as pydantic v2 models: the one source of truth.
+"""The Workspace resource (docs/resource.md) as pydantic v2 models: the one source of truth.
 
 The CRD (crd.py) is generated from these models, and the API server validates request
 bodies with ``validate_workspace_body`` so a bad manifest is refused with a message that
@@ -70,7 +70,7 @@ class ObservedStatus(StrEnum):
 
     @property
     def level(self) -> int | None:
-        """ERROR and DELETED have no level (SPEC §3)."""
+        """ERROR and DELETED have no level (docs/state-machine.md)."""
         return _LEVELS.get(self.value)
 
 
@@ -112,7 +112,7 @@ class IdleAction(StrEnum):
 def derive_display(
     observed_status: ObservedStatus | str | None, archive_key: str | None
 ) -> Display:
-    """SPEC §3: ARCHIVED is PENDING with an archive; otherwise the observed status."""
+    """docs/state-machine.md: ARCHIVED is PENDING with an archive; otherwise the observed status."""
     observed = ObservedStatus(observed_status or ObservedStatus.PENDING)
     if observed is ObservedStatus.PENDING and archive_key:
         return Display.ARCHIVED
@@ -253,7 +253,7 @@ class Workspace(BaseModel):
 
 @dataclass(frozen=True)
 class SpecDefaults:
-    """Server-configured defaults (SPEC §14) filled into a spec where a field is absent."""
+    """Server-configured defaults (docs/settings.md) filled into a spec where a field is absent."""
 
     image_ref: str
     standby_ttl_seconds: int = DEFAULT_STANDBY_TTL

@@ -1,1 +1,1 @@
-"""The Kubernetes-compatible API server ("the shim", ARCHITECTURE A1) on aiohttp."""
+"""The Kubernetes-compatible API server ("the shim", docs/architecture.md) on aiohttp."""

@@ -1,4 +1,4 @@
-"""SPEC §10 running limits, enforced inside the store's writing transaction.
+"""docs/limits.md running limits, enforced inside the store's writing transaction.
 
 The store serialises every write that carries an admission check, so counting and
 writing happen atomically: twenty concurrent "run" requests against a limit of two admit
@@ -17,7 +17,7 @@ from .status import ApiError
 
 
 class LimitExceeded(ApiError):
-    """429 whose Status also carries the SPEC §10 body (``error`` and ``details``)."""
+    """429 whose Status also carries the docs/limits.md body (``error`` and ``details``)."""
 
     def __init__(
         self, limit_type: str, current: int, maximum: int, running: list[RunningRef]

@@ -2,7 +2,7 @@
 
 A plain user acts only in the namespace named after them; ``codehub:admin`` and
 ``codehub:operator`` act everywhere, and only they may write ``/status`` (the operator
-owns status, SPEC §2). The file is re-read when its modification time changes, so a
+owns status, docs/resource.md). The file is re-read when its modification time changes, so a
 token can be added or revoked without a restart.
 """
 

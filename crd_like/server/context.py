@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,8 @@ class ServerContext:
     #: Handler tasks of open watch and SSE streams, cancelled on shutdown so a
     #: restart does not wait for clients to hang up.
     streams: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Open watch and SSE streams per user, bounded by ``max_streams_per_user``.
+    open_streams: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.admit is None:
@@ -136,6 +139,32 @@ def tracked_stream(request: web.Request) -> Iterator[None]:
     finally:
         if task is not None:
             streams.discard(task)
+
+
+@contextlib.contextmanager
+def stream_slot(request: web.Request) -> Iterator[None]:
+    """Hold one of the user's ``max_streams_per_user`` stream slots; 429 when none is
+    free, so one identity cannot pin the server's connections and store watches."""
+    ctx = ctx_of(request)
+    user = identity_of(request).user
+    held = ctx.open_streams.get(user, 0)
+    if held >= ctx.config.max_streams_per_user:
+        raise ApiError(
+            429,
+            f'too many open watches and event streams for user "{user}": at most '
+            f"{ctx.config.max_streams_per_user} at once; close one first",
+            reason="TooManyRequests",
+            details={"retryAfterSeconds": 1},
+        )
+    ctx.open_streams[user] = held + 1
+    try:
+        yield
+    finally:
+        left = ctx.open_streams.get(user, 1) - 1
+        if left > 0:
+            ctx.open_streams[user] = left
+        else:
+            ctx.open_streams.pop(user, None)
 
 
 def identity_of(request: web.Request) -> Identity:
@@ -215,22 +244,48 @@ def too_large(size: int, limit: int) -> ApiError:
     )
 
 
-def parse_label_selector(raw: str | None) -> dict[str, str]:
-    out: dict[str, str] = {}
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+def _bad_selector(part: str, why: str) -> ApiError:
+    return bad_request(f"unable to parse requirement {part[:64]!r}: {why}", "labelSelector")
+
+
+def parse_label_selector(raw: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """``key=value``, ``key==value`` and ``key!=value`` requirements: (equal, not equal).
+
+    Keys and values must be valid label keys and values, so ``===`` or ``=`` alone is a
+    400 rather than a selector that silently matches nothing.
+    """
+    equal: dict[str, str] = {}
+    not_equal: dict[str, str] = {}
     if not raw:
-        return out
+        return equal, not_equal
     for part in raw.split(","):
         part = part.strip()
         if not part:
             continue
-        if "!=" in part or "=" not in part:
-            raise bad_request(
-                f"unsupported label selector {part!r}: only equality (key=value) is supported",
-                "labelSelector",
-            )
-        key, _, value = part.replace("==", "=", 1).partition("=")
-        out[key.strip()] = value.strip()
-    return out
+        if "!=" in part:
+            key, _, value = part.partition("!=")
+            target = not_equal
+        elif "==" in part:
+            key, _, value = part.partition("==")
+            target = equal
+        elif "=" in part:
+            key, _, value = part.partition("=")
+            target = equal
+        else:
+            raise _bad_selector(part, "only key=value, key==value and key!=value are supported")
+        key, value = key.strip(), value.strip()
+        if not _LABEL_KEY.match(key) or len(key) > 317:
+            raise _bad_selector(part, "the key is not a valid label key")
+        if not _LABEL_VALUE.match(value) or len(value) > 63:
+            raise _bad_selector(part, "the value is not a valid label value")
+        target[key] = value
+    return equal, not_equal
 
 
 def parse_field_selector(raw: str | None, rk: ResourceKind) -> dict[str, str]:
@@ -259,11 +314,11 @@ def parse_field_selector(raw: str | None, rk: ResourceKind) -> dict[str, str]:
 
 
 def selectors_of(request: web.Request, rk: ResourceKind) -> Selectors | None:
-    labels = parse_label_selector(request.query.get("labelSelector"))
+    labels, not_labels = parse_label_selector(request.query.get("labelSelector"))
     fields = parse_field_selector(request.query.get("fieldSelector"), rk)
-    if not labels and not fields:
+    if not labels and not fields and not not_labels:
         return None
-    return Selectors(labels=labels, fields=fields)
+    return Selectors(labels=labels, fields=fields, not_labels=not_labels)
 
 
 def query_bool(request: web.Request, name: str) -> bool:

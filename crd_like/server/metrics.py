@@ -32,7 +32,7 @@ class ApiMetrics:
         )
         self.admission_refusals = Counter(
             "codehub_api_admission_refusals",
-            "Requests refused by the running limits (SPEC §10).",
+            "Requests refused by the running limits (docs/limits.md).",
             ["limit_type"],
             registry=self.registry,
         )

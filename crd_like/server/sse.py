@@ -1,10 +1,12 @@
-"""SPEC §11 Server-Sent Events, fed by the same store watch as the Kubernetes watch.
+"""Server-Sent Events (docs/events.md), fed by the same store watch as the Kubernetes watch.
 
 On connect the stream sends one ``state_changed`` per visible workspace (the current
 state, so a loading page needs no separate GET), then one on every change of the
 tracked fields, ``error`` when ``error_info`` changes to a new error, and ``heartbeat``
 every ``sse_heartbeat_interval``. Each event carries ``id: <resourceVersion>``; a
 client reconnecting with ``Last-Event-ID`` resumes after it without the initial burst.
+History the store has compacted ends the stream with an ``expired`` event (reconnect
+without ``Last-Event-ID``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from aiohttp import web
 
 from codehub.crd_like.models import derive_display
 from codehub.crd_like.store.interface import Gone, Obj, Selectors, StoreError
+from codehub.vocabulary.timestamps import now_rfc3339
 
-from .context import WORKSPACES, authorize, ctx_of, mark, tracked_stream
+from .context import WORKSPACES, authorize, ctx_of, mark, stream_slot, tracked_stream
 from .status import bad_request, from_store_error
-from .watch import EventQueue
+from .watch import EventQueue, await_revision
 
 TRACKED = ("observed_status", "display", "operation", "desired_state")
 
@@ -78,10 +81,10 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     initial: list[Obj] = []
     try:
         if last_id:
-            try:
-                since = int(last_id)
-            except ValueError:
-                raise bad_request("Last-Event-ID must be a resourceVersion") from None
+            if not last_id.isdigit():
+                raise bad_request("Last-Event-ID must be a resourceVersion", "Last-Event-ID")
+            since = int(last_id)
+            await await_revision(ctx.store, since)
         else:
             result = await ctx.store.list(
                 WORKSPACES.plural, namespace=namespace, selectors=selectors
@@ -105,18 +108,19 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
-    ctx.metrics.open_sse.inc()
-    events = EventQueue(source)
-    interval = ctx.config.sse_heartbeat_interval
-    try:
-        with tracked_stream(request):
-            await _pump_sse(response, events, initial, states, errors, name, interval)
-    except ConnectionResetError:
-        pass
-    finally:
-        ctx.metrics.open_sse.dec()
-        await events.close()
+    with stream_slot(request):
+        await response.prepare(request)
+        ctx.metrics.open_sse.inc()
+        events = EventQueue(source)
+        interval = ctx.config.sse_heartbeat_interval
+        try:
+            with tracked_stream(request):
+                await _pump_sse(response, events, initial, states, errors, name, interval)
+        except ConnectionResetError:
+            pass
+        finally:
+            ctx.metrics.open_sse.dec()
+            await events.close()
     return response
 
 
@@ -141,24 +145,15 @@ async def _pump_sse(
     while True:
         item = await events.get(max(0.0, next_beat - loop.time()))
         if loop.time() >= next_beat:
-            await response.write(frame("heartbeat", {"time": _now()}))
+            await response.write(frame("heartbeat", {"time": now_rfc3339()}))
             next_beat = loop.time() + interval
         if item is None:
             if events.task.done() and events.queue.empty():
                 break
             continue
         if isinstance(item, Gone):
-            await response.write(
-                frame(
-                    "error",
-                    {
-                        "workspace": name,
-                        "message": str(item),
-                        "error_count": 0,
-                        "reason": "Expired",
-                    },
-                )
-            )
+            # Not ``error``: that event is reserved for error_info changes.
+            await response.write(frame("expired", {"workspace": name, "message": str(item)}))
             break
         if isinstance(item, Exception) or item.type == "BOOKMARK" or item.object is None:
             if isinstance(item, Exception):
@@ -179,12 +174,6 @@ async def _pump_sse(
         if item.type == "DELETED":
             states.pop(key, None)
             errors.pop(key, None)
-
-
-def _now() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def add_routes(app: web.Application) -> None:

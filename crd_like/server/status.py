@@ -6,6 +6,8 @@ parse that shape (``reason``, ``code``, ``details.causes``) to decide what to do
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,10 +22,14 @@ from codehub.crd_like.store.interface import (
 )
 
 REASONS = STATUS_REASONS
+#: Longest message a Status carries; values are quoted as short prefixes anyway.
+MAX_MESSAGE = 2048
+_EXC_CLASS = re.compile(r"\s*\((?:[A-Za-z_.]*(?:Error|Violation|Exception))\)")
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """A refusal that becomes a Status body. ``extra`` adds top-level keys (SPEC §10)."""
+    """A refusal that becomes a Status body. ``extra`` adds top-level keys (docs/limits.md)."""
 
     def __init__(
         self,
@@ -35,6 +41,8 @@ class ApiError(Exception):
         causes: Sequence[Mapping[str, str]] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "..."
         super().__init__(message)
         self.code = code
         self.message = message
@@ -68,18 +76,6 @@ def status_body(
         body["details"] = dict(details)
     if extra:
         body.update(extra)
-    return body
-
-
-def success_status(details: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-    }
-    if details:
-        body["details"] = dict(details)
     return body
 
 
@@ -144,5 +140,14 @@ def from_store_error(
             text = f"too old resource version: {text}"
         return ApiError(410, text, reason="Expired")
     if isinstance(exc, Invalid):
-        return invalid(kind, name, group, resource, [(exc.field, str(exc))])
+        return invalid(kind, name, group, resource, [(exc.field, _public(str(exc)))])
+    log.error("storage error on %s %r: %r", what, name, exc)
     return ApiError(500, "internal storage error", reason="InternalError")
+
+
+def _public(message: str) -> str:
+    """A store message without the database exception class it may name (logged)."""
+    cleaned = _EXC_CLASS.sub("", message)
+    if cleaned != message:
+        log.info("store refused a value: %s", message)
+    return cleaned

@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from codehub.crd_like.store.interface import Gone, Obj, Selectors, WatchEvent
+from codehub.crd_like.store.interface import Gone, Obj, Selectors, Store, WatchEvent
 
-from .context import ResourceKind, ctx_of, query_bool, query_int, tracked_stream
-from .status import bad_request, status_body
+from .context import ResourceKind, ctx_of, query_bool, query_int, stream_slot, tracked_stream
+from .status import ApiError, bad_request, status_body
 from .table import build_table
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,48 @@ def gone_event(message: str) -> dict[str, Any]:
     return {"type": "ERROR", "object": status_body(410, message, "Expired")}
 
 
+#: How long a watch or SSE stream from a resourceVersion the store has not reached yet
+#: waits for it before the 504 kube-apiserver sends ("Too large resource version").
+RV_WAIT_SECONDS = 3.0
+
+
+def too_large_rv(wanted: int, current: int) -> ApiError:
+    return ApiError(
+        504,
+        f"Timeout: Too large resource version: {wanted}, current: {current}",
+        reason="Timeout",
+        details={
+            "causes": [
+                {
+                    "reason": "ResourceVersionTooLarge",
+                    "message": "Too large resource version",
+                }
+            ],
+            "retryAfterSeconds": 1,
+        },
+    )
+
+
+async def await_revision(store: Store, wanted: int) -> None:
+    """Return once the store has reached ``wanted``; 504 after ``RV_WAIT_SECONDS``.
+
+    Without this a watch from a future revision would answer 200 and then skip every
+    event up to it, silently.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RV_WAIT_SECONDS
+    while (current := await store.current_revision()) < wanted:
+        if loop.time() >= deadline:
+            raise too_large_rv(wanted, current)
+        await asyncio.sleep(min(0.1, RV_WAIT_SECONDS))
+
+
+def parse_revision(raw: str, what: str = "resourceVersion") -> int:
+    if not raw.isdigit():
+        raise bad_request(f"{what} must be an integer, got {raw[:64]!r}", what)
+    return int(raw)
+
+
 async def stream_watch(
     request: web.Request,
     rk: ResourceKind,
@@ -101,73 +143,106 @@ async def stream_watch(
     ctx = ctx_of(request)
     raw_rv = request.query.get("resourceVersion", "")
     send_initial = query_bool(request, "sendInitialEvents")
-    bookmarks = query_bool(request, "allowWatchBookmarks")
     timeout = query_int(request, "timeoutSeconds")
-    limit = float(timeout) if timeout else ctx.config.default_watch_timeout
     initial: list[Obj] = []
     if raw_rv in ("", "0") or send_initial:
+        if raw_rv not in ("", "0"):
+            parse_revision(raw_rv)
         initial, since = await list_items()
     else:
+        since = parse_revision(raw_rv)
+        await await_revision(ctx.store, since)
+    with stream_slot(request):
+        source = ctx.store.watch(
+            rk.plural,
+            since=since,
+            namespace=namespace,
+            selectors=selectors,
+            bookmark_interval=ctx.config.bookmark_interval,
+        )
+        stream = _WatchStream(
+            rk,
+            bookmarks=query_bool(request, "allowWatchBookmarks"),
+            as_table=as_table,
+            include_object=include_object,
+            allowed=allowed,
+        )
+        gauge = ctx.metrics.open_watches.labels(rk.plural)
+        gauge.inc()
+        events = EventQueue(source)
         try:
-            since = int(raw_rv)
-        except ValueError:
-            raise bad_request(
-                f"resourceVersion must be an integer, got {raw_rv!r}", "resourceVersion"
-            ) from None
-    source = ctx.store.watch(
-        rk.plural,
-        since=since,
-        namespace=namespace,
-        selectors=selectors,
-        bookmark_interval=ctx.config.bookmark_interval,
-    )
-    response = web.StreamResponse(
-        status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
-    )
-    gauge = ctx.metrics.open_watches.labels(rk.plural)
-    gauge.inc()
-    events = EventQueue(source)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
+            await stream.response.prepare(request)
+            with tracked_stream(request):
+                limit = float(timeout) if timeout else ctx.config.default_watch_timeout
+                await stream.run(events, initial, since, send_initial, limit)
+        except ConnectionResetError:
+            pass
+        finally:
+            gauge.dec()
+            await events.close()
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        await stream.response.write_eof()
+    return stream.response
 
-    def shape(obj: Obj) -> Obj:
-        if as_table:
-            return build_table([obj], list(rk.columns), include_object=include_object)
+
+class _WatchStream:
+    """One watch response: shapes objects (Table or not) and writes event lines."""
+
+    def __init__(
+        self,
+        rk: ResourceKind,
+        *,
+        bookmarks: bool,
+        as_table: bool,
+        include_object: str,
+        allowed: Callable[[Obj], bool] | None,
+    ) -> None:
+        self.rk = rk
+        self.bookmarks = bookmarks
+        self.as_table = as_table
+        self.include_object = include_object
+        self.allowed = allowed
+        self.response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
+        )
+
+    def shape(self, obj: Obj) -> Obj:
+        if self.as_table:
+            return build_table([obj], list(self.rk.columns), include_object=self.include_object)
         return obj
 
-    async def send(type_: str, obj: Obj) -> None:
+    async def send(self, type_: str, obj: Obj) -> None:
         line = json.dumps({"type": type_, "object": obj}, separators=(",", ":"))
-        await response.write(line.encode() + b"\n")
+        await self.response.write(line.encode() + b"\n")
 
-    try:
-        await response.prepare(request)
-        with tracked_stream(request):
-            for obj in initial:
-                await send("ADDED", shape(obj))
-            if send_initial and bookmarks:
-                await send("BOOKMARK", bookmark(rk, since, initial_end=True))
-            while (remaining := deadline - loop.time()) > 0:
-                item = await events.get(remaining)
-                if item is None:
-                    break
-                if isinstance(item, Gone):
-                    await send("ERROR", gone_event(str(item))["object"])
-                    break
-                if isinstance(item, Exception):
-                    log.warning("watch of %s ended by a store error: %r", rk.plural, item)
-                    break
-                if item.type == "BOOKMARK":
-                    if bookmarks:
-                        await send("BOOKMARK", bookmark(rk, item.revision))
-                    continue
-                if item.object is None or (allowed is not None and not allowed(item.object)):
-                    continue
-                await send(item.type, shape(item.object))
-    except ConnectionResetError:
-        pass
-    finally:
-        gauge.dec()
-        await events.close()
-    with contextlib.suppress(ConnectionResetError, RuntimeError):
-        await response.write_eof()
-    return response
+    async def run(
+        self,
+        events: EventQueue,
+        initial: list[Obj],
+        since: int,
+        send_initial: bool,
+        limit: float,
+    ) -> None:
+        for obj in initial:
+            await self.send("ADDED", self.shape(obj))
+        if send_initial and self.bookmarks:
+            await self.send("BOOKMARK", bookmark(self.rk, since, initial_end=True))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while (remaining := deadline - loop.time()) > 0:
+            item = await events.get(remaining)
+            if item is None:
+                break
+            if isinstance(item, Gone):
+                await self.send("ERROR", gone_event(str(item))["object"])
+                break
+            if isinstance(item, Exception):
+                log.warning("watch of %s ended by a store error: %r", self.rk.plural, item)
+                break
+            if item.type == "BOOKMARK":
+                if self.bookmarks:
+                    await self.send("BOOKMARK", bookmark(self.rk, item.revision))
+                continue
+            if item.object is None or (self.allowed is not None and not self.allowed(item.object)):
+                continue
+            await self.send(item.type, self.shape(item.object))

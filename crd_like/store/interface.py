@@ -87,7 +87,7 @@ class AdmissionView(ABC):
 
     @abstractmethod
     async def running_workspaces(self, namespace: str | None = None) -> list[RunningRef]:
-        """Workspaces asked to run, running, or starting (SPEC §10), optionally per owner.
+        """Workspaces asked to run, running, or starting (docs/limits.md), optionally per owner.
 
         That is: not being deleted, and ``spec.desired_state == RUNNING`` or
         ``status.observed_status == RUNNING`` or ``status.operation == STARTING``.
@@ -111,6 +111,8 @@ AdmissionCheck = Callable[[AdmissionView, Obj | None, Obj], Awaitable[None]]
 class Selectors:
     labels: Mapping[str, str] = field(default_factory=dict)  # equality only
     fields: Mapping[str, str] = field(default_factory=dict)  # e.g. {"metadata.name": "x"}
+    #: ``key!=value``: the label is absent or has another value.
+    not_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class Store(ABC):

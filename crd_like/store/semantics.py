@@ -226,6 +226,9 @@ def matches(obj: Obj | None, selectors: Selectors | None) -> bool:
     for key, value in selectors.labels.items():
         if labels.get(key) != value:
             return False
+    for key, value in selectors.not_labels.items():
+        if labels.get(key) == value:
+            return False
     for path, value in selectors.fields.items():
         actual = _field_text(lookup(obj, path))
         if path == "metadata.namespace" and actual is None:
@@ -249,7 +252,7 @@ def watch_type(
     now_ok = matches(new, selectors)
     if event_type == "ADDED":
         return "ADDED" if now_ok else None
-    if selectors is None or (not selectors.labels and not selectors.fields):
+    if selectors is None or not (selectors.labels or selectors.fields or selectors.not_labels):
         return "MODIFIED"
     was_ok = matches(prev, selectors)
     if now_ok:

@@ -108,6 +108,11 @@ def body_filters(
     if selectors.labels:
         parts.append(sql.SQL(" AND {} -> 'metadata' -> 'labels' @> %s").format(body))
         params.append(Jsonb(dict(selectors.labels)))
+    for key, value in selectors.not_labels.items():
+        parts.append(
+            sql.SQL(" AND NOT coalesce({} -> 'metadata' -> 'labels', '{{}}') @> %s").format(body)
+        )
+        params.append(Jsonb({key: value}))
     for path, value in selectors.fields.items():
         if path == "metadata.namespace":
             parts.append(sql.SQL(" AND namespace = %s"))

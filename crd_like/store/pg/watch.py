@@ -260,7 +260,9 @@ async def watch(
     selectors: Selectors | None, bookmark_interval: float | None,
 ) -> AsyncIterator[WatchEvent]:
     """Every change of ``kind`` after ``since``, in revision order, with bookmarks."""
-    with_prev = selectors is not None and bool(selectors.labels or selectors.fields)
+    with_prev = selectors is not None and bool(
+        selectors.labels or selectors.fields or selectors.not_labels
+    )
     loop = asyncio.get_running_loop()
     examined = since
     last_sent = loop.time()
