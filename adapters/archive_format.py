@@ -1,5 +1,6 @@
-"""Tar member policy shared by archive and restore (SPEC §8), independent of Docker and S3.
+"""Tar member policy shared by archive and restore, independent of Docker and S3.
 
+The contract is docs/storage.md; the data path is docs/adr/0002-archive-data-path.md.
 The provider never lets a job container read an archive from S3 and unpack it as it
 likes: every member passes through :class:`MemberPolicy` in this process and only a
 re-emitted, normalised tar reaches the extracting container. Archive applies the same
@@ -8,9 +9,11 @@ archive we wrote but refuse to restore would be data loss by design.
 
 Why the policy is what it is:
 - names are relative, without ``..``: nothing can land outside the staging directory;
-- symlinks must resolve inside the home (relative within the tree, or absolute under
-  ``/home/coder`` where the volume is mounted at run time);
-- no member may sit beneath a symlink member: extraction would write through the link;
+- a symlink is user data and is kept exactly, whatever it points at
+  (``bin/python -> /usr/bin/python3``); it is never followed, so its target is harmless;
+- nothing is ever written through a symlink: no member may sit beneath a symlink member,
+  replace one, or be replaced by one, and on restore every symlink is emitted after all
+  other members, so the extractor creates links only once every file is in place;
 - hard links must name an earlier regular file of the same archive;
 - devices are refused (a Kubernetes pod could not create them either), FIFOs and
   sockets are skipped, ownership is never taken from the archive.
@@ -19,13 +22,10 @@ Why the policy is what it is:
 from __future__ import annotations
 
 import io
-import posixpath
 import tarfile
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final, Protocol, cast
-
-from codehub.adapters.naming import HOME_MOUNT
 
 #: Names at the volume root that belong to the restore machinery, never to user data.
 RESERVED_PREFIX = ".codehub-restore"
@@ -86,23 +86,14 @@ def normalize_name(raw: str) -> str | None:
     return "/".join(parts)
 
 
-def symlink_stays_inside(name: str, target: str, home: str = HOME_MOUNT) -> bool:
-    """Whether ``name -> target`` resolves inside the tree rooted at the volume."""
-    if not target:
-        return False
-    if target.startswith("/"):
-        resolved = posixpath.normpath(target)
-        return resolved == home or resolved.startswith(home.rstrip("/") + "/")
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-    return not (resolved == ".." or resolved.startswith("../") or resolved.startswith("/"))
-
-
 @dataclass
 class MemberPolicy:
-    """Stateful per-archive check (hard links and symlink parents depend on earlier members)."""
+    """Stateful per-archive check (hard links and symlinks depend on earlier members)."""
 
     regular_files: set[str] = field(default_factory=set)
     symlinks: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
+    parents: set[str] = field(default_factory=set)
 
     def decide(self, member: tarfile.TarInfo) -> Decision:
         try:
@@ -113,21 +104,38 @@ class MemberPolicy:
             return Decision(Verdict.SKIP, why="root entry")
         if name.split("/", 1)[0].startswith(RESERVED_PREFIX):
             return Decision(Verdict.SKIP, name=name, why="reserved name")
-        parent = name
-        while "/" in parent:
-            parent = parent.rsplit("/", 1)[0]
-            if parent in self.symlinks:
-                return Decision(Verdict.REFUSE, name=name, why=f"{name!r}: beneath a symlink")
+        if self._through_symlink(name):
+            return Decision(Verdict.REFUSE, name=name, why=f"{name!r}: beneath a symlink")
+        if name in self.symlinks:
+            return Decision(Verdict.REFUSE, name=name, why=f"{name!r}: replaces a symlink")
         if member.ischr() or member.isblk():
             return Decision(Verdict.REFUSE, name=name, why=f"{name!r}: device node")
         if member.isfifo():
             return Decision(Verdict.SKIP, name=name, why="fifo")
+        decision = self._decide_kept(member, name)
+        if decision.verdict is Verdict.KEEP:
+            self.seen.add(name)
+            parent = name
+            while "/" in parent:
+                parent = parent.rsplit("/", 1)[0]
+                self.parents.add(parent)
+        return decision
+
+    def _through_symlink(self, name: str) -> bool:
+        parent = name
+        while "/" in parent:
+            parent = parent.rsplit("/", 1)[0]
+            if parent in self.symlinks:
+                return True
+        return False
+
+    def _decide_kept(self, member: tarfile.TarInfo, name: str) -> Decision:
         if member.issym():
-            if not symlink_stays_inside(name, member.linkname):
+            if not member.linkname:
+                return Decision(Verdict.REFUSE, name=name, why=f"{name!r}: empty symlink target")
+            if name in self.seen or name in self.parents:
                 return Decision(
-                    Verdict.REFUSE,
-                    name=name,
-                    why=f"{name!r}: symlink to {member.linkname!r} points outside",
+                    Verdict.REFUSE, name=name, why=f"{name!r}: symlink replaces an earlier member"
                 )
             self.symlinks.add(name)
             self.regular_files.discard(name)
@@ -144,14 +152,11 @@ class MemberPolicy:
                     why=f"{name!r}: hard link to {member.linkname!r} outside the archive",
                 )
             self.regular_files.add(name)
-            self.symlinks.discard(name)
             return Decision(Verdict.KEEP, name=name, linkname=target)
         if member.isdir():
-            self.symlinks.discard(name)
             return Decision(Verdict.KEEP, name=name)
         if member.isreg():
             self.regular_files.add(name)
-            self.symlinks.discard(name)
             return Decision(Verdict.KEEP, name=name)
         return Decision(Verdict.SKIP, name=name, why=f"unsupported type {member.type!r}")
 
@@ -276,13 +281,16 @@ def reemit_for_restore(src: Readable, sink: Writable, *, compressed: bool = True
     later restore can delete) read-only trees such as Go's module cache; their real modes
     travel in a last member, :data:`MODES_FILE` (NUL-separated ``mode`` and ``./path``
     pairs for ``xargs -0 -n 2 chmod``). That member is written last on purpose: its
-    presence proves the stream was complete.
+    presence proves the stream was complete. Symlinks are held back (they are small) and
+    written just before it, so while the extractor writes files and directories there is
+    no link in the staging tree to write through, whatever the archive's order was.
     Raises :class:`MemberRefusedError` on the first refused member, ``tarfile.TarError``
     on a corrupt archive.
     """
     stats = StreamStats()
     policy = MemberPolicy()
     fixups: list[bytes] = []
+    links: list[tarfile.TarInfo] = []
     writer = TarWriter(sink)
     with _open_reader(src, "r|gz" if compressed else "r|") as reader:
         for member in reader:
@@ -298,20 +306,27 @@ def reemit_for_restore(src: Readable, sink: Writable, *, compressed: bool = True
                 fixups.append(f"{mode:04o}\0./{decision.name}\0".encode("utf-8", "surrogateescape"))
                 mode |= 0o700
             clean = _clean_member(member, decision, mode)
-            if clean.type == tarfile.REGTYPE:
+            stats.members += 1
+            if clean.type == tarfile.SYMTYPE:
+                links.append(clean)
+            elif clean.type == tarfile.REGTYPE:
                 writer.addfile(clean, reader.extractfile(member))
                 stats.bytes_in_files += clean.size
             else:
                 writer.addfile(clean)
-            stats.members += 1
-        data = b"".join(reversed(fixups))  # deepest first: parents stay enterable
-        modes = tarfile.TarInfo(MODES_FILE)
-        modes.size = len(data)
-        modes.mode = 0o600
-        modes.uid, modes.gid = OWNER_UID, OWNER_GID
-        writer.addfile(modes, io.BytesIO(data))
+    for link in links:
+        writer.addfile(link)
+    _add_modes_member(writer, b"".join(reversed(fixups)))  # deepest first
     writer.close()
     return stats
+
+
+def _add_modes_member(writer: TarWriter, data: bytes) -> None:
+    modes = tarfile.TarInfo(MODES_FILE)
+    modes.size = len(data)
+    modes.mode = 0o600
+    modes.uid, modes.gid = OWNER_UID, OWNER_GID
+    writer.addfile(modes, io.BytesIO(data))
 
 
 def parse_job_log(text: str) -> dict[str, str]:

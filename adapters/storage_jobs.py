@@ -6,6 +6,10 @@ attaches the data path (the job's stdout for archive, its stdin for restore), ki
 when the data path fails or the timeout passes, and always removes it. The scripts report
 in ``key=value`` lines (``RESULT=OK`` or ``RESULT=FAIL CODEHUB_ERROR=... STEP=...``),
 which :func:`job_error` turns into typed errors.
+
+No script follows a symlink of the volume: ``tar c`` stores links as links, ``find`` and
+``rm -rf`` do not descend into them, ``chmod`` only gets the directories the stream
+declared (never links, see ``archive_format``), and the swap renames top-level entries.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ if ! tar x -o -C "$S" 2>/tmp/tar.err; then
     grep -q "No space left" /tmp/tar.err && fail DISK_FULL extract
     fail TAR_EXTRACT_FAILED extract
 fi
-[ -f "$S/{MODES_FILE}" ] || fail TAR_EXTRACT_FAILED incomplete_stream
+[ -f "$S/{MODES_FILE}" ] && [ ! -L "$S/{MODES_FILE}" ] || fail TAR_EXTRACT_FAILED incomplete_stream
 mv "$S/{MODES_FILE}" /tmp/modes || fail UNKNOWN stash_modes
 : > "$M" || fail DISK_FULL marker
 unlock {DATA}

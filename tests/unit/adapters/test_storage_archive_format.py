@@ -18,7 +18,6 @@ from codehub.adapters.archive_format import (
     normalize_name,
     parse_job_log,
     reemit_for_restore,
-    symlink_stays_inside,
 )
 
 
@@ -65,22 +64,32 @@ def test_normalize_name_refuses_escapes(raw: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "target", "inside"),
-    [
-        ("a/l", "b", True),
-        ("a/l", "../b", True),
-        ("a/l", "../../b", False),
-        ("l", "..", False),
-        ("l", "/home/coder/x", True),
-        ("l", "/home/coder", True),
-        ("l", "/home/coderx", False),
-        ("l", "/etc/passwd", False),
-        ("l", "/home/coder/../../etc", False),
-        ("l", "", False),
-    ],
+    "target",
+    ["b", "../b", "../../etc", "..", "/usr/bin/python3", "/", "/home/coder/x", "dangling/x"],
 )
-def test_symlink_stays_inside(name: str, target: str, inside: bool) -> None:
-    assert symlink_stays_inside(name, target) is inside
+def test_symlinks_are_kept_whatever_they_point_at(target: str) -> None:
+    decision = MemberPolicy().decide(info("a/l", type=tarfile.SYMTYPE, linkname=target))
+    assert (decision.verdict, decision.name, decision.linkname) == (Verdict.KEEP, "a/l", target)
+
+
+def test_policy_never_lets_a_member_write_through_a_symlink() -> None:
+    p = MemberPolicy()
+    assert p.decide(info("evil", type=tarfile.SYMTYPE, linkname="/")).verdict is Verdict.KEEP
+    for later in (
+        info("evil/etc/passwd"),
+        info("evil", type=tarfile.DIRTYPE),
+        info("evil"),
+        info("evil", type=tarfile.SYMTYPE, linkname="/tmp"),
+        info("./evil/", type=tarfile.DIRTYPE),
+        info("h", type=tarfile.LNKTYPE, linkname="evil/etc/passwd"),
+        info("evil/x", type=tarfile.SYMTYPE, linkname="y"),
+    ):
+        assert p.decide(later).verdict is Verdict.REFUSE, later.name
+    # A link may not take the place of anything extracted before it either.
+    assert p.decide(info("d/f")).verdict is Verdict.KEEP
+    assert p.decide(info("d", type=tarfile.SYMTYPE, linkname="/tmp")).verdict is Verdict.REFUSE
+    assert p.decide(info("d/f", type=tarfile.SYMTYPE, linkname="/tmp")).verdict is Verdict.REFUSE
+    assert p.decide(info("e", type=tarfile.SYMTYPE, linkname="")).verdict is Verdict.REFUSE
 
 
 def test_policy_refuses_and_skips() -> None:
@@ -110,14 +119,18 @@ def test_filter_for_archive_normalises_and_skips() -> None:
             (info("./abs", type=tarfile.SYMTYPE, linkname="/usr/bin/python3"), None),
             (info("./ok", type=tarfile.SYMTYPE, linkname="d/f"), None),
             (info("./hl", type=tarfile.LNKTYPE, linkname="./d/f"), None),
+            (info("./up", type=tarfile.SYMTYPE, linkname="../../etc"), None),
         ]
     )
     out = io.BytesIO()
     stats = filter_for_archive(io.BytesIO(src), out)
     got = members(out.getvalue())
-    assert set(got) == {"d", "d/f", "ok", "hl"}
-    assert stats.members == 4
-    assert stats.skipped == 2
+    assert set(got) == {"d", "d/f", "abs", "ok", "hl", "up"}
+    assert stats.members == 6
+    assert stats.skipped == 1
+    # Links are user data: kept exactly, wherever they point.
+    assert got["abs"][0].linkname == "/usr/bin/python3"
+    assert got["up"][0].linkname == "../../etc"
     assert got["d"][0].mode == 0o555
     assert got["d/f"][1] == b"data"
     assert (got["d/f"][0].uid, got["d/f"][0].uname) == (1000, "")
@@ -154,17 +167,56 @@ def test_reemit_for_restore_unlocks_dirs_and_appends_modes_last() -> None:
     assert got[MODES_FILE][1] == b"0500\0./ro/sub\0" + b"0555\0./ro\0"
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        info("../x"),
-        info("/etc/x"),
-        info("dev", type=tarfile.CHRTYPE),
-        info("s", type=tarfile.SYMTYPE, linkname="../../etc"),
+def test_reemit_for_restore_writes_links_last_and_exactly() -> None:
+    src = gzip.compress(
+        raw_tar(
+            [
+                (info("bin", type=tarfile.DIRTYPE, mode=0o755), None),
+                (info("bin/python", type=tarfile.SYMTYPE, linkname="/usr/bin/python3"), None),
+                (info("a", type=tarfile.SYMTYPE, linkname="../../etc"), None),
+                (info("bin/tool", mode=0o755), b"#!/bin/sh\n"),
+                (info("z", type=tarfile.DIRTYPE, mode=0o755), None),
+            ]
+        )
+    )
+    out = io.BytesIO()
+    stats = reemit_for_restore(io.BytesIO(src), out)
+    got = members(out.getvalue())
+    assert list(got) == ["bin", "bin/tool", "z", "bin/python", "a", MODES_FILE]
+    assert got["bin/python"][0].linkname == "/usr/bin/python3"
+    assert got["a"][0].linkname == "../../etc"
+    assert stats.members == 5
+
+
+HOSTILE: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
+    "dotdot": [(info("../x"), b"escape")],
+    "absolute": [(info("/etc/x"), b"escape")],
+    "device": [(info("dev", type=tarfile.CHRTYPE), None)],
+    "link-to-root-then-file": [
+        (info("evil", type=tarfile.SYMTYPE, linkname="/"), None),
+        (info("evil/etc/passwd"), b"root::0:0::/:/bin/sh\n"),
     ],
-)
-def test_reemit_for_restore_refuses(bad: tarfile.TarInfo) -> None:
-    src = gzip.compress(raw_tar([(info("fine"), b"ok"), (bad, b"" if bad.isreg() else None)]))
+    "link-replaced-by-dir": [
+        (info("d", type=tarfile.SYMTYPE, linkname="/tmp"), None),
+        (info("d/", type=tarfile.DIRTYPE, mode=0o755), None),
+        (info("d/x"), b"escape"),
+    ],
+    "relative-link-then-file": [
+        (info("up", type=tarfile.SYMTYPE, linkname="../.."), None),
+        (info("up/x"), b"escape"),
+    ],
+    "hardlink-out-absolute": [(info("h", type=tarfile.LNKTYPE, linkname="/etc/passwd"), None)],
+    "hardlink-out-dotdot": [(info("h", type=tarfile.LNKTYPE, linkname="../../etc/passwd"), None)],
+    "hardlink-through-link": [
+        (info("evil", type=tarfile.SYMTYPE, linkname="/"), None),
+        (info("h", type=tarfile.LNKTYPE, linkname="evil/etc/passwd"), None),
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_reemit_for_restore_refuses(kind: str) -> None:
+    src = gzip.compress(raw_tar([(info("fine"), b"ok"), *HOSTILE[kind]]))
     out = io.BytesIO()
     with pytest.raises(MemberRefusedError):
         reemit_for_restore(io.BytesIO(src), out)
