@@ -215,7 +215,7 @@ def create_app(
     return app
 
 
-def use_status_errors(runner: web.AppRunner) -> None:
+def use_status_errors(runner: web.BaseRunner) -> None:
     """Make aiohttp's own protocol errors Status bodies too (see negotiation.py)."""
     server = runner.server
     if server is not None and type(server) is web.Server:
