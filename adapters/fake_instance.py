@@ -230,6 +230,17 @@ class FakeInstanceController(InstanceController):
         container = self.containers.get(uid)
         return bool(container and container.running)
 
+    async def inspect(self, uid: str) -> InstanceInfo | None:
+        await self._enter("inspect")
+        container = self.containers.get(uid)
+        if container is None:
+            return None
+        return self._info(uid, container)
+
+    def _info(self, uid: str, c: FakeContainer) -> InstanceInfo:
+        upstream = f"http://127.0.0.1:{c.port}" if c.running and c.port else None
+        return InstanceInfo(uid=uid, running=c.running, upstream=upstream)
+
     async def upstream(self, uid: str) -> str | None:
         await self._enter("upstream")
         container = self.containers.get(uid)
@@ -239,14 +250,7 @@ class FakeInstanceController(InstanceController):
 
     async def list_instances(self) -> dict[str, InstanceInfo]:
         await self._enter("list_instances")
-        return {
-            uid: InstanceInfo(
-                uid=uid,
-                running=c.running,
-                upstream=f"http://127.0.0.1:{c.port}" if c.running and c.port else None,
-            )
-            for uid, c in self.containers.items()
-        }
+        return {uid: self._info(uid, c) for uid, c in self.containers.items()}
 
     async def close(self) -> None:
         for container in list(self.containers.values()):

@@ -1,10 +1,13 @@
-"""The coordinator process: leader election, then the background components (SPEC §12).
+"""The coordinator process: leader election, then the background components
+(docs/coordinator.md).
 
 Every coordinator serves ``/healthz`` and ``/metrics`` and campaigns for the PostgreSQL
 advisory lock (``leader.LeaderElector``). The winner starts a *leader term*: kopf with
-the reconciler handlers, the HealthMonitor and any further leader-only components (the
-TTL Manager and Archive GC plug into ``leader_components``). Losing the lock connection
-stops the term at once; the node goes back to standby and campaigns again.
+the reconciler handlers, the reconcile gate's workers, the safety net and the
+HealthMonitor (``leader_components``). This module is the composition root of a term: it
+builds the context and the one ``ReconcileGate`` and hands each component what it needs;
+the components never call each other (docs/adr/0005-one-reconcile-gate.md). Losing the
+lock connection stops the term at once; the node goes back to standby and campaigns again.
 
 A term runs in its own thread and event loop. kopf's ``operator()`` treats every task
 created after it started as its own, waits for them and cancels them when it stops, and
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import threading
@@ -33,8 +35,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from codehub.operator import handlers
 from codehub.operator.clock import SystemClock
+from codehub.operator.context import OperatorContext
+from codehub.operator.gate import ReconcileGate
+from codehub.operator.health_monitor import HealthMonitor
 from codehub.operator.leader import LeaderElector, default_node_id
+from codehub.operator.pausing import wrap as wrap_test_pauses
+from codehub.operator.safety_net import SafetyNet
 from codehub.operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,11 +87,8 @@ class ComponentState:
 
 async def run_kopf(term: LeaderTerm) -> None:
     """The real kopf operator, standalone and cluster-wide, with the reconciler handlers."""
-    from codehub.operator import handlers
-
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, term.ctx)
-    _ensure_login(registry, term.settings)
+    handlers.register(registry, term.ctx, term.gate)
     stop = asyncio.Event()
     ready = asyncio.Event()
     term.on_stop(stop.set)
@@ -103,61 +108,28 @@ async def run_kopf(term: LeaderTerm) -> None:
 
 
 async def run_health_monitor(term: LeaderTerm) -> None:
-    from codehub.operator.health_monitor import HealthMonitor
-
     term.mark_running("health-monitor")
-    await HealthMonitor(term.ctx).run()
+    await HealthMonitor(term.ctx, term.gate).run()
 
 
-def _optional(name: str, module: str, cls: str) -> LeaderComponent | None:
-    """A component whose module may not exist yet (TTL Manager and Archive GC, issue 6).
+async def run_safety_net(term: LeaderTerm) -> None:
+    term.mark_running("safety-net")
+    await SafetyNet(term.ctx, term.gate).run()
 
-    Its class is built from the term's OperatorContext and must offer ``async run()``.
-    """
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return None
-    factory = getattr(mod, cls)
 
-    async def run(term: LeaderTerm) -> None:
-        term.mark_running(name)
-        await factory(term.ctx).run()
-
-    return LeaderComponent(name, run)
+async def run_reconcile_workers(term: LeaderTerm) -> None:
+    term.mark_running("reconcile-workers")
+    await term.gate.run()
 
 
 def leader_components() -> list[LeaderComponent]:
     """Everything the leader runs; kopf last, so the others exist before kopf starts."""
-    components = [LeaderComponent("health-monitor", run_health_monitor)]
-    for optional in (
-        _optional("ttl-manager", "codehub.operator.ttl_manager", "TtlManager"),
-        _optional("archive-gc", "codehub.operator.archive_gc", "ArchiveGC"),
-    ):
-        if optional is not None:
-            components.append(optional)
-    components.append(LeaderComponent("kopf", run_kopf, grace=KOPF_GRACE))
-    return components
-
-
-def _ensure_login(registry: kopf.OperatorRegistry, settings: Settings) -> None:
-    """Log kopf in with the operator token unless the handlers module already does."""
-    from kopf._core.intents.causes import Activity
-
-    if registry._activities.get_handlers(activity=Activity.AUTHENTICATION):
-        return
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(
-            server=settings.server,
-            token=settings.token,
-            ca_path=settings.ca_file,
-            scheme="Bearer",
-            default_namespace=None,
-        )
+    return [
+        LeaderComponent("reconcile-workers", run_reconcile_workers),
+        LeaderComponent("health-monitor", run_health_monitor),
+        LeaderComponent("safety-net", run_safety_net),
+        LeaderComponent("kopf", run_kopf, grace=KOPF_GRACE),
+    ]
 
 
 async def _mark_ready(term: LeaderTerm, name: str, ready: asyncio.Event) -> None:
@@ -169,21 +141,29 @@ async def _mark_ready(term: LeaderTerm, name: str, ready: asyncio.Event) -> None
 
 
 async def build_context(settings: Settings, scope_labels: Mapping[str, str], metrics: Any) -> Any:
-    """The OperatorContext of one term: API client, adapters, clock, metrics."""
+    """The OperatorContext of one term: API client, adapters, clock, metrics.
+
+    With ``CODEHUB_TEST_PAUSE_ACTUATORS`` set (tests only) the adapters are wrapped in
+    pausing ones here, so the production actuator path has no pause code.
+    """
     from codehub.adapters.docker_instance import DockerInstanceController
     from codehub.adapters.volume_s3_storage import VolumeS3StorageProvider
     from codehub.crd_like.client.api import ApiClient
-    from codehub.operator.context import OperatorContext
 
     docker_config = settings.docker_config(scope_labels)
+    clock = SystemClock()
+    instances, storage = wrap_test_pauses(
+        settings.test_pause_actuators,
+        DockerInstanceController(docker_config),
+        VolumeS3StorageProvider(docker_config=docker_config, s3_config=settings.s3_config()),
+        clock,
+    )
     return OperatorContext(
         settings=settings,
         api=ApiClient(settings.server, settings.token, ca_file=settings.ca_file),
-        instances=DockerInstanceController(docker_config),
-        storage=VolumeS3StorageProvider(
-            docker_config=docker_config, s3_config=settings.s3_config()
-        ),
-        clock=SystemClock(),
+        instances=instances,
+        storage=storage,
+        clock=clock,
         metrics=metrics,
         # Events name the node that acted, so double leadership would show in `describe`.
         component=f"codehub-operator/{settings.node_id or default_node_id()}",
@@ -220,6 +200,7 @@ class LeaderTerm:
         self.settings = coordinator.settings
         self.components = list(components)
         self.ctx: Any = None
+        self._gate: ReconcileGate | None = None
         self.stopping = False
         self.graceful = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -257,6 +238,13 @@ class LeaderTerm:
     @property
     def finished(self) -> bool:
         return self._started.is_set() and not self._thread.is_alive()
+
+    @property
+    def gate(self) -> ReconcileGate:
+        """The term's one reconcile gate, built from its context on first use."""
+        if self._gate is None:
+            self._gate = ReconcileGate(self.ctx)
+        return self._gate
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         self._stop_callbacks.append(callback)

@@ -1,10 +1,11 @@
-"""kopf wiring: every handler funnels into the one ``reconcile`` entry point.
+"""kopf wiring: every handler goes through the reconcile gate (``gate.reconcile_now``).
 
 kopf decides *when* to look at a workspace (create, spec update, operator restart,
 deletion); ``reconcile`` decides *what* to do from the current resource and the real
-resources. The periodic safety net is not a kopf timer: a timer sees the body kopf last
-processed, which can lag behind the resource, so the pass works from a fresh listing
-instead (``reconciler.SafetyNet``, run by ``HealthMonitor.run``).
+resources; the gate keeps it to one reconcile per workspace at a time, shared with the
+safety net and the HealthMonitor's hand-overs. The periodic safety net is not a kopf
+timer: a timer sees the body kopf last processed, which can lag behind the resource, so
+the pass works from a fresh listing instead (``safety_net.SafetyNet``).
 
 Outcomes map to kopf as follows: ``done`` returns, ``retry`` raises
 ``kopf.TemporaryError(delay)``, ``terminal`` returns (the workspace waits for an
@@ -25,7 +26,8 @@ import kopf
 
 from codehub.crd_like.identity import GROUP, PLURAL, VERSION
 from codehub.operator.context import OperatorContext
-from codehub.operator.reconciler import Outcome, needs_reconcile, reconcile
+from codehub.operator.gate import ReconcileGate
+from codehub.operator.reconcile_view import Outcome, needs_reconcile
 
 __all__ = ["FINALIZER", "configure_kopf", "needs_reconcile", "raise_for", "register"]
 
@@ -40,9 +42,10 @@ DESIRED_SOURCE_ANNOTATION = "codehub.io/desired-state-source"
 DESIRED_SOURCES = frozenset({"user", "ttl", "autowake", "api", "recovery"})
 
 
-def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, gate: ReconcileGate) -> None:
     """Register the operator's handlers for Workspaces in ``registry``."""
     settings = ctx.settings
+    reconcile = gate.reconcile_now
     resource = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry)
@@ -61,21 +64,21 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
 
     @kopf.on.resume(*resource, registry=registry, id="resume")
     async def on_resume(body: Mapping[str, Any], **_: Any) -> None:
-        raise_for(await reconcile(ctx, body))
+        raise_for(await reconcile(body))
 
     @kopf.on.create(*resource, registry=registry, id="create")
     async def on_create(body: Mapping[str, Any], **_: Any) -> None:
-        raise_for(await reconcile(ctx, body))
+        raise_for(await reconcile(body))
 
     @kopf.on.update(*resource, registry=registry, id="update")
     async def on_update(body: Mapping[str, Any], diff: Any = (), **_: Any) -> None:
         if _desired_changed(diff):
             ctx.metrics.desired_state_changes.labels(source=desired_source(body)).inc()
-        raise_for(await reconcile(ctx, body))
+        raise_for(await reconcile(body))
 
     @kopf.on.delete(*resource, registry=registry, id="delete")
     async def on_delete(body: Mapping[str, Any], **_: Any) -> None:
-        outcome = await reconcile(ctx, body)
+        outcome = await reconcile(body)
         if outcome.deleted:
             return
         delay = outcome.delay

@@ -1,17 +1,14 @@
-"""The HealthMonitor: the only writer of observed_status, display and observed_at (SPEC §5).
+"""The HealthMonitor: batch observation passes (docs/observation.md).
 
 A pass costs a constant number of calls whatever the number of workspaces: one API list,
-then one engine listing of containers and one of volumes; it writes only the workspaces
-whose observation changed. ``observe_one`` is the immediate, per-workspace variant the
-reconciler calls after each step.
+then one engine listing of containers and one of volumes; it writes (through
+``observer``) only the workspaces whose observation changed: ``observed_status``,
+``display``, ``endpoint`` and ``observed_at``.
 
-Facts and status are read at different instants. Reading the status first means the
-facts are the newer of the two, and every write is conditional on the resourceVersion the
-observation was computed from: if the reconciler (or anyone) changed the workspace in
-between, the write is refused and that workspace is observed afresh, so an observation
-made from stale facts never overwrites a newer one. ERROR not explained by a terminal
-error is never written from a batch pass: ``observe_one`` re-reads status, facts, status
-and trusts only a still picture, then lets the reconciler record why before writing it.
+It talks to the rest of the operator only through the resource and the reconcile gate:
+a workspace whose fresh observation looks unsettled (drift from desired, or an ERROR no
+terminal error explains yet) is added to the gate, whose reconcile repairs it or records
+the error and then observes it. It never calls the reconciler and installs nothing.
 
 Staleness: ``observed_at`` is written with each change, so on a stable workspace it is
 the time the current status was first seen. Whether observation is still happening is
@@ -26,31 +23,16 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from codehub.adapters.interfaces import InstanceInfo
-from codehub.crd_like.client.api import ApiError
-from codehub.crd_like.models import derive_display
+from codehub.operator import observer
 from codehub.operator.context import Obj, OperatorContext
-from codehub.operator.observation import observe_detail
-from codehub.operator.planning import (
-    Display,
-    InstanceState,
-    ObservedStatus,
-    Operation,
-    parse_enum,
-)
-from codehub.operator.reconciler import (
-    SafetyNet,
-    format_time,
-    gather_facts,
-    needs_reconcile,
-    record_observed_error,
-)
+from codehub.operator.gate import ReconcileGate
+from codehub.operator.observation import instance_state_of
+from codehub.operator.observer import Seen
+from codehub.operator.reconcile_view import Facts, needs_reconcile
 
 log = logging.getLogger(__name__)
-
-_CONSISTENT_READ_ATTEMPTS = 3
 
 
 @dataclass
@@ -67,41 +49,25 @@ class PassReport:
 
 
 class HealthMonitor:
-    """Observation passes; see the module docstring.
+    """Observation passes; see the module docstring. Without a gate (tests) unsettled
+    workspaces are only counted, and an unexplained ERROR stays unwritten."""
 
-    With ``reconcile`` (the default), ``run`` also runs the reconciler's periodic pass
-    (``SafetyNet``, every ``RECONCILER_INTERVAL``) and each observation pass hands the
-    workspaces it found unsettled to it at once, so drift is repaired without waiting
-    for a kopf event. Both stop with ``run``: nothing outlives the leadership term.
-    """
-
-    def __init__(self, ctx: OperatorContext, *, reconcile: bool = True) -> None:
+    def __init__(self, ctx: OperatorContext, gate: ReconcileGate | None = None) -> None:
         self.ctx = ctx
-        self.reconcile = reconcile
-        self.net = SafetyNet(ctx)
+        self.gate = gate
         self._last_seen: dict[str, float] = {}  # uid -> monotonic time of last observation
         self._started = ctx.clock.monotonic()
-        self._locks: dict[str, asyncio.Lock] = {}
-        if ctx.observe_hint is None:
-            ctx.observe_hint = self.observe_one
 
     async def run(self) -> None:
-        """Observe, sleep, repeat until cancelled (plus the SafetyNet, see the class doc)."""
-        net = asyncio.create_task(self.net.run()) if self.reconcile else None
-        try:
-            while True:
-                try:
-                    await self.pass_once()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("health monitor pass failed")
-                await self.ctx.clock.sleep(self.ctx.settings.health_monitor_interval)
-        finally:
-            if net is not None:
-                net.cancel()
-                await asyncio.gather(net, return_exceptions=True)
-            await self.net.stop()
+        """Observe, sleep, repeat until cancelled."""
+        while True:
+            try:
+                await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("health monitor pass failed")
+            await self.ctx.clock.sleep(self.ctx.settings.health_monitor_interval)
 
     async def pass_once(self) -> PassReport:
         ctx = self.ctx
@@ -125,32 +91,24 @@ class HealthMonitor:
         report.workspaces = len(items)
         counts: Counter[tuple[str, str]] = Counter()
         live: set[str] = set()
-        unsettled: list[Obj] = []
         for obj in items:
-            uid = str((obj.get("metadata") or {}).get("uid") or "")
-            live.add(uid)
+            live.add(_uid(obj))
             try:
-                observed, display = await self._observe_listed(obj, instances, volumes, report)
-                counts[(observed.value, display.value)] += 1
-                seen = dict(obj)
-                seen["status"] = {
-                    **(obj.get("status") or {}),
-                    "observed_status": observed.value,
-                }
-                if needs_reconcile(seen):
-                    unsettled.append(obj)
+                seen = await self._observe_listed(obj, instances, volumes, report)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 report.failures += 1
                 ctx.metrics.health_failures.inc()
-                log.warning("cannot observe %s: %s", _ref(obj), exc)
+                log.warning("cannot observe %s: %s", observer.ref(obj), exc)
+                continue
+            counts[(seen.observed.value, seen.display.value)] += 1
+            status = {**(obj.get("status") or {}), "observed_status": seen.observed.value}
+            if seen.unexplained or needs_reconcile({**obj, "status": status}):
+                report.nudged += self._hand_over(obj)
         for uid in list(self._last_seen):
             if uid not in live:
                 del self._last_seen[uid]
-                self._locks.pop(uid, None)
-        if self.reconcile:
-            report.nudged = self.net.nudge(unsettled)
         ctx.metrics.workspaces.clear()
         for (observed_value, display_value), n in counts.items():
             ctx.metrics.workspaces.labels(
@@ -163,101 +121,39 @@ class HealthMonitor:
         instances: dict[str, InstanceInfo],
         volumes: set[str],
         report: PassReport,
-    ) -> tuple[ObservedStatus, Display]:
-        meta = obj.get("metadata") or {}
-        uid = str(meta.get("uid") or "")
+    ) -> Seen:
+        uid = _uid(obj)
         info = instances.get(uid)
-        instance = (
-            InstanceState.ABSENT
-            if info is None
-            else (InstanceState.RUNNING if info.running else InstanceState.STOPPED)
-        )
-        observed, display = _compute(obj, instance, uid in volumes)
-        if observed is ObservedStatus.ERROR and not _terminal(obj):
+        facts = Facts(instance_state_of(info), uid in volumes, info.upstream if info else None)
+        seen = observer.compute(obj, facts)
+        if seen.unexplained or (
+            observer.changed(obj, seen) and not await observer.write(self.ctx, obj, seen)
+        ):
+            # an unexplained ERROR needs a still picture; a refused write a fresh look
             report.confirmed += 1
-            result = await self.observe_one(str(meta.get("namespace")), str(meta.get("name")))
-            if result is None:
+            meta = obj.get("metadata") or {}
+            fresh = await self.observe_one(str(meta.get("namespace")), str(meta.get("name")))
+            if fresh is None:
                 raise RuntimeError("no consistent observation")
-            return result
-        if _changed(obj, observed, display):
-            if not await self._write(obj, observed, display):
-                # the status moved since the listing: observe this one afresh
-                report.confirmed += 1
-                result = await self.observe_one(str(meta.get("namespace")), str(meta.get("name")))
-                if result is None:
-                    raise RuntimeError("no consistent observation")
-                return result
+            return fresh
+        if observer.changed(obj, seen):
             report.written += 1
         self._last_seen[uid] = self.ctx.clock.monotonic()
-        return observed, display
+        return seen
 
-    async def observe_one(
-        self, ns: str, name: str, *, escalate: bool = True
-    ) -> tuple[ObservedStatus, Display] | None:
-        """Observe one workspace now (the reconciler's hint); None if it is gone or moving.
+    async def observe_one(self, ns: str, name: str) -> Seen | None:
+        """Observe one workspace now (``observer.observe_one``), noting it as seen."""
+        seen = await observer.observe_one(self.ctx, ns, name)
+        if seen is not None:
+            self._last_seen[seen.uid] = self.ctx.clock.monotonic()
+        return seen
 
-        A confirmed ERROR that no terminal error explains yet (data vanished, a container
-        without its volume) is first handed to the reconciler, which records it in
-        ``error_info`` together with what was observed before (``previous_status``, still
-        intact at that moment); then the observation is written.
-        """
-        ctx = self.ctx
-        for _ in range(_CONSISTENT_READ_ATTEMPTS):
-            try:
-                obj = await ctx.api.get(ns, name)
-            except ApiError as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            uid = str((obj.get("metadata") or {}).get("uid") or "")
-            lock = self._locks.setdefault(uid, asyncio.Lock())
-            async with lock:
-                facts = await gather_facts(ctx, uid)
-                observed, display = _compute(obj, facts.instance, facts.volume)
-                unexplained = observed is ObservedStatus.ERROR and not _terminal(obj)
-                if unexplained and escalate:
-                    again = await ctx.api.get(ns, name)
-                    if _rv(again) != _rv(obj):
-                        continue  # read status, facts, status: trust only a still picture
-                else:
-                    if _changed(obj, observed, display) and not await self._write(
-                        obj, observed, display
-                    ):
-                        continue
-                    self._last_seen[uid] = ctx.clock.monotonic()
-                    return observed, display
-            # outside the lock: the reconciler's own hint comes back here
-            await record_observed_error(ctx, ns, name)
-            return await self.observe_one(ns, name, escalate=False)
-        log.info("%s/%s kept changing; observation deferred to the next pass", ns, name)
-        return None
-
-    async def _write(self, obj: Obj, observed: ObservedStatus, display: Display) -> bool:
-        """Write the observation only onto the status it was computed from (the listed
-        resourceVersion): False if the workspace changed meanwhile, so an observation made
-        from older facts never overwrites a newer one."""
+    def _hand_over(self, obj: Obj) -> int:
+        if self.gate is None:
+            return 0
         meta = obj.get("metadata") or {}
-        status = dict(obj.get("status") or {})
-        status.update(
-            observed_status=observed.value,
-            display=display.value,
-            observed_at=format_time(self.ctx.clock.now()),
-        )
-        ops: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": _rv(obj)},
-            {"op": "add", "path": "/status", "value": status},
-        ]
-        try:
-            await self.ctx.api.patch_json(
-                str(meta.get("namespace")), str(meta.get("name")), ops, status=True
-            )
-        except ApiError as exc:
-            if exc.status in (409, 422):
-                return False
-            if exc.status != 404:
-                raise
-        log.info("%s: observed %s (display %s)", _ref(obj), observed.value, display.value)
-        return True
+        self.gate.add(str(meta.get("namespace")), str(meta.get("name")))
+        return 1
 
     def _report_staleness(self) -> list[str]:
         ctx = self.ctx
@@ -282,37 +178,5 @@ class HealthMonitor:
         return stale
 
 
-def _compute(obj: Obj, instance: InstanceState, volume: bool) -> tuple[ObservedStatus, Display]:
-    status = obj.get("status") or {}
-    archive_key = status.get("archive_key") or None
-    observation = observe_detail(
-        instance,
-        volume,
-        terminal_error=_terminal(obj),
-        previous=parse_enum(ObservedStatus, status.get("observed_status")),
-        operation=parse_enum(Operation, status.get("operation"), Operation.NONE) or Operation.NONE,
-        archive_key=archive_key,
-        previous_status=parse_enum(ObservedStatus, status.get("previous_status")),
-    )
-    return observation.status, derive_display(observation.status, archive_key)
-
-
-def _terminal(obj: Obj) -> bool:
-    err = (obj.get("status") or {}).get("error_info")
-    return bool(isinstance(err, dict) and err.get("is_terminal"))
-
-
-def _changed(obj: Obj, observed: ObservedStatus, display: Display) -> bool:
-    status = obj.get("status") or {}
-    return status.get("observed_status") != observed.value or status.get("display") != (
-        display.value
-    )
-
-
-def _rv(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
-
-
-def _ref(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"
+def _uid(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")

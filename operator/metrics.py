@@ -1,4 +1,4 @@
-"""Prometheus metrics of the operator (SPEC §12, issue 5), held in an explicit registry.
+"""Prometheus metrics of the operator (docs/coordinator.md), held in an explicit registry.
 
 No module-level collectors: each coordinator (and each test) builds ``Metrics`` over its
 own ``CollectorRegistry``, so two operators in one process never share counters. Labels
@@ -44,7 +44,7 @@ class Metrics:
         )
         self.workspace_errors = Counter(
             "codehub_workspace_errors_total",
-            "Errors recorded in status.error_info, by SPEC §6 reason.",
+            "Errors recorded in status.error_info, by reason (docs/errors.md).",
             ["reason"],
             registry=r,
         )
@@ -78,9 +78,59 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        # controller-runtime's standard names, for the reconcile gate and its queue.
+        self.cr_reconcile_total = Counter(
+            "controller_runtime_reconcile_total",
+            "Reconciles by controller and result (success, error, requeue_after).",
+            ["controller", "result"],
+            registry=r,
+        )
+        self.cr_reconcile_time = Histogram(
+            "controller_runtime_reconcile_time_seconds",
+            "Duration of one reconcile, by controller.",
+            ["controller"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.wq_depth = Gauge("workqueue_depth", "Keys waiting in the queue.", ["name"], registry=r)
+        self.wq_adds = Counter(
+            "workqueue_adds_total", "Keys added to the queue (after dedup).", ["name"], registry=r
+        )
+        self.wq_queue_duration = Histogram(
+            "workqueue_queue_duration_seconds",
+            "Time a key waited in the queue before a worker took it.",
+            ["name"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.wq_retries = Counter(
+            "workqueue_retries_total", "Rate-limited re-adds.", ["name"], registry=r
+        )
         self.events_posted = Counter(
             "codehub_kube_events_total",
             "Kubernetes events posted by the operator, by reason.",
             ["reason"],
             registry=r,
         )
+
+
+class QueueMetricsAdapter:
+    """``workqueue.QueueMetrics`` over the ``workqueue_*`` collectors, for one queue name."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self._depth = metrics.wq_depth.labels(name=name)
+        self._adds = metrics.wq_adds.labels(name=name)
+        self._wait = metrics.wq_queue_duration.labels(name=name)
+        self._retries = metrics.wq_retries.labels(name=name)
+
+    def added(self) -> None:
+        self._adds.inc()
+
+    def depth(self, value: int) -> None:
+        self._depth.set(value)
+
+    def waited(self, seconds: float) -> None:
+        self._wait.observe(seconds)
+
+    def retried(self) -> None:
+        self._retries.inc()

@@ -1,7 +1,8 @@
-"""Observation rules (SPEC §5) and the derived display (SPEC §3), pure.
+"""Observation rules (docs/observation.md), pure.
 
-The HealthMonitor and the reconciler both call ``observe_detail`` so they can never
-disagree about what a set of facts means. Tested exhaustively in test_planning.py.
+The HealthMonitor and the reconciler both classify a container with ``instance_state_of``
+and both call ``observe_detail``, so they can never disagree about what a set of facts
+means. Tested exhaustively in test_planning.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from codehub.adapters.interfaces import InstanceInfo
 from codehub.operator.planning import InstanceState, ObservedStatus, Operation
 
 
@@ -27,6 +29,14 @@ def instance_state(running: bool | None) -> InstanceState:
     return InstanceState.RUNNING if running else InstanceState.ABSENT
 
 
+def instance_state_of(info: InstanceInfo | None) -> InstanceState:
+    """What a container listing or inspect means: none, stopped (crashed, half-created,
+    paused) or running. A stopped container still *is* a container (rule 2)."""
+    if info is None:
+        return InstanceState.ABSENT
+    return InstanceState.RUNNING if info.running else InstanceState.STOPPED
+
+
 @dataclass(frozen=True)
 class Observation:
     status: ObservedStatus
@@ -43,7 +53,7 @@ def observe_detail(
     archive_key: str | None,
     previous_status: ObservedStatus | None = None,
 ) -> Observation:
-    """SPEC §5 rules 1-6, plus DELETED once a DELETING operation left nothing behind.
+    """Rules 1-6 of docs/observation.md, plus DELETED once a DELETING operation left nothing behind.
 
     Rule 6 ("did this workspace ever hold data?") uses the previous observation; when
     that is itself ERROR, the reconciler's ``previous_status`` (what was observed before

@@ -1,10 +1,10 @@
-"""The pure core of the operator: planning (SPEC §3), observation (SPEC §5), completion.
+"""The pure core of the operator: planning, observation and completion (docs/state-machine.md).
 
 Nothing here does I/O, so every rule is tested exhaustively over all combinations of its
-inputs. The reconciler and the HealthMonitor both call ``observe`` so they can never
-disagree about what a set of facts means.
+inputs. The reconciler and the HealthMonitor both call ``observation.observe_detail`` so
+they can never disagree about what a set of facts means.
 
-Observation (SPEC §5) lives in ``observation``; this module holds the plan and the
+Observation (docs/observation.md) lives in ``observation``; this module holds the plan and the
 completion rule. The vocabulary (status, desired state, operation, display) is the
 resource's own, from ``crd_like.models``, re-exported here for the operator.
 
@@ -16,8 +16,9 @@ The ``plan`` contract (kept deliberately small so it can be tabulated):
   separate question answered by ``is_complete`` from observation; when it is, the
   reconciler records NONE and calls ``plan`` again with ``operation=NONE`` to get the next
   step. A desired change made meanwhile is therefore applied after completion.
-* With ``operation`` NONE: one step toward the desired level (table in SPEC §3); ERROR and
-  DELETED answer NONE (ERROR waits for recovery; DELETED is transient).
+* With ``operation`` NONE: one step toward the desired level (table in
+  docs/state-machine.md); ERROR and DELETED answer NONE (ERROR waits for recovery;
+  DELETED is transient).
 """
 
 from __future__ import annotations
@@ -48,15 +49,6 @@ class InstanceState(Enum):
     STOPPED = "stopped"  # exists but not running (crashed, half-created)
     RUNNING = "running"
 
-
-LEVEL: dict[ObservedStatus | DesiredState, int] = {
-    ObservedStatus.PENDING: 0,
-    ObservedStatus.STANDBY: 10,
-    ObservedStatus.RUNNING: 20,
-    DesiredState.PENDING: 0,
-    DesiredState.STANDBY: 10,
-    DesiredState.RUNNING: 20,
-}
 
 
 def plan(
@@ -95,7 +87,7 @@ def is_complete(
     archive_key: str | None,
     restore_returned: bool = False,
 ) -> bool:
-    """SPEC §3 "done when observed". RESTORING also needs this process to have seen
+    """"Done when observed" (docs/state-machine.md). RESTORING also needs this process to have seen
     ``restore`` return: a volume alone may be a fresh, still empty one."""
     if operation is Operation.NONE:
         return True

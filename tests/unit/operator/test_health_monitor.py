@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator.clock import FakeClock
 from codehub.operator.context import OperatorContext
+from codehub.operator.gate import ReconcileGate
 from codehub.operator.health_monitor import HealthMonitor
 from codehub.operator.metrics import Metrics
 from codehub.operator.settings import Settings
@@ -44,7 +44,8 @@ class Env:
             clock=self.clock,
             metrics=Metrics(),
         )
-        self.monitor = HealthMonitor(self.ctx, reconcile=False)
+        self.gate = ReconcileGate(self.ctx)
+        self.monitor = HealthMonitor(self.ctx, self.gate)
 
     def engine_calls(self) -> int:
         return self.instances.engine_calls + self.storage.engine_calls
@@ -182,15 +183,18 @@ async def test_data_lost_is_confirmed_before_being_written(env: Env) -> None:
     del env.storage.volumes[objs[1]["metadata"]["uid"]]  # STANDBY's volume vanished
     report = await env.monitor.pass_once()
     assert report.confirmed == 1
+    before = await statuses(env)
+    assert before["lost-1"]["observed_status"] == "STANDBY"  # not yet
+    assert before["lost-2"]["observed_status"] == "PENDING"  # new, never held data
+    assert before["lost-0"]["observed_status"] == "RUNNING"
+    await env.gate.drain()  # the gate's reconcile records it, then it is observed
     st = await statuses(env)
     assert st["lost-1"]["observed_status"] == "ERROR"
     # handed to the reconciler first, which recorded why and what was seen before
     assert st["lost-1"]["error_info"]["reason"] == "DataLost"
     assert st["lost-1"]["error_info"]["is_terminal"] is True
     assert st["lost-1"]["previous_status"] == "STANDBY"
-    assert env.storage.inject.calls["provision"] == 2  # the setup's; nothing re-provisioned
-    assert st["lost-0"]["observed_status"] == "RUNNING"
-    assert st["lost-2"]["observed_status"] == "PENDING"  # new, never held data
+    assert objs[1]["metadata"]["uid"] not in env.storage.volumes  # nothing re-provisioned
 
 
 class FailingApi:
@@ -237,12 +241,29 @@ async def test_stale_observations_are_reported(env: Env) -> None:
     assert env.metric("codehub_observation_age_seconds") == 0
 
 
-async def test_monitor_installs_itself_as_the_reconciler_hint(env: Env) -> None:
-    assert env.ctx.observe_hint == env.monitor.observe_one
-    await add_workspaces(env, 1, "hint")
-    await env.ctx.hint(NS, "hint-0")
-    assert (await statuses(env))["hint-0"]["observed_status"] == "RUNNING"
-    await env.ctx.hint(NS, "missing")  # a vanished workspace is not an error
+async def test_observe_one_writes_now_and_a_vanished_workspace_is_not_an_error(
+    env: Env,
+) -> None:
+    objs = await add_workspaces(env, 1, "hint")
+    seen = await env.monitor.observe_one(NS, "hint-0")
+    assert seen is not None
+    st = (await statuses(env))["hint-0"]
+    assert st["observed_status"] == "RUNNING"
+    uid = objs[0]["metadata"]["uid"]
+    assert st["endpoint"] == f"http://127.0.0.1:{env.instances.containers[uid].port}"
+    assert await env.monitor.observe_one(NS, "missing") is None
+
+
+async def test_stopped_container_is_classified_alike_by_batch_and_single(env: Env) -> None:
+    objs = await add_workspaces(env, 1, "stop")
+    uid = objs[0]["metadata"]["uid"]
+    await env.instances.stop_behind_back(uid)
+    await env.monitor.pass_once()
+    batch = (await statuses(env))["stop-0"]
+    assert batch["observed_status"] == "STANDBY"
+    assert batch.get("endpoint") is None
+    await env.monitor.observe_one(NS, "stop-0")
+    assert (await statuses(env))["stop-0"] == batch  # the same meaning: nothing to write
 
 
 class MovingApi:
@@ -280,15 +301,14 @@ async def test_a_workspace_changed_after_the_listing_is_observed_afresh(env: Env
 
 
 async def test_pass_nudges_the_reconciler_for_unsettled_workspaces(env: Env) -> None:
-    monitor = HealthMonitor(env.ctx)
+    monitor = env.monitor
     objs = await add_workspaces(env, 3, "nudge")  # all desired STANDBY
     report = await monitor.pass_once()
     # RUNNING wants STOPPING, PENDING wants PROVISIONING; STANDBY is settled
     assert report.nudged == 2
-    await asyncio.gather(*monitor.net.pending)
+    assert await env.gate.drain() == 2
     assert objs[0]["metadata"]["uid"] not in env.instances.containers
     assert objs[2]["metadata"]["uid"] in env.storage.volumes
     st = await statuses(env)
     assert {s["observed_status"] for s in st.values()} == {"STANDBY"}
     assert (await monitor.pass_once()).nudged == 0
-    await monitor.net.stop()

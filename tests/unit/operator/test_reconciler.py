@@ -23,9 +23,11 @@ from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator.clock import FakeClock
 from codehub.operator.context import OperatorContext
+from codehub.operator.gate import ReconcileGate
 from codehub.operator.health_monitor import HealthMonitor
 from codehub.operator.metrics import Metrics
-from codehub.operator.reconciler import Outcome, reconcile
+from codehub.operator.pausing import wrap
+from codehub.operator.reconcile_view import Outcome
 from codehub.operator.settings import Settings
 
 NS = "alice"
@@ -84,15 +86,24 @@ class Node:
         clock: FakeClock,
         settings: Settings,
     ) -> None:
+        # what the composition root does: pausing adapters only when the test hook is set
+        paused_instances, paused_storage = wrap(
+            settings.test_pause_actuators, instances, storage, clock
+        )
         self.ctx = OperatorContext(
             settings=settings,
             api=api,
-            instances=instances,
-            storage=storage,
+            instances=paused_instances,
+            storage=paused_storage,
             clock=clock,
             metrics=Metrics(),
         )
-        self.monitor = HealthMonitor(self.ctx, reconcile=False)
+        self.gate = ReconcileGate(self.ctx)
+        self.monitor = HealthMonitor(self.ctx, self.gate)
+
+    async def reconcile(self, obj: dict[str, Any]) -> Outcome:
+        """What a kopf handler does: reconcile through the gate."""
+        return await self.gate.reconcile_now(obj)
 
 
 def default_settings(**overrides: Any) -> Settings:
@@ -155,7 +166,7 @@ async def set_desired(api: Api, name: str, desired: str) -> None:
 async def until_done(node: Node, obj: dict[str, Any], clock: FakeClock) -> Outcome:
     """Call reconcile as kopf would, moving the fake clock over each retry delay."""
     for _ in range(50):
-        outcome = await reconcile(node.ctx, obj)
+        outcome = await node.reconcile(obj)
         if outcome.result != "retry":
             return outcome
         clock.advance(outcome.delay + 0.01)
@@ -177,7 +188,7 @@ async def test_new_workspace_converges_to_running(
     api: Api, node: Node, storage: FakeStorageProvider, instances: FakeInstanceController
 ) -> None:
     obj = await create(api, "w1")
-    outcome = await reconcile(node.ctx, obj)
+    outcome = await node.reconcile(obj)
     assert outcome.result == "done"
     assert outcome.detail == "converged"
     uid = uid_of(obj)
@@ -209,7 +220,7 @@ async def test_running_to_pending_stops_archives_then_restores_byte_identical(
     clock: FakeClock,
 ) -> None:
     obj = await create(api, "w2")
-    await reconcile(node.ctx, obj)
+    await node.reconcile(obj)
     uid = uid_of(obj)
     storage.write_entries(
         uid,
@@ -273,9 +284,9 @@ async def test_deletion_removes_container_then_volume_and_keeps_archives(
 ) -> None:
     obj = await create(api, "w3", "PENDING")
     uid = uid_of(obj)
-    await reconcile(node.ctx, obj)
+    await node.reconcile(obj)
     await set_desired(api, "w3", "RUNNING")
-    await reconcile(node.ctx, await get(api, "w3"))
+    await node.reconcile(await get(api, "w3"))
     storage.objects.put(f"archives/{uid}/old/home.tar.gz", b"x")
     order: list[str] = []
     real_delete_volume, real_delete = storage.delete_volume, instances.delete
@@ -329,7 +340,7 @@ async def test_claim_race_only_one_reconciler_acts(
         Node(RaceApi(api.operator, barrier), storage, instances, clock, default_settings())
         for _ in range(2)
     ]
-    outcomes = await asyncio.gather(*(reconcile(n.ctx, obj) for n in nodes))
+    outcomes = await asyncio.gather(*(n.reconcile(obj) for n in nodes))
     details = sorted(o.detail for o in outcomes)
     assert details == ["converged", "lost"], outcomes
     assert storage.inject.calls["provision"] == 1
@@ -351,11 +362,11 @@ async def test_second_request_in_same_process_is_coalesced(
         await real(uid, labels)
 
     storage.provision = provision  # type: ignore[method-assign]
-    first = asyncio.create_task(reconcile(node.ctx, obj))
+    first = asyncio.create_task(node.reconcile(obj))
     await entered.wait()
     # desired changes while PROVISIONING runs: accepted, applied after it completes
     await set_desired(api, "coalesce", "PENDING")
-    second = await reconcile(node.ctx, await get(api, "coalesce"))
+    second = await node.reconcile(await get(api, "coalesce"))
     assert second.detail == "busy"
     gate.set()
     outcome = await first
@@ -375,7 +386,7 @@ async def test_retries_with_backoff_then_retry_exceeded_and_op_id_reused(
     obj = await create(api, "badimg", image_ref="registry.invalid/does-not-exist:1")
     op_ids: set[str] = set()
     delays: list[float] = []
-    outcome = await reconcile(node.ctx, obj)
+    outcome = await node.reconcile(obj)
     for _ in range(10):
         st = await status(api, "badimg")
         if st.get("op_id"):
@@ -384,14 +395,14 @@ async def test_retries_with_backoff_then_retry_exceeded_and_op_id_reused(
             break
         delays.append(outcome.delay)
         # called again before the backoff ran out: nothing happens
-        starts, probes = instances.calls["start"], instances.calls["is_running"]
-        early = await reconcile(node.ctx, await get(api, "badimg"))
-        assert instances.calls["is_running"] == probes  # not even an engine call
+        starts, probes = instances.calls["start"], instances.calls["inspect"]
+        early = await node.reconcile(await get(api, "badimg"))
+        assert instances.calls["inspect"] == probes  # not even an engine call
         assert early.result == "retry"
         assert early.detail == "backoff"
         assert instances.calls["start"] == starts
         clock.advance(outcome.delay + 0.01)
-        outcome = await reconcile(node.ctx, await get(api, "badimg"))
+        outcome = await node.reconcile(await get(api, "badimg"))
     assert outcome.result == "terminal"
     assert instances.calls["start"] == 4  # the first attempt and three retries
     assert delays[0] < delays[1] < delays[2]  # growing backoff
@@ -407,7 +418,7 @@ async def test_retries_with_backoff_then_retry_exceeded_and_op_id_reused(
     assert st["observed_status"] == "ERROR"
     assert st["op_id"] in op_ids
     # left alone afterwards
-    again = await reconcile(node.ctx, await get(api, "badimg"))
+    again = await node.reconcile(await get(api, "badimg"))
     assert again.result == "terminal"
     assert instances.calls["start"] == 4
     assert (
@@ -457,7 +468,7 @@ async def test_operation_timeout_is_terminal_without_retry(
 ) -> None:
     node = Node(api.operator, storage, instances, clock, default_settings(timeout_starting=0.2))
     obj = await create(api, "slow", "STANDBY")
-    await reconcile(node.ctx, obj)
+    await node.reconcile(obj)
     never = asyncio.Event()
 
     async def hanging_start(spec: Any) -> None:
@@ -465,7 +476,7 @@ async def test_operation_timeout_is_terminal_without_retry(
 
     instances.start = hanging_start  # type: ignore[method-assign]
     await set_desired(api, "slow", "RUNNING")
-    outcome = await reconcile(node.ctx, await get(api, "slow"))
+    outcome = await node.reconcile(await get(api, "slow"))
     assert outcome.result == "terminal"
     assert outcome.reason == "Timeout"
     st = await status(api, "slow")
@@ -480,10 +491,10 @@ async def test_timeout_measured_from_claim_across_retries(
     node = Node(api.operator, storage, instances, clock, default_settings(timeout_starting=10))
     instances.fail_next("start", UnreachableError("engine down"), times=5)
     obj = await create(api, "late")
-    outcome = await reconcile(node.ctx, obj)
+    outcome = await node.reconcile(obj)
     assert outcome.result == "retry"
     clock.advance(11)
-    outcome = await reconcile(node.ctx, await get(api, "late"))
+    outcome = await node.reconcile(await get(api, "late"))
     assert outcome.result == "terminal"
     assert (await status(api, "late"))["error_info"]["reason"] == "Timeout"
 
@@ -497,7 +508,7 @@ async def test_corrupted_archive_is_data_lost_and_recovers_after_fix(
 ) -> None:
     obj = await create(api, "corrupt")
     uid = uid_of(obj)
-    await reconcile(node.ctx, obj)
+    await node.reconcile(obj)
     storage.write_entries(uid, {"a.txt": FakeEntry("file", 0o644, b"precious", mtime=1)})
     await set_desired(api, "corrupt", "PENDING")
     await until_done(node, await get(api, "corrupt"), clock)
@@ -541,10 +552,10 @@ async def test_volume_removed_behind_back_is_data_lost(
 ) -> None:
     obj = await create(api, "vanish", "STANDBY")
     uid = uid_of(obj)
-    await reconcile(node.ctx, obj)
+    await node.reconcile(obj)
     assert (await status(api, "vanish"))["observed_status"] == "STANDBY"
     del storage.volumes[uid]
-    outcome = await reconcile(node.ctx, await get(api, "vanish"))
+    outcome = await node.reconcile(await get(api, "vanish"))
     assert outcome.result == "terminal"
     assert outcome.reason == "DataLost"
     st = await status(api, "vanish")
@@ -563,11 +574,11 @@ async def test_container_removed_behind_back_is_started_again(
 ) -> None:
     obj = await create(api, "restart")
     uid = uid_of(obj)
-    await reconcile(node.ctx, obj)
+    await node.reconcile(obj)
     await instances.remove_behind_back(uid)
     await node.monitor.pass_once()
     assert (await status(api, "restart"))["observed_status"] == "STANDBY"
-    outcome = await reconcile(node.ctx, await get(api, "restart"))
+    outcome = await node.reconcile(await get(api, "restart"))
     assert outcome.detail == "converged"
     assert instances.containers[uid].running
     assert (await status(api, "restart"))["observed_status"] == "RUNNING"
@@ -582,7 +593,7 @@ async def test_volume_missing_when_starting_is_data_lost_not_started(
 ) -> None:
     obj = await create(api, "nostart", "STANDBY")
     uid = uid_of(obj)
-    await reconcile(node.ctx, obj)
+    await node.reconcile(obj)
     real = storage.volume_exists
     calls = {"n": 0}
 
@@ -617,7 +628,7 @@ async def test_crash_mid_operation_resumes_with_same_op_id(
     obj = await create(api, f"crash-{crash_in}")
     name = f"crash-{crash_in}"
     uid = uid_of(obj)
-    await reconcile(first.ctx, obj)
+    await first.reconcile(obj)
     storage.write_entries(uid, {"keep.txt": FakeEntry("file", 0o644, b"data", mtime=5)})
     if crash_in == "restore":
         await set_desired(api, name, "PENDING")
@@ -633,7 +644,7 @@ async def test_crash_mid_operation_resumes_with_same_op_id(
 
     setattr(storage, crash_in, hang)
     await set_desired(api, name, "PENDING" if crash_in == "archive" else "RUNNING")
-    task = asyncio.create_task(reconcile(first.ctx, await get(api, name)))
+    task = asyncio.create_task(first.reconcile(await get(api, name)))
     await entered.wait()
     task.cancel()  # SIGKILL: nothing after this point runs
     with contextlib.suppress(asyncio.CancelledError):
@@ -669,7 +680,7 @@ async def test_pause_hook_sleeps_inside_the_named_actuator(
     )
     before = clock.monotonic()
     obj = await create(api, "paused")
-    assert (await reconcile(node.ctx, obj)).detail == "converged"
+    assert (await node.reconcile(obj)).detail == "converged"
     assert clock.monotonic() - before == pytest.approx(49)
 
 
@@ -725,7 +736,7 @@ async def test_a_reconciler_whose_operation_was_taken_cannot_write(
         await real(uid, labels)
 
     storage.provision = provision  # type: ignore[method-assign]
-    task = asyncio.create_task(reconcile(node.ctx, obj))
+    task = asyncio.create_task(node.reconcile(obj))
     await entered.wait()
     # meanwhile the operation is taken from it (an administrator resets it)
     await api.admin.patch_merge(
@@ -748,7 +759,7 @@ async def test_data_vanishing_during_an_operation_is_data_lost_not_retried(
 ) -> None:
     obj = await create(api, "gone-mid-stop")
     uid = uid_of(obj)
-    await reconcile(node.ctx, obj)
+    await node.reconcile(obj)
     real = instances.delete
 
     async def delete_and_lose_volume(u: str) -> None:
@@ -767,49 +778,75 @@ async def test_data_vanishing_during_an_operation_is_data_lost_not_retried(
     assert uid not in storage.volumes
 
 
-async def test_record_observed_error_never_runs_an_operation(
+async def test_observed_data_loss_is_recorded_through_the_gate_without_an_operation(
     api: Api, node: Node, storage: FakeStorageProvider, instances: FakeInstanceController
 ) -> None:
-    from codehub.operator.reconciler import record_observed_error
-
-    fresh = await create(api, "fresh")  # desired RUNNING, nothing yet: not an error
-    outcome = await record_observed_error(node.ctx, NS, "fresh")
-    assert outcome.detail == "converged"
-    assert storage.inject.calls["provision"] == 0
-    assert (await status(api, "fresh")).get("operation") is None
-
-    await reconcile(node.ctx, fresh)
+    fresh = await create(api, "fresh", "STANDBY")
+    await node.reconcile(fresh)
+    await create(api, "new", "PENDING")  # nothing yet, never held data: not an error
     uid = uid_of(fresh)
-    await instances.remove_behind_back(uid)
     storage.volumes.pop(uid)
-    outcome = await record_observed_error(node.ctx, NS, "fresh")
-    assert outcome.result == "terminal"
-    assert outcome.reason == "DataLost"
+    report = await node.monitor.pass_once()
+    assert report.confirmed == 1
+    # the monitor never writes an unexplained ERROR itself: it hands it to the gate
+    assert (await status(api, "fresh"))["observed_status"] == "STANDBY"
+    assert await node.gate.drain() >= 1
     st = await status(api, "fresh")
-    assert st["previous_status"] == "RUNNING"
+    assert st["error_info"]["reason"] == "DataLost"
+    assert st["previous_status"] == "STANDBY"
     assert st["operation"] == "NONE"
     assert st["observed_status"] == "ERROR"
-    assert instances.calls["start"] == 1
+    assert storage.inject.calls["provision"] == 1  # never silently re-provisioned
+    assert (await status(api, "new"))["observed_status"] == "PENDING"
 
 
 async def test_safety_net_pass_reconciles_only_unsettled_workspaces(
     api: Api, node: Node, instances: FakeInstanceController
 ) -> None:
-    from codehub.operator.reconciler import SafetyNet
+    from codehub.operator.safety_net import SafetyNet
 
     settled = await create(api, "settled")
     drifted = await create(api, "drifted")
-    await reconcile(node.ctx, settled)
-    await reconcile(node.ctx, drifted)
+    await node.reconcile(settled)
+    await node.reconcile(drifted)
     uid = uid_of(drifted)
     await instances.remove_behind_back(uid)
     await node.monitor.observe_one(NS, "drifted")  # observed STANDBY, desired RUNNING
-    net = SafetyNet(node.ctx)
+    net = SafetyNet(node.ctx, node.gate)
     assert await net.pass_once() == 1
-    await asyncio.gather(*net.pending)
+    assert await node.gate.drain() == 1
     assert instances.containers[uid].running
     assert (await status(api, "drifted"))["observed_status"] == "RUNNING"
-    probes = instances.calls["is_running"]
+    probes = instances.calls["inspect"]
     assert await net.pass_once() == 0  # everything settled: no engine call at all
-    assert instances.calls["is_running"] == probes
-    await net.stop()
+    assert instances.calls["inspect"] == probes
+
+
+async def test_a_stopped_container_without_volume_is_the_same_error_for_both(
+    api: Api, node: Node, storage: FakeStorageProvider, instances: FakeInstanceController
+) -> None:
+    """Reconciler and HealthMonitor classify a stopped container alike (rule 2)."""
+    obj = await create(api, "stopped")
+    await node.reconcile(obj)
+    uid = uid_of(obj)
+    await instances.stop_behind_back(uid)
+    storage.volumes.pop(uid)
+    outcome = await node.reconcile(await get(api, "stopped"))
+    assert outcome.result == "terminal"
+    st = await status(api, "stopped")
+    assert st["error_info"]["reason"] == "Mismatch"
+    assert st["error_info"]["context"]["instance"] == "stopped"
+    assert st["observed_status"] == "ERROR"
+
+
+async def test_endpoint_is_recorded_while_running(
+    api: Api, node: Node, instances: FakeInstanceController
+) -> None:
+    obj = await create(api, "ep")
+    await node.reconcile(obj)
+    uid = uid_of(obj)
+    st = await status(api, "ep")
+    assert st["endpoint"] == f"http://127.0.0.1:{instances.containers[uid].port}"
+    await set_desired(api, "ep", "STANDBY")
+    await node.reconcile(await get(api, "ep"))
+    assert (await status(api, "ep")).get("endpoint") is None

@@ -100,7 +100,9 @@ def test_register_adds_every_handler() -> None:
         instances=None,
         storage=None,  # type: ignore[arg-type]
     )
-    handlers.register(registry, ctx)
+    from codehub.operator.gate import ReconcileGate
+
+    handlers.register(registry, ctx, ReconcileGate(ctx))
     ids = {h.id for h in registry._changing.get_all_handlers()}
     assert {"resume", "create", "update", "delete"} <= ids
     assert not list(registry._spawning.get_all_handlers())  # the safety net lists instead

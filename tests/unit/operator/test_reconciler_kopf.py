@@ -25,8 +25,10 @@ from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator import handlers
 from codehub.operator.context import OperatorContext
+from codehub.operator.gate import ReconcileGate
 from codehub.operator.health_monitor import HealthMonitor
 from codehub.operator.metrics import Metrics
+from codehub.operator.safety_net import SafetyNet
 from codehub.operator.settings import Settings
 
 NS = "carol"
@@ -97,9 +99,12 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         storage=storage,
         metrics=Metrics(),
     )
-    monitor = HealthMonitor(ctx)
+    # what the coordinator's composition root builds: one gate, components around it
+    gate = ReconcileGate(ctx)
+    monitor = HealthMonitor(ctx, gate)
+    net = SafetyNet(ctx, gate)
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, ctx)
+    handlers.register(registry, ctx, gate)
     stop = asyncio.Event()
     ready = asyncio.Event()
     logging.getLogger("kopf").setLevel(logging.WARNING)
@@ -108,7 +113,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             registry=registry, standalone=True, clusterwide=True, stop_flag=stop, ready_flag=ready
         )
     )
-    monitor_task = asyncio.create_task(monitor.run())
+    monitor_task = asyncio.gather(monitor.run(), net.run(), gate.run())
     try:
         await asyncio.wait_for(ready.wait(), 30)
         yield Stack(admin, storage, instances)

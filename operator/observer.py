@@ -1,0 +1,145 @@
+"""Observing one workspace and writing what was seen (docs/observation.md).
+
+The only writer of ``observed_status``, ``display``, ``endpoint`` and ``observed_at``.
+The HealthMonitor's batch pass and the reconciler (right after each operation's outcome)
+both use it: plain calls, no callback, and it never calls the reconciler back. An ERROR
+that no terminal error explains yet (data vanished, a container without its volume) is
+*not* written here: the caller hands the workspace to the reconcile gate, whose reconcile
+records why (``error_info`` with ``previous_status`` still intact) and then observes.
+
+Every write is a JSON Patch conditional on the resourceVersion the observation was
+computed from (status read first, so the facts are the newer of the two): an observation
+made from stale facts never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from codehub.crd_like.client.api import ApiError
+from codehub.crd_like.models import derive_display
+from codehub.operator.context import Obj, OperatorContext
+from codehub.operator.observation import observe_detail
+from codehub.operator.planning import Display, InstanceState, ObservedStatus, Operation, parse_enum
+from codehub.operator.reconcile_view import Facts, gather_facts
+from codehub.vocabulary.timestamps import format_rfc3339
+
+log = logging.getLogger(__name__)
+
+_CONSISTENT_READ_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One observation: what to write, and whether it still needs the reconciler."""
+
+    observed: ObservedStatus
+    display: Display
+    endpoint: str | None
+    uid: str = ""
+    #: ERROR not explained by a terminal error: never written before it is recorded.
+    unexplained: bool = False
+
+
+def compute(obj: Obj, facts: Facts) -> Seen:
+    """The observation of ``obj`` given ``facts`` (pure)."""
+    status = obj.get("status") or {}
+    archive_key = status.get("archive_key") or None
+    terminal = is_terminal(obj)
+    observation = observe_detail(
+        facts.instance,
+        facts.volume,
+        terminal_error=terminal,
+        previous=parse_enum(ObservedStatus, status.get("observed_status")),
+        operation=parse_enum(Operation, status.get("operation"), Operation.NONE) or Operation.NONE,
+        archive_key=archive_key,
+        previous_status=parse_enum(ObservedStatus, status.get("previous_status")),
+    )
+    observed = observation.status
+    running = observed is ObservedStatus.RUNNING and facts.instance is InstanceState.RUNNING
+    return Seen(
+        observed,
+        derive_display(observed, archive_key),
+        facts.endpoint if running else None,
+        uid=str((obj.get("metadata") or {}).get("uid") or ""),
+        unexplained=observed is ObservedStatus.ERROR and not terminal,
+    )
+
+
+def changed(obj: Obj, seen: Seen) -> bool:
+    status = obj.get("status") or {}
+    return (
+        status.get("observed_status") != seen.observed.value
+        or status.get("display") != seen.display.value
+        or status.get("endpoint") != seen.endpoint
+    )
+
+
+async def write(ctx: OperatorContext, obj: Obj, seen: Seen) -> bool:
+    """Write ``seen`` onto the status it was computed from; False if the workspace moved
+    meanwhile (then it must be observed afresh). A vanished workspace counts as written."""
+    meta = obj.get("metadata") or {}
+    status = dict(obj.get("status") or {})
+    status.update(
+        observed_status=seen.observed.value,
+        display=seen.display.value,
+        endpoint=seen.endpoint,
+        observed_at=format_rfc3339(ctx.clock.now(), micro=True),
+    )
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv(obj)},
+        {"op": "add", "path": "/status", "value": status},
+    ]
+    try:
+        await ctx.api.patch_json(
+            str(meta.get("namespace")), str(meta.get("name")), ops, status=True
+        )
+    except ApiError as exc:
+        if exc.conflict or exc.invalid:
+            return False
+        if not exc.not_found:
+            raise
+    log.info("%s: observed %s (display %s)", ref(obj), seen.observed.value, seen.display.value)
+    return True
+
+
+async def observe_one(ctx: OperatorContext, ns: str, name: str) -> Seen | None:
+    """Observe one workspace now and write it if it changed.
+
+    None if it is gone or kept moving. An unexplained ERROR is returned unwritten, and
+    only from a still picture (status, facts, status with the same resourceVersion).
+    """
+    for _ in range(_CONSISTENT_READ_ATTEMPTS):
+        try:
+            obj = await ctx.api.get(ns, name)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        uid = str((obj.get("metadata") or {}).get("uid") or "")
+        seen = compute(obj, await gather_facts(ctx, uid))
+        if seen.unexplained:
+            if rv(await ctx.api.get(ns, name)) != rv(obj):
+                continue  # read status, facts, status: trust only a still picture
+            return seen
+        if changed(obj, seen) and not await write(ctx, obj, seen):
+            continue
+        return seen
+    log.info("%s/%s kept changing; observation deferred to the next pass", ns, name)
+    return None
+
+
+def is_terminal(obj: Obj) -> bool:
+    err = (obj.get("status") or {}).get("error_info")
+    return bool(isinstance(err, dict) and err.get("is_terminal"))
+
+
+def rv(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def ref(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"

@@ -1,0 +1,44 @@
+"""The periodic safety net (docs/state-machine.md): every ``RECONCILER_INTERVAL``, one API
+list, and every workspace that looks unsettled (``needs_reconcile``) goes into the
+reconcile gate; a settled one costs nothing.
+
+Not a kopf timer: a timer sees the body kopf last processed, which was seen to lag behind
+the resource, so the pass works from a fresh listing. It only adds keys to the gate; the
+gate's workers reconcile them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from codehub.operator.context import OperatorContext
+from codehub.operator.gate import ReconcileGate, key_of
+from codehub.operator.reconcile_view import needs_reconcile
+
+log = logging.getLogger(__name__)
+
+
+class SafetyNet:
+    def __init__(self, ctx: OperatorContext, gate: ReconcileGate) -> None:
+        self.ctx = ctx
+        self.gate = gate
+
+    async def run(self) -> None:
+        while True:
+            await self.ctx.clock.sleep(self.ctx.settings.reconciler_interval)
+            try:
+                await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reconciler pass failed: %s", exc)
+
+    async def pass_once(self) -> int:
+        """Queue the unsettled workspaces; returns how many."""
+        listing = await self.ctx.api.list(None)
+        items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
+        unsettled = [key_of(i) for i in items if needs_reconcile(i)]
+        for ns, name in unsettled:
+            self.gate.add(ns, name)
+        return len(unsettled)
