@@ -32,7 +32,7 @@ from .context import (
     query_int,
     tracked_stream,
 )
-from .openapi import GV_PATH, group_version_bytes, index_document
+from .openapi import GV_PATH, TESTED_KUBECTL, group_version_bytes, index_document
 from .status import ApiError
 from .table import build_table, wants_table
 
@@ -148,6 +148,17 @@ async def group_resources(request: web.Request) -> web.StreamResponse:
 async def openapi_index(request: web.Request) -> web.StreamResponse:
     mark(request, "get", "openapi")
     return json_response(index_document())
+
+
+async def openapi_v2(request: web.Request) -> web.StreamResponse:
+    """kubectl 1.27 and 1.28 need OpenAPI v2 (as protobuf) for create, apply and explain;
+    it is not served, and the answer says which kubectl to use instead."""
+    mark(request, "get", "openapi")
+    raise ApiError(
+        404,
+        "OpenAPI v2 is not served by the codehub API: use a kubectl that reads /openapi/v3 "
+        f"(tested with {TESTED_KUBECTL}; kubectl 1.27 and 1.28 do not work)",
+    )
 
 
 async def openapi_group_version(request: web.Request) -> web.StreamResponse:
@@ -288,6 +299,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/apis", api_groups)
     r.add_get(f"/apis/{GROUP}", api_group)
     r.add_get(f"/apis/{GROUP}/{VERSION}", group_resources)
+    r.add_get("/openapi/v2", openapi_v2)
     r.add_get("/openapi/v3", openapi_index)
     r.add_get(f"/openapi/v3/{GV_PATH}", openapi_group_version)
     r.add_get("/api/v1/namespaces", list_namespaces)

@@ -68,7 +68,7 @@ def is_sse_path(path: str) -> bool:
 async def negotiation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """406 before any work when the client cannot take what the path serves."""
     accept = request.headers.get("Accept")
-    if accept and is_api_path(request.path):
+    if accept and is_api_path(request.path) and request.path != "/openapi/v2":
         if is_sse_path(request.path):
             if not acceptable(accept, SSE_RANGES):
                 raise not_acceptable(accept, "text/event-stream")

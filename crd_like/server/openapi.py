@@ -3,7 +3,8 @@
 kubectl 1.27+ looks for the ``fieldValidation`` parameter on the resource's PATCH
 operation (matched by ``x-kubernetes-group-version-kind``) to decide that the server
 validates, and ``kubectl explain`` reads the schema carrying the same extension. The
-v2 endpoint answers 404 on purpose: kubectl expects protobuf there and would choke on JSON.
+v2 endpoint is not served: kubectl asks for protobuf there; kubectl 1.29 and newer use
+v3 (see docs/api.md for the supported range).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from functools import lru_cache
 from typing import Any
 
 from codehub.crd_like.crd import openapi_schema
-from codehub.crd_like.identity import GROUP, KIND, LIST_KIND, PLURAL, VERSION
+from codehub.crd_like.identity import API_VERSION, GROUP, KIND, LIST_KIND, PLURAL, VERSION
 
 GV_PATH = f"apis/{GROUP}/{VERSION}"
+#: The kubectl release the end-to-end tests run (docs/api.md states the supported range).
+TESTED_KUBECTL = "kubectl 1.32"
 META = "io.k8s.apimachinery.pkg.apis.meta.v1"
 WS_REF = f"io.codehub.{VERSION}.{KIND}"
 WS_LIST_REF = f"io.codehub.{VERSION}.{LIST_KIND}"
@@ -77,10 +80,7 @@ def _op(
         "description": description,
         "operationId": op_id,
         "parameters": list(params or []),
-        "responses": {
-            "200": {"description": "OK", "content": _json_content(_ref(response))},
-            "401": {"description": "Unauthorized"},
-        },
+        "responses": _responses(action, response),
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": dict(GVK),
     }
@@ -89,17 +89,102 @@ def _op(
     return op
 
 
+#: The refusals each action can answer, besides 401 (no or bad token) and 403.
+_ERRORS: dict[str, tuple[str, ...]] = {
+    "list": ("400", "406", "410", "429", "504"),
+    "get": ("400", "404", "406"),
+    "post": ("400", "406", "409", "413", "415", "422", "429"),
+    "put": ("400", "404", "406", "409", "413", "415", "422", "429"),
+    "patch": ("400", "404", "406", "409", "413", "415", "422", "429"),
+    "delete": ("400", "404", "406", "409", "415"),
+}
+_ERROR_TEXT = {
+    "400": "BadRequest: malformed body, parameter or selector; body nested too deeply",
+    "401": "Unauthorized",
+    "403": "Forbidden: another user's namespace, /status, or the operator's finalizer",
+    "404": "NotFound",
+    "406": "NotAcceptable: only application/json is served",
+    "409": "Conflict or AlreadyExists",
+    "410": "Expired: the continue token's history is compacted",
+    "413": "RequestEntityTooLarge",
+    "415": "UnsupportedMediaType",
+    "422": "Invalid: a field is invalid (details.causes name each)",
+    "429": "TooManyRequests: a running limit, or too many open watches",
+    "504": "Timeout: a watch from a resourceVersion the server has not reached",
+}
+
+
+def _responses(action: str, response: str) -> dict[str, Any]:
+    ok = _json_content(_ref(response))
+    out: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
+    if action in ("post", "put"):
+        out["201"] = {"description": "Created", "content": ok}
+    status = _json_content(_ref(f"{META}.Status"))
+    for code in sorted(("401", "403", *_ERRORS[action])):
+        out[code] = {"description": _ERROR_TEXT[code], "content": status}
+    return out
+
+
+_JSON_PATCH_SCHEMA = {
+    "type": "array",
+    "description": "RFC 6902 JSON Patch: a list of operations.",
+    "items": {
+        "type": "object",
+        "required": ["op", "path"],
+        "properties": {
+            "op": {"type": "string", "enum": ["add", "remove", "replace", "move", "copy", "test"]},
+            "path": {"type": "string"},
+            "from": {"type": "string"},
+            "value": {},
+        },
+    },
+}
 _PATCH_BODY = {
     "content": {
-        media: {"schema": {"type": "object"}}
-        for media in ("application/json-patch+json", "application/merge-patch+json")
+        "application/json-patch+json": {"schema": _JSON_PATCH_SCHEMA},
+        "application/merge-patch+json": {"schema": {"type": "object"}},
     },
     "required": True,
+}
+_STATUS_SCHEMA = {
+    "description": "Status is the return value of calls that do not return other objects.",
+    "type": "object",
+    "properties": {
+        "apiVersion": {"type": "string"},
+        "code": {"type": "integer", "format": "int32"},
+        "details": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "kind": {"type": "string"},
+        "message": {"type": "string"},
+        "metadata": {"allOf": [_ref(f"{META}.ListMeta")], "default": {}},
+        "reason": {"type": "string"},
+        "status": {"type": "string"},
+    },
+    "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": "Status"}],
 }
 
 
 def _object_body() -> dict[str, Any]:
     return {"content": _json_content(_ref(WS_REF)), "required": True}
+
+
+def _create_body() -> dict[str, Any]:
+    """A create needs metadata with a name or a generateName."""
+    schema = {
+        "allOf": [
+            _ref(WS_REF),
+            {
+                "type": "object",
+                "required": ["metadata"],
+                "properties": {
+                    "metadata": {
+                        "type": "object",
+                        "anyOf": [{"required": ["name"]}, {"required": ["generateName"]}],
+                    }
+                },
+            },
+        ]
+    }
+    return {"content": _json_content(schema), "required": True}
 
 
 def _item_ops(suffix: str, what: str) -> dict[str, Any]:
@@ -183,8 +268,8 @@ def _object_meta_schema() -> dict[str, Any]:
 def _workspace_schema() -> dict[str, Any]:
     schema = copy.deepcopy(openapi_schema())
     props = schema.setdefault("properties", {})
-    props["apiVersion"] = {"type": "string", "description": "codehub.io/v1alpha1"}
-    props["kind"] = {"type": "string", "description": "Workspace"}
+    props["apiVersion"] = {"type": "string", "enum": [API_VERSION], "description": API_VERSION}
+    props["kind"] = {"type": "string", "enum": [KIND], "description": KIND}
     props["metadata"] = {
         "allOf": [_ref(f"{META}.ObjectMeta")],
         "default": {},
@@ -194,8 +279,7 @@ def _workspace_schema() -> dict[str, Any]:
     return schema
 
 
-@lru_cache(maxsize=1)
-def group_version_document() -> dict[str, Any]:
+def _paths() -> dict[str, Any]:
     base = f"/{GV_PATH}"
     ns_list = f"{base}/namespaces/{{namespace}}/{PLURAL}"
     item = f"{ns_list}/{{name}}"
@@ -225,7 +309,7 @@ def group_version_document() -> dict[str, Any]:
                 "create a Workspace",
                 response=WS_REF,
                 params=[_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION],
-                body=_object_body(),
+                body=_create_body(),
             ),
             "parameters": _path_params("namespace"),
         },
@@ -245,6 +329,11 @@ def group_version_document() -> dict[str, Any]:
             "parameters": _path_params("namespace", "name"),
         },
     }
+    return paths
+
+
+@lru_cache(maxsize=1)
+def group_version_document() -> dict[str, Any]:
     list_schema = {
         "description": "WorkspaceList is a list of Workspace",
         "type": "object",
@@ -260,9 +349,10 @@ def group_version_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.0",
         "info": {"title": "codehub", "version": VERSION},
-        "paths": paths,
+        "paths": _paths(),
         "components": {
             "schemas": {
+                f"{META}.Status": _STATUS_SCHEMA,
                 WS_REF: _workspace_schema(),
                 WS_LIST_REF: list_schema,
                 f"{META}.ObjectMeta": _object_meta_schema(),

@@ -1,4 +1,4 @@
-"""Stock kubectl against the real codehub API server (ARCHITECTURE A1).
+"""Stock kubectl against the real codehub API server (docs/api.md).
 
 ``/usr/bin/kubectl`` on this machine is Google Cloud SDK's "dispatcher" build
 (``v1.32.4-dispatcher``): it reads the server's ``/version`` and runs the matching
@@ -219,3 +219,69 @@ async def test_invalid_manifest_refused_naming_the_field(
     async with _client(api_server) as api:
         listed = await api.list("bob")
     assert name not in {o["metadata"]["name"].removeprefix("Bad_") for o in listed["items"]}
+
+
+KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
+#: kubectl releases docs/api.md promises to work; older ones need /openapi/v2 (protobuf).
+SUPPORTED_MINORS = range(29, 40)
+
+
+def _versioned(minor: int) -> Path:
+    return KUBECTL_DIR / f"kubectl.1.{minor}"
+
+
+def _run_verbs(binary: Path, kubeconfig: Path, home: Path, tmp_path: Path) -> dict[str, str]:
+    """create, apply, replace, diff and explain with one kubectl release; the error text
+    of each verb that failed ('' when it worked)."""
+    name = _name(f"kv{binary.name[-2:]}")
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(_manifest(name, "PENDING", display_name="one"))
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
+    env.pop("KUBECTL_EXTERNAL_DIFF", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(binary), "--request-timeout=30s", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
+    results: dict[str, str] = {}
+    proc = run("create", "-f", str(f))
+    results["create"] = "" if proc.returncode == 0 else proc.stderr
+    f.write_text(_manifest(name, "PENDING", display_name="two"))
+    proc = run("apply", "-f", str(f))
+    results["apply"] = "" if proc.returncode == 0 else proc.stderr
+    f.write_text(_manifest(name, "PENDING", display_name="three"))
+    proc = run("replace", "-f", str(f))
+    results["replace"] = "" if proc.returncode == 0 else proc.stderr
+    f.write_text(_manifest(name, "PENDING", display_name="four"))
+    proc = run("diff", "-f", str(f))
+    results["diff"] = "" if proc.returncode in (0, 1) else proc.stderr
+    proc = run("explain", "workspaces.spec")
+    results["explain"] = (
+        ""
+        if proc.returncode == 0 and "desired_state" in proc.stdout
+        else (proc.stderr or proc.stdout)
+    )
+    run("delete", "workspace", name, "--wait=false")
+    return results
+
+
+@pytest.mark.parametrize("minor", range(27, 34))
+def test_kubectl_releases_supported_range(
+    minor: int, api_server: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    binary = _versioned(minor)
+    if not binary.exists():
+        pytest.skip(f"{binary} not installed")
+    home = tmp_path_factory.mktemp(f"kubectl-home-{minor}")
+    results = _run_verbs(binary, api_server.kubeconfig("bob"), home, tmp_path)
+    failed = {verb: err for verb, err in results.items() if err}
+    if minor in SUPPORTED_MINORS:
+        assert failed == {}
+    else:
+        assert failed, "an unsupported kubectl now works: widen the range in docs/api.md"
