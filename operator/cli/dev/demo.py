@@ -78,7 +78,7 @@ async def follow(
                 say(
                     f"    [{time.monotonic() - start:5.1f}s] desired={now[0]} operation={now[1]}"
                     f" observed={now[2]} display={now[3]}"
-                    + ("" if now[4] else " (not observed since the restart yet)")
+                    + ("" if now[4] else " (not yet observed by this coordinator)")
                 )
                 last = now
             if now[4] and now[3] == "RUNNING" and now[1] == "NONE":

@@ -1,4 +1,4 @@
-"""The layering check (import-linter, ARCHITECTURE A3) really catches forbidden imports.
+"""The layering check (import-linter, docs/architecture.md) really catches forbidden imports.
 
 Runs lint-imports on a temporary copy of the code folders and pyproject.toml, first as is,
 then with one forbidden import added, and compares the verdict on the relevant contract.
