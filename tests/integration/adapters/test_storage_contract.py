@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import shlex
 import tarfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -109,6 +110,7 @@ class RealHarness:
         return self.provider.engine_calls
 
     def _populate_sync(self, uid: str, entries: Mapping[str, FakeEntry]) -> None:
+        links: list[str] = []
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
             for path in sorted(entries):
@@ -121,9 +123,8 @@ class RealHarness:
                     info.type = tarfile.DIRTYPE
                     tar.addfile(info)
                 elif e.kind == "symlink":
-                    info.type = tarfile.SYMTYPE
-                    info.linkname = e.target
-                    tar.addfile(info)
+                    # Docker's put_archive refuses links that leave the directory.
+                    links.append(f"ln -s {shlex.quote(e.target)} {shlex.quote('/data/' + path)}")
                 else:
                     info.size = len(e.data)
                     tar.addfile(info, io.BytesIO(e.data))
@@ -141,6 +142,8 @@ class RealHarness:
             assert api.put_archive(ct["Id"], "/data", buf.getvalue())
         finally:
             api.remove_container(ct["Id"], force=True)
+        if links:
+            self.sh(uid, " && ".join(links))
 
     async def populate(self, uid: str, entries: Mapping[str, FakeEntry]) -> None:
         await asyncio.to_thread(self._populate_sync, uid, entries)
@@ -225,14 +228,14 @@ def real_manifest(h: RealHarness, uid: str) -> Manifest:
         if not line:
             continue
         if section == "#STAT":
-            name, ftype, mode, size = line.rsplit("|", 3)
+            name, ftype, mode_text, size_text = line.rsplit("|", 3)
             kind = {
                 "regular file": "file",
                 "regular empty file": "file",
                 "directory": "dir",
                 "symbolic link": "symlink",
             }.get(ftype, ftype)
-            stat[name[2:]] = (kind, int(mode, 8), int(size))
+            stat[name[2:]] = (kind, int(mode_text, 8), int(size_text))
         elif section == "#SHA":
             digest, name = line.split("  ", 1)
             shas[name[2:]] = digest
@@ -265,6 +268,9 @@ def sample_tree() -> dict[str, FakeEntry]:
         "bin/run": FakeEntry("file", 0o755, b"#!/bin/sh\necho hi\n"),
         "link-rel": FakeEntry("symlink", 0o777, target="bin/run"),
         "link-abs": FakeEntry("symlink", 0o777, target="/home/coder/bin/run"),
+        # Links are user data wherever they point (docs/storage.md).
+        "bin/python": FakeEntry("symlink", 0o777, target="/usr/bin/python3"),
+        "up": FakeEntry("symlink", 0o777, target="../../etc"),
         "readonly": FakeEntry("dir", 0o555),
         "readonly/f": FakeEntry("file", 0o444, b"ro\n"),
         "data.bin": FakeEntry("file", 0o640, bytes(range(256)) * 64),
@@ -291,16 +297,40 @@ def crafted_archive(kind: str) -> bytes:
         return i
 
     ok = (info("ok.txt", mode=0o644), b"fine\n")
-    bad: list[tuple[tarfile.TarInfo, bytes | None]] = {
+    # The job sees the volume at /data and the staging directory at /data/<staging>: every
+    # link below aims at the live volume root, so a member written through one would show
+    # up in the volume's manifest, which the test compares with the untouched original.
+    table: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
         "dotdot": [(info("../x", mode=0o644), b"escape\n")],
         "absolute": [(info("/etc/x", mode=0o644), b"escape\n")],
         "symlink-out": [
             (info("evil", type=tarfile.SYMTYPE, linkname="../../../etc"), None),
             (info("evil/x", mode=0o644), b"escape\n"),
         ],
-        "symlink-abs": [(info("evil", type=tarfile.SYMTYPE, linkname="/etc/passwd"), None)],
+        "link-to-root-then-file": [
+            (info("evil", type=tarfile.SYMTYPE, linkname="/"), None),
+            (info("evil/etc/passwd", mode=0o644), b"root::0:0::/:/bin/sh\n"),
+            (info("evil/data/pwned", mode=0o644), b"escape\n"),
+        ],
+        "relative-link-then-file": [
+            (info("up", type=tarfile.SYMTYPE, linkname=".."), None),
+            (info("up/pwned", mode=0o644), b"escape\n"),
+        ],
+        "link-replaced-by-dir": [
+            (info("d", type=tarfile.SYMTYPE, linkname="/data"), None),
+            (info("d/", type=tarfile.DIRTYPE, mode=0o755), None),
+            (info("d/pwned", mode=0o644), b"escape\n"),
+        ],
+        "hardlink-out": [
+            (info("h", type=tarfile.LNKTYPE, linkname="/etc/passwd"), None),
+        ],
+        "hardlink-through-link": [
+            (info("evil", type=tarfile.SYMTYPE, linkname="/data"), None),
+            (info("h", type=tarfile.LNKTYPE, linkname="evil/keep"), None),
+        ],
         "device": [(info("dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3), None)],
-    }[kind]
+    }
+    bad = table[kind]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
         for member, data in [ok, *bad]:
@@ -520,7 +550,20 @@ async def test_restore_data_lost_codes_leave_volume_untouched(harness: Any) -> N
         await p.delete_volume(uid)
 
 
-@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink-out", "symlink-abs", "device"])
+HOSTILE = [
+    "dotdot",
+    "absolute",
+    "symlink-out",
+    "link-to-root-then-file",
+    "relative-link-then-file",
+    "link-replaced-by-dir",
+    "hardlink-out",
+    "hardlink-through-link",
+    "device",
+]
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
 async def test_refused_members_write_nothing(harness: Any, kind: str) -> None:
     p: StorageProvider = harness.provider
     dst = new_uid()
@@ -536,10 +579,36 @@ async def test_refused_members_write_nothing(harness: Any, kind: str) -> None:
     with pytest.raises(DataLostError) as info:
         await p.restore(dst, key)
     assert info.value.code is ErrorCode.TAR_EXTRACT_FAILED
-    # Nothing landed anywhere in the volume (not even beside the staging dir) and no
-    # half-restore is left behind.
+    assert "refused" in str(info.value)
+    # Nothing landed anywhere in the volume (not even beside the staging dir, where the
+    # links aim) and no half-restore is left behind.
     assert await harness.manifest(dst) == expected_manifest(original)
     await p.delete_volume(dst)
+
+
+async def test_links_pointing_outside_survive_a_round_trip_exactly(harness: Any) -> None:
+    p: StorageProvider = harness.provider
+    src, dst = new_uid(), new_uid()
+    tree = {
+        "bin": FakeEntry("dir", 0o755),
+        "bin/python": FakeEntry("symlink", 0o777, target="/usr/bin/python3"),
+        # Resolves to the job image's /etc while archiving: tar must store the link, not
+        # follow it into a directory.
+        "a": FakeEntry("symlink", 0o777, target="../../etc"),
+        "root": FakeEntry("symlink", 0o777, target="/"),
+        "dangling": FakeEntry("symlink", 0o777, target="no/such/file"),
+        "f": FakeEntry("file", 0o644, b"after the links\n"),
+    }
+    await p.provision(src)
+    await harness.populate(src, tree)
+    key = await p.archive(src, "op-links")
+    await p.restore(dst, key)
+    got = await harness.manifest(dst)
+    assert got["bin/python"] == ("symlink", 0o777, 0, "", "/usr/bin/python3")
+    assert got["a"] == ("symlink", 0o777, 0, "", "../../etc")
+    assert got == expected_manifest(tree)
+    for uid in (src, dst):
+        await p.delete_volume(uid)
 
 
 async def test_object_store_list_all_pages_exists_delete_twice(harness: Any) -> None:
