@@ -24,6 +24,37 @@ from codehub.adapters.errors import ActionFailedError, ErrorCode
 from codehub.adapters.interfaces import InstanceController, InstanceInfo, InstanceSpec
 
 VolumeCheck = Callable[[str], bool | Awaitable[bool]]
+#: A test hook: awaited with the call's positional arguments.
+Hook = Callable[..., Awaitable[None]]
+
+
+def install_hook(
+    fake: object, method: str, before: Hook | None = None, after: Hook | None = None
+) -> None:
+    """Run ``before`` / ``after`` around every call of ``fake.method`` (both fakes use it).
+
+    ``before`` may raise (an injected failure) or block (a hang, a gate); ``after`` runs
+    only when the call succeeded (e.g. something else vanishes with it).
+    """
+    original = getattr(type(fake), method, None)
+    if original is None or not inspect.iscoroutinefunction(original):
+        raise ValueError(f"{type(fake).__name__} has no async method {method}")
+    bound = original.__get__(fake)
+
+    async def hooked(*args: object, **kwargs: object) -> object:
+        if before is not None:
+            await before(*args)
+        result = await bound(*args, **kwargs)
+        if after is not None:
+            await after(*args)
+        return result
+
+    setattr(fake, method, hooked)
+
+
+def remove_hook(fake: object, method: str) -> None:
+    vars(fake).pop(method, None)
+
 
 #: Image references the fake treats as missing from every registry.
 MISSING_IMAGE_MARKER = "does-not-exist"
@@ -80,6 +111,17 @@ class FakeInstanceController(InstanceController):
             raise ValueError(f"not an InstanceController method: {method}")
         for _ in range(times):
             self._failures[method].append(exc)
+
+    def hook(self, method: str, *, before: Hook | None = None, after: Hook | None = None) -> None:
+        """Run ``before``/``after`` around each call of ``method`` (see ``install_hook``)."""
+        install_hook(self, method, before, after)
+
+    def unhook(self, method: str) -> None:
+        remove_hook(self, method)
+
+    def set_latency(self, seconds: float) -> None:
+        """Every later call sleeps this long first (real time)."""
+        self.latency = seconds
 
     def add_volume(self, uid: str) -> None:
         self.volumes.add(uid)
@@ -257,4 +299,12 @@ class FakeInstanceController(InstanceController):
             await self._stop_server(container)
 
 
-__all__ = ["MISSING_IMAGE_MARKER", "FakeContainer", "FakeInstanceController", "VolumeCheck"]
+__all__ = [
+    "MISSING_IMAGE_MARKER",
+    "FakeContainer",
+    "FakeInstanceController",
+    "Hook",
+    "VolumeCheck",
+    "install_hook",
+    "remove_hook",
+]

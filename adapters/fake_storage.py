@@ -30,6 +30,7 @@ from codehub.adapters.errors import (
     DataLostError,
     ErrorCode,
 )
+from codehub.adapters.fake_instance import Hook, install_hook, remove_hook
 from codehub.adapters.interfaces import ObjectInfo, ObjectStore, StorageProvider
 
 
@@ -118,6 +119,23 @@ class FakeStorageProvider(StorageProvider):
         self.crash_before_meta = 0
 
     # ----------------------------------------------------------------- test helpers
+
+    def fail_next(self, method: str, exc: BaseException, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` raise ``exc`` (before any effect)."""
+        if not hasattr(StorageProvider, method):
+            raise ValueError(f"not a StorageProvider method: {method}")
+        self.inject.fail_next(method, exc, times)
+
+    def set_latency(self, seconds: float) -> None:
+        """Every later call sleeps this long first (real time)."""
+        self.inject.latency = seconds
+
+    def hook(self, method: str, *, before: Hook | None = None, after: Hook | None = None) -> None:
+        """Run ``before``/``after`` around each call of ``method`` (see ``install_hook``)."""
+        install_hook(self, method, before, after)
+
+    def unhook(self, method: str) -> None:
+        remove_hook(self, method)
 
     def write_entries(self, uid: str, entries: Mapping[str, FakeEntry]) -> None:
         self.volumes[uid].entries.update(entries)

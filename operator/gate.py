@@ -116,7 +116,9 @@ class ReconcileGate:
         except Exception:
             log.exception("reconcile of %s/%s failed", ns, name)
             outcome = Outcome("retry", delay=0.0, detail="bug")
-        if outcome.result == "retry":
+        if outcome.result == "retry" and outcome.detail == "backoff":
+            self.queue.add_after(key, outcome.delay)  # waiting out a recorded backoff
+        elif outcome.result == "retry":
             self.queue.add_rate_limited(key, at_least=outcome.delay)
         else:
             self.queue.forget(key)

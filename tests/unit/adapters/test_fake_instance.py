@@ -150,3 +150,46 @@ async def test_serve_http_answers_health_and_websocket() -> None:
                 await session.get(f"{url}/healthz")
     finally:
         await fake.close()
+
+
+async def test_hooks_run_around_a_call_and_can_be_removed() -> None:
+    from codehub.adapters.fake_instance import FakeInstanceController as Fake
+
+    fake = Fake()
+    seen: list[str] = []
+
+    async def before(uid: str) -> None:
+        seen.append(f"before {uid} {uid in fake.containers}")
+
+    async def after(uid: str) -> None:
+        seen.append(f"after {uid}")
+
+    fake.create_without_start("u1", "img")
+    fake.hook("delete", before=before, after=after)
+    await fake.delete("u1")
+    assert seen == ["before u1 True", "after u1"]
+    fake.unhook("delete")
+    await fake.delete("u1")
+    assert len(seen) == 2
+    assert fake.calls["delete"] == 2
+
+
+async def test_hook_refuses_an_unknown_method() -> None:
+    import pytest
+
+    from codehub.adapters.fake_instance import FakeInstanceController as Fake
+
+    with pytest.raises(ValueError, match="no async method"):
+        Fake().hook("nope")
+
+
+async def test_inspect_classifies_like_the_listing() -> None:
+    from codehub.adapters.fake_instance import FakeInstanceController as Fake
+
+    fake = Fake()
+    fake.create_without_start("u1", "img")
+    assert await fake.inspect("missing") is None
+    single = await fake.inspect("u1")
+    assert single == (await fake.list_instances())["u1"]
+    assert single is not None
+    assert single.running is False

@@ -89,3 +89,27 @@ async def test_list_volumes_counts_one_engine_call() -> None:
     before = p.engine_calls
     assert len(await p.list_volumes()) == 100
     assert p.engine_calls - before == 1
+
+
+async def test_fail_next_and_hooks_are_explicit() -> None:
+    import pytest
+
+    from codehub.adapters.errors import UnreachableError
+    from codehub.adapters.fake_storage import FakeStorageProvider as Fake
+
+    fake = Fake()
+    fake.fail_next("provision", UnreachableError("down"))
+    with pytest.raises(UnreachableError):
+        await fake.provision("u1")
+    assert "u1" not in fake.volumes
+    with pytest.raises(ValueError, match="not a StorageProvider method"):
+        fake.fail_next("nope", UnreachableError("x"))
+    gone: list[str] = []
+
+    async def after(uid: str, *_: object) -> None:
+        gone.append(uid)
+
+    fake.hook("provision", after=after)
+    await fake.provision("u1")
+    assert gone == ["u1"]
+    assert "u1" in fake.volumes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -234,20 +234,16 @@ async def test_running_to_pending_stops_archives_then_restores_byte_identical(
 
     order: list[str] = []
     archive_key_at_delete: list[str | None] = []
-    real_delete_volume = storage.delete_volume
-    real_delete = instances.delete
 
     async def delete_volume(u: str) -> None:
         order.append("delete_volume")
         archive_key_at_delete.append((await status(api, "w2")).get("archive_key"))
-        await real_delete_volume(u)
 
     async def delete(u: str) -> None:
         order.append("delete_container")
-        await real_delete(u)
 
-    storage.delete_volume = delete_volume  # type: ignore[method-assign]
-    instances.delete = delete  # type: ignore[method-assign]
+    storage.hook("delete_volume", before=delete_volume)
+    instances.hook("delete", before=delete)
 
     await set_desired(api, "w2", "PENDING")
     outcome = await until_done(node, await get(api, "w2"), clock)
@@ -289,18 +285,15 @@ async def test_deletion_removes_container_then_volume_and_keeps_archives(
     await node.reconcile(await get(api, "w3"))
     storage.objects.put(f"archives/{uid}/old/home.tar.gz", b"x")
     order: list[str] = []
-    real_delete_volume, real_delete = storage.delete_volume, instances.delete
 
     async def delete_volume(u: str) -> None:
         order.append("volume")
-        await real_delete_volume(u)
 
     async def delete(u: str) -> None:
         order.append("container")
-        await real_delete(u)
 
-    storage.delete_volume = delete_volume  # type: ignore[method-assign]
-    instances.delete = delete  # type: ignore[method-assign]
+    storage.hook("delete_volume", before=delete_volume)
+    instances.hook("delete", before=delete)
     await api.admin.delete(NS, "w3")
     outcome = await until_done(node, await get(api, "w3"), clock)
     assert outcome.deleted
@@ -354,14 +347,12 @@ async def test_second_request_in_same_process_is_coalesced(
     obj = await create(api, "coalesce")
     gate = asyncio.Event()
     entered = asyncio.Event()
-    real = storage.provision
 
     async def provision(uid: str, labels: Any = None) -> None:
         entered.set()
         await gate.wait()
-        await real(uid, labels)
 
-    storage.provision = provision  # type: ignore[method-assign]
+    storage.hook("provision", before=provision)
     first = asyncio.create_task(node.reconcile(obj))
     await entered.wait()
     # desired changes while PROVISIONING runs: accepted, applied after it completes
@@ -474,7 +465,7 @@ async def test_operation_timeout_is_terminal_without_retry(
     async def hanging_start(spec: Any) -> None:
         await never.wait()  # start never returns within the limit
 
-    instances.start = hanging_start  # type: ignore[method-assign]
+    instances.hook("start", before=hanging_start)
     await set_desired(api, "slow", "RUNNING")
     outcome = await node.reconcile(await get(api, "slow"))
     assert outcome.result == "terminal"
@@ -594,17 +585,15 @@ async def test_volume_missing_when_starting_is_data_lost_not_started(
     obj = await create(api, "nostart", "STANDBY")
     uid = uid_of(obj)
     await node.reconcile(obj)
-    real = storage.volume_exists
     calls = {"n": 0}
 
-    async def volume_exists(u: str) -> bool:
+    async def volume_exists(u: str) -> None:
         # present when planning, gone when the STARTING actuator checks it
         calls["n"] += 1
         if calls["n"] == 2:
             storage.volumes.pop(u, None)
-        return await real(u)
 
-    storage.volume_exists = volume_exists  # type: ignore[method-assign]
+    storage.hook("volume_exists", before=volume_exists)
     await set_desired(api, "nostart", "RUNNING")
     outcome = await until_done(node, await get(api, "nostart"), clock)
     assert outcome.result == "terminal"
@@ -635,14 +624,13 @@ async def test_crash_mid_operation_resumes_with_same_op_id(
         await until_done(first, await get(api, name), clock)
 
     entered = asyncio.Event()
-    real: Callable[..., Awaitable[Any]] = getattr(storage, crash_in)
 
-    async def hang(*args: Any) -> Any:
-        await real(*args)  # the work is done (uploaded / partially restored) ...
+    async def hang(*args: Any) -> None:
+        # the work is done (uploaded / partially restored) ...
         entered.set()
         await asyncio.Event().wait()  # ... and then the process dies
 
-    setattr(storage, crash_in, hang)
+    storage.hook(crash_in, after=hang)
     await set_desired(api, name, "PENDING" if crash_in == "archive" else "RUNNING")
     task = asyncio.create_task(first.reconcile(await get(api, name)))
     await entered.wait()
@@ -652,7 +640,7 @@ async def test_crash_mid_operation_resumes_with_same_op_id(
     st = await status(api, name)
     assert st["operation"] == ("ARCHIVING" if crash_in == "archive" else "RESTORING")
     op_id = st["op_id"]
-    setattr(storage, crash_in, real)
+    storage.unhook(crash_in)
 
     second = Node(api.operator, storage, instances, clock, default_settings())
     outcome = await until_done(second, await get(api, name), clock)
@@ -728,14 +716,12 @@ async def test_a_reconciler_whose_operation_was_taken_cannot_write(
     node = Node(api.operator, storage, instances, clock, default_settings())
     obj = await create(api, "fenced", "STANDBY")
     gate, entered = asyncio.Event(), asyncio.Event()
-    real = storage.provision
 
     async def provision(uid: str, labels: Any = None) -> None:
         entered.set()
         await gate.wait()
-        await real(uid, labels)
 
-    storage.provision = provision  # type: ignore[method-assign]
+    storage.hook("provision", before=provision)
     task = asyncio.create_task(node.reconcile(obj))
     await entered.wait()
     # meanwhile the operation is taken from it (an administrator resets it)
@@ -760,13 +746,11 @@ async def test_data_vanishing_during_an_operation_is_data_lost_not_retried(
     obj = await create(api, "gone-mid-stop")
     uid = uid_of(obj)
     await node.reconcile(obj)
-    real = instances.delete
 
-    async def delete_and_lose_volume(u: str) -> None:
-        await real(u)
-        storage.volumes.pop(u, None)  # the volume disappears with it
+    async def lose_volume(u: str) -> None:
+        storage.volumes.pop(u, None)  # the volume disappears with the container
 
-    instances.delete = delete_and_lose_volume  # type: ignore[method-assign]
+    instances.hook("delete", after=lose_volume)
     await set_desired(api, "gone-mid-stop", "STANDBY")
     outcome = await until_done(node, await get(api, "gone-mid-stop"), clock)
     assert outcome.result == "terminal"
@@ -850,3 +834,44 @@ async def test_endpoint_is_recorded_while_running(
     await set_desired(api, "ep", "STANDBY")
     await node.reconcile(await get(api, "ep"))
     assert (await status(api, "ep")).get("endpoint") is None
+
+
+async def test_gate_exports_controller_runtime_metrics(api: Api, node: Node) -> None:
+    obj = await create(api, "metrics", "STANDBY")
+    await node.reconcile(obj)
+    node.gate.add(NS, "metrics")
+    node.gate.add(NS, "metrics")  # deduplicated
+    assert await node.gate.drain() == 1
+    sample = node.ctx.metrics.registry.get_sample_value
+    assert (
+        sample(
+            "controller_runtime_reconcile_total", {"controller": "workspace", "result": "success"}
+        )
+        == 2
+    )
+    assert (
+        sample("controller_runtime_reconcile_time_seconds_count", {"controller": "workspace"}) == 2
+    )
+    assert sample("workqueue_adds_total", {"name": "workspace"}) == 1
+    assert sample("workqueue_depth", {"name": "workspace"}) == 0
+    assert sample("workqueue_queue_duration_seconds_count", {"name": "workspace"}) == 1
+
+
+async def test_a_queued_key_that_keeps_failing_is_retried_with_backoff(
+    api: Api, node: Node, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    instances.fail_next("start", UnreachableError("engine down"), times=1)
+    await create(api, "requeue")
+    node.gate.add(NS, "requeue")
+    assert await node.gate.drain() == 1
+    assert node.gate.queue.waiting() == 1  # parked for the operation's backoff
+    assert (
+        node.ctx.metrics.registry.get_sample_value("workqueue_retries_total", {"name": "workspace"})
+        == 1
+    )
+    wait = node.gate.queue.next_ready_in()
+    assert wait is not None
+    assert wait > 0
+    clock.advance(wait + 0.01)
+    assert await node.gate.drain() == 1
+    assert (await status(api, "requeue"))["observed_status"] == "RUNNING"

@@ -1,0 +1,164 @@
+"""The leader's components and the term's context, built at the composition root.
+
+Each component is independent: it gets the term's context (API, adapters, clock,
+metrics) and the term's one ``ReconcileGate``, and talks to the others only through the
+resource or that gate (docs/adr/0005-one-reconcile-gate.md). The TTL Manager and the
+Archive GC will be added here as plain imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import kopf
+
+from codehub.operator import handlers
+from codehub.operator.clock import SystemClock
+from codehub.operator.context import OperatorContext
+from codehub.operator.health_monitor import HealthMonitor
+from codehub.operator.leader import default_node_id
+from codehub.operator.pausing import wrap as wrap_test_pauses
+from codehub.operator.safety_net import SafetyNet
+from codehub.operator.settings import Settings
+
+if TYPE_CHECKING:
+    from codehub.operator.coordinator import LeaderTerm
+
+#: kopf's own shutdown (stop flag) runs its cleanup activities and closes its sessions.
+KOPF_GRACE = 5.0
+
+
+ComponentRun = Callable[["LeaderTerm"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class LeaderComponent:
+    """A leader-only background task: ``run(term)`` works until it is cancelled."""
+
+    name: str
+    run: ComponentRun
+    #: On a graceful stop (SIGTERM while still leader) the component gets this long to
+    #: finish after its stop callbacks ran; losing the lock always cancels at once.
+    grace: float = 0.0
+
+
+@dataclass
+class ComponentState:
+    state: str = "standby"  # standby | starting | running | restarting | stopped | failed
+    restarts: int = 0
+    last_error: str | None = None
+    since: float = field(default_factory=time.time)
+
+    def set(self, state: str, error: str | None = None) -> None:
+        self.state = state
+        self.since = time.time()
+        if error is not None:
+            self.last_error = error
+
+
+# --- the components ------------------------------------------------------------------
+
+
+async def run_kopf(term: LeaderTerm) -> None:
+    """The real kopf operator, standalone and cluster-wide, with the reconciler handlers."""
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, term.ctx, term.gate)
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    term.on_stop(stop.set)
+    waiter = asyncio.create_task(_mark_ready(term, "kopf", ready))
+    try:
+        await kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=True,
+            stop_flag=stop,
+            ready_flag=ready,
+        )
+    finally:
+        waiter.cancel()
+    if not term.stopping:
+        raise RuntimeError("kopf stopped on its own")
+
+
+async def run_health_monitor(term: LeaderTerm) -> None:
+    term.mark_running("health-monitor")
+    await HealthMonitor(term.ctx, term.gate).run()
+
+
+async def run_safety_net(term: LeaderTerm) -> None:
+    term.mark_running("safety-net")
+    await SafetyNet(term.ctx, term.gate).run()
+
+
+async def run_reconcile_workers(term: LeaderTerm) -> None:
+    term.mark_running("reconcile-workers")
+    await term.gate.run()
+
+
+def leader_components() -> list[LeaderComponent]:
+    """Everything the leader runs; kopf last, so the others exist before kopf starts."""
+    return [
+        LeaderComponent("reconcile-workers", run_reconcile_workers),
+        LeaderComponent("health-monitor", run_health_monitor),
+        LeaderComponent("safety-net", run_safety_net),
+        LeaderComponent("kopf", run_kopf, grace=KOPF_GRACE),
+    ]
+
+
+async def _mark_ready(term: LeaderTerm, name: str, ready: asyncio.Event) -> None:
+    await ready.wait()
+    term.mark_running(name)
+
+
+# --- the operator context ------------------------------------------------------------
+
+
+async def build_context(settings: Settings, scope_labels: Mapping[str, str], metrics: Any) -> Any:
+    """The OperatorContext of one term: API client, adapters, clock, metrics.
+
+    With ``CODEHUB_TEST_PAUSE_ACTUATORS`` set (tests only) the adapters are wrapped in
+    pausing ones here, so the production actuator path has no pause code.
+    """
+    from codehub.adapters.docker_instance import DockerInstanceController
+    from codehub.adapters.volume_s3_storage import VolumeS3StorageProvider
+    from codehub.crd_like.client.api import ApiClient
+
+    docker_config = settings.docker_config(scope_labels)
+    clock = SystemClock()
+    instances, storage = wrap_test_pauses(
+        settings.test_pause_actuators,
+        DockerInstanceController(docker_config),
+        VolumeS3StorageProvider(docker_config=docker_config, s3_config=settings.s3_config()),
+        clock,
+    )
+    return OperatorContext(
+        settings=settings,
+        api=ApiClient(settings.server, settings.token, ca_file=settings.ca_file),
+        instances=instances,
+        storage=storage,
+        clock=clock,
+        metrics=metrics,
+        # Events name the node that acted, so double leadership would show in `describe`.
+        component=f"codehub-operator/{settings.node_id or default_node_id()}",
+    )
+
+
+async def close_context(ctx: Any) -> None:
+    for name in ("api", "instances", "storage"):
+        closer = getattr(getattr(ctx, name, None), "close", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
+    closer = getattr(ctx, "close", None)
+    if closer is not None:
+        with contextlib.suppress(Exception):
+            await closer()
+
+
+ContextFactory = Callable[[Settings, Mapping[str, str], Any], Awaitable[Any]]
