@@ -43,15 +43,26 @@ def is_upgrade(request: web.Request) -> bool:
 async def _pump(
     source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-) -> None:
-    """Copy messages until ``source`` closes; returns its close code and reason."""
-    async for msg in source:
+) -> int | None:
+    """Copy messages until ``source`` closes; returns the close code it sent, if any.
+
+    Close frames are handled here, not by aiohttp (autoclose off), so the code the
+    closing side chose is the one the other side receives.
+    """
+    while True:
+        msg = await source.receive()
         if msg.type == aiohttp.WSMsgType.TEXT:
             await sink.send_str(msg.data)
         elif msg.type == aiohttp.WSMsgType.BINARY:
             await sink.send_bytes(msg.data)
-        elif msg.type == aiohttp.WSMsgType.ERROR:
-            break
+        elif msg.type == aiohttp.WSMsgType.CLOSE:
+            return int(msg.data) if isinstance(msg.data, int) else None
+        elif msg.type in (
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.ERROR,
+        ):
+            return None
 
 
 async def forward_websocket(
@@ -67,25 +78,30 @@ async def forward_websocket(
     )
     try:
         upstream = await client.ws_connect(
-            url, headers=headers, protocols=protocols, autoping=True, max_msg_size=0
+            url,
+            headers=headers,
+            protocols=protocols,
+            autoclose=False,
+            max_msg_size=0,
         )
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         log.info("proxy: websocket upstream of %s failed: %r", redact(request.raw_path), exc)
         return pages.error(request, 502, "upstream_unreachable", "the workspace did not answer")
     downstream = web.WebSocketResponse(
-        protocols=(upstream.protocol,) if upstream.protocol else (), autoping=True, max_msg_size=0
+        protocols=(upstream.protocol,) if upstream.protocol else (),
+        autoclose=False,
+        max_msg_size=0,
     )
     try:
         await downstream.prepare(request)
         to_up = asyncio.ensure_future(_pump(downstream, upstream))
         to_down = asyncio.ensure_future(_pump(upstream, downstream))
         done, _ = await asyncio.wait({to_up, to_down}, return_when=asyncio.FIRST_COMPLETED)
-        if to_up in done:
-            code = sendable(downstream.close_code)
-            await upstream.close(code=code)
-        else:
-            code = sendable(upstream.close_code)
-            await downstream.close(code=code)
+        first = to_up if to_up in done else to_down
+        code = sendable(first.result() if first.exception() is None else 1011)
+        closing, other = (downstream, upstream) if first is to_up else (upstream, downstream)
+        await other.close(code=code)
+        await closing.close(code=code)
         for task in (to_up, to_down):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
