@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import pytest
 
 if TYPE_CHECKING:
     import docker
+    from support.api import ApiFactory
 
     from codehub.operator.settings import Settings
 
@@ -221,6 +222,29 @@ def database_url(service_env: dict[str, str], run_id: str) -> Iterator[str]:
     yield f"{base}/{name}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ------------------------------------------------------------------ the in-process API
+
+
+@pytest.fixture
+async def make_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiFactory]:
+    """Start in-process API servers (tests/support/api.py): ``await make_api()`` over a
+    MemoryStore, ``await make_api("postgres", ...)`` over this test's fresh database.
+    Keyword arguments are ApiConfig fields; see ``support.api.start_api`` for the rest."""
+    from support.api import ApiHarness, start_api
+
+    opened: list[ApiHarness] = []
+
+    async def factory(backend: str = "memory", **options: Any) -> ApiHarness:
+        url = request.getfixturevalue("database_url") if backend == "postgres" else None
+        api = await start_api(tmp_path, url, **options)
+        opened.append(api)
+        return api
+
+    yield factory
+    for api in reversed(opened):
+        await api.close()
 
 
 # ------------------------------------------------------------------ cleanup

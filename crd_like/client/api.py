@@ -9,141 +9,37 @@ of ``repr``, messages and exceptions.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
+from codehub.crd_like.client.errors import ApiConnectionError, ApiError, connection_error
+from codehub.crd_like.client.transport import DEFAULT_TIMEOUT, Response, param
+from codehub.crd_like.client.watch import Watch
 from codehub.crd_like.identity import GROUP, PLURAL, VERSION
-from codehub.crd_like.status_reasons import STATUS_REASONS
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
+__all__ = [
+    "JSON_PATCH",
+    "MERGE_PATCH",
+    "ApiClient",
+    "ApiConnectionError",
+    "ApiError",
+    "Watch",
+    "events_path",
+    "workspaces_path",
+]
+
 Obj = dict[str, Any]
 ObjList = list[Obj]
 JsonPatch = list[dict[str, Any]]
-
-_DEFAULT_TIMEOUT = 30.0
-_MAX_TEXT = 300
-
-
-class ApiError(Exception):
-    """A request the server refused (or could not be made).
-
-    ``status`` is the HTTP code (0 for transport failures), ``reason`` the Kubernetes
-    reason (``NotFound``, ``Conflict``, ``Invalid``...), ``causes`` the field-level causes
-    of a 422 as ``[{"field", "reason", "message"}]``.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        message: str,
-        details: Mapping[str, Any] | None = None,
-        causes: list[dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.details: dict[str, Any] = dict(details or {})
-        if causes is None:
-            raw = self.details.get("causes")
-            causes = [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []
-        self.causes: list[dict[str, Any]] = causes
-
-    @property
-    def not_found(self) -> bool:
-        """404: the object (or its namespace) does not exist, or is not visible to us."""
-        return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        """409: a resourceVersion precondition failed, or the name is taken."""
-        return self.status == 409
-
-    @property
-    def gone(self) -> bool:
-        """410: the requested resourceVersion is older than the kept history."""
-        return self.status == 410
-
-    @property
-    def invalid(self) -> bool:
-        """422: the body failed validation, or a JSON Patch ``test`` failed."""
-        return self.status == 422
-
-    @property
-    def too_many_requests(self) -> bool:
-        """429: a running limit refused the change."""
-        return self.status == 429
-
-    @property
-    def forbidden(self) -> bool:
-        """403: authenticated, but not allowed."""
-        return self.status == 403
-
-    @property
-    def unauthorized(self) -> bool:
-        """401: no or a wrong token."""
-        return self.status == 401
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return f"ApiError(status={self.status}, reason={self.reason!r}, message={self.message!r})"
-
-    @classmethod
-    def from_body(cls, status: int, body: bytes, http_reason: str = "") -> ApiError:
-        """Build from a response body: a Kubernetes Status, the SPEC §10 limit body, or text."""
-        text = body.decode("utf-8", errors="replace")
-        try:
-            data = json.loads(text) if text.strip() else None
-        except ValueError:
-            data = None
-        default_reason = _REASONS.get(status, http_reason or "Error")
-        if isinstance(data, dict):
-            if data.get("kind") == "Status" or "reason" in data or "code" in data:
-                details = data.get("details") if isinstance(data.get("details"), dict) else {}
-                return cls(
-                    status,
-                    str(data.get("reason") or default_reason),
-                    str(data.get("message") or http_reason or f"HTTP {status}"),
-                    details,
-                )
-            if "error" in data:
-                details = data.get("details") if isinstance(data.get("details"), dict) else {}
-                return cls(
-                    status,
-                    str(data.get("error")),
-                    str(data.get("message") or data.get("error")),
-                    details,
-                )
-        snippet = " ".join(text.split())[:_MAX_TEXT]
-        message = f"HTTP {status} {http_reason}".strip()
-        if snippet:
-            message = f"{message}: {snippet}"
-        return cls(status, default_reason, message)
-
-
-class ApiConnectionError(ApiError, ConnectionError):
-    """The server could not be reached (refused, TLS failure, timeout, disconnect)."""
-
-    def __init__(self, message: str) -> None:
-        ApiError.__init__(self, 0, "ConnectionError", message)
-
-    def __str__(self) -> str:
-        return self.message
-
-
-_REASONS = STATUS_REASONS
 
 
 def workspaces_path(ns: str | None = None, name: str | None = None, status: bool = False) -> str:
@@ -164,98 +60,6 @@ def events_path(ns: str | None) -> str:
     return f"/api/v1/namespaces/{quote(ns, safe='')}/events"
 
 
-class Watch:
-    """One watch stream: an async iterator of ``(type, object)``.
-
-    BOOKMARK events are consumed here (they only advance ``resource_version``), so a
-    caller can resume from ``resource_version`` after the stream ends without missing
-    anything. A 410 (history compacted) is raised as ``ApiError`` with status 410; the
-    caller re-lists.
-    """
-
-    def __init__(
-        self,
-        client: ApiClient,
-        path: str,
-        params: dict[str, str],
-        resource_version: str | None,
-        timeout_seconds: float | None,
-        bookmarks: bool,
-    ) -> None:
-        self._client = client
-        self._path = path
-        self._params = params
-        self.resource_version = resource_version
-        self._timeout_seconds = timeout_seconds
-        self._yield_bookmarks = bookmarks
-        self._iter: AsyncIterator[tuple[str, Obj]] | None = None
-
-    def __aiter__(self) -> Watch:
-        return self
-
-    async def __anext__(self) -> tuple[str, Obj]:
-        if self._iter is None:
-            self._iter = self._stream()
-        return await self._iter.__anext__()
-
-    async def aclose(self) -> None:
-        if self._iter is not None:
-            await self._iter.aclose()  # type: ignore[attr-defined]
-
-    async def _stream(self) -> AsyncIterator[tuple[str, Obj]]:
-        params = dict(self._params)
-        params["watch"] = "true"
-        params["allowWatchBookmarks"] = "true"
-        if self.resource_version:
-            params["resourceVersion"] = self.resource_version
-        if self._timeout_seconds is not None:
-            params["timeoutSeconds"] = str(max(1, int(self._timeout_seconds)))
-        client_timeout = aiohttp.ClientTimeout(
-            total=None if self._timeout_seconds is None else self._timeout_seconds + 30,
-            sock_connect=_DEFAULT_TIMEOUT,
-        )
-        async with self._client._open("GET", self._path, params, client_timeout) as resp:
-            buffer = b""
-            try:
-                async for chunk in resp.content.iter_any():
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        line, buffer = buffer.split(b"\n", 1)
-                        event = self._parse(line)
-                        if event is not None:
-                            yield event
-                if buffer.strip():
-                    event = self._parse(buffer)
-                    if event is not None:
-                        yield event
-            except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
-                return  # the stream ended early; the caller resumes from resource_version
-
-    def _parse(self, line: bytes) -> tuple[str, Obj] | None:
-        if not line.strip():
-            return None
-        try:
-            event = json.loads(line)
-        except ValueError:
-            raise ApiError(500, "InternalError", "malformed watch event from server") from None
-        etype = str(event.get("type", ""))
-        obj = event.get("object") or {}
-        if etype == "ERROR":
-            code = int(obj.get("code") or 500)
-            raise ApiError(
-                code,
-                str(obj.get("reason") or _REASONS.get(code, "Error")),
-                str(obj.get("message") or f"watch error {code}"),
-                obj.get("details") if isinstance(obj.get("details"), dict) else None,
-            )
-        rv = (obj.get("metadata") or {}).get("resourceVersion")
-        if rv:
-            self.resource_version = str(rv)
-        if etype == "BOOKMARK" and not self._yield_bookmarks:
-            return None
-        return etype, obj
-
-
 class ApiClient:
     """Async client for one server and one identity; use as ``async with ApiClient(...)``."""
 
@@ -265,7 +69,7 @@ class ApiClient:
         token: str,
         ca_file: str | None = None,
         insecure: bool = False,
-        timeout: float = _DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
         ca_data: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
@@ -328,8 +132,8 @@ class ApiClient:
         data: bytes | None = None,
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> _Response:
-        return _Response(self, method, path, params, timeout, data, content_type, headers)
+    ) -> Response:
+        return Response(self, method, path, params, timeout, data, content_type, headers)
 
     async def request(
         self,
@@ -346,7 +150,7 @@ class ApiClient:
         if json_body is not None:
             data = json.dumps(json_body).encode()
             content_type = content_type or "application/json"
-        str_params = {k: _param(v) for k, v in (params or {}).items() if v is not None}
+        str_params = {k: param(v) for k, v in (params or {}).items() if v is not None}
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with self._open(
             method, path, str_params, timeout, data, content_type, headers
@@ -354,7 +158,7 @@ class ApiClient:
             try:
                 body = await resp.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
-                raise _connection_error(self.server, exc) from None
+                raise connection_error(self.server, exc) from None
         if not body:
             return None
         try:
@@ -471,97 +275,3 @@ class ApiClient:
         if not isinstance(data, dict):
             raise ApiError(500, "InternalError", f"unexpected response from server for {path}")
         return data
-
-
-class _Response:
-    """Async context manager around one aiohttp request that maps failures to ApiError."""
-
-    def __init__(
-        self,
-        client: ApiClient,
-        method: str,
-        path: str,
-        params: Mapping[str, str] | None,
-        timeout: aiohttp.ClientTimeout,
-        data: bytes | None,
-        content_type: str | None,
-        headers: Mapping[str, str] | None,
-    ) -> None:
-        self._client = client
-        self._method = method
-        self._url = client.server + path
-        self._params = dict(params or {})
-        self._timeout = timeout
-        self._data = data
-        self._headers = dict(headers or {})
-        if content_type:
-            self._headers["Content-Type"] = content_type
-        self._resp: aiohttp.ClientResponse | None = None
-
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        session = self._client._get_session()
-        ssl_arg = self._client._ssl_context()
-        attempts = 1 if self._method == "POST" else 2
-        for attempt in range(attempts):
-            try:
-                resp = await session.request(
-                    self._method,
-                    self._url,
-                    params=self._params,
-                    data=self._data,
-                    headers=self._headers,
-                    timeout=self._timeout,
-                    ssl=ssl_arg if ssl_arg is not None else True,
-                )
-                break
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                # A pooled keep-alive connection the server closed (a restart, say) fails
-                # on first use; the request never reached the server, so one retry on a
-                # fresh connection is safe for every verb but a create.
-                if attempt + 1 < attempts:
-                    continue
-                raise _connection_error(self._client.server, exc) from None
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise _connection_error(self._client.server, exc) from None
-        if resp.status >= 400:
-            try:
-                body = await resp.read()
-            except (TimeoutError, aiohttp.ClientError):
-                body = b""
-            resp.release()
-            raise ApiError.from_body(resp.status, body, resp.reason or "")
-        self._resp = resp
-        return resp
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._resp is not None:
-            self._resp.release()
-
-
-def _param(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _connection_error(server: str, exc: BaseException) -> ApiConnectionError:
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return ApiConnectionError(
-            f"TLS certificate of {server} is not trusted (pass --ca-file / CODEHUB_CA_FILE)"
-        )
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return ApiConnectionError(f"TLS handshake with {server} failed")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        detail = exc.os_error.strerror or type(exc.os_error).__name__
-        return ApiConnectionError(f"cannot connect to {server}: {detail}")
-    if isinstance(exc, asyncio.TimeoutError):
-        return ApiConnectionError(f"request to {server} timed out")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ApiConnectionError(f"{server} closed the connection")
-    text = str(exc).split("\n", 1)[0][:_MAX_TEXT]
-    return ApiConnectionError(f"cannot talk to {server}: {text or type(exc).__name__}")

@@ -47,7 +47,7 @@ class _Entry:
 
 
 def is_running_candidate(obj: Obj) -> bool:
-    """SPEC §10: asked to run, running or starting, and not being deleted."""
+    """docs/limits.md: asked to run, running or starting, and not being deleted."""
     if (obj.get("metadata") or {}).get("deletionTimestamp"):
         return False
     spec = obj.get("spec") or {}

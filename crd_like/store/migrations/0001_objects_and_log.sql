@@ -1,4 +1,4 @@
--- kine-style storage (ARCHITECTURE A1): current objects with typed columns beside the
+-- kine-style storage (docs/storage.md): current objects with typed columns beside the
 -- JSON body, an append-only event log keyed by the one global revision, and the
 -- single-row counter whose row lock serialises revision allocation until commit.
 
@@ -16,7 +16,7 @@ CREATE TABLE objects (
     uid                uuid NOT NULL,
     resource_version   bigint NOT NULL,
     generation         bigint NOT NULL,
-    owner              text COLLATE "C" NOT NULL,  -- = namespace (SPEC §2)
+    owner              text COLLATE "C" NOT NULL,  -- = namespace (docs/resource.md)
     desired_state      text,
     observed_status    text,
     operation          text,
@@ -25,7 +25,7 @@ CREATE TABLE objects (
     PRIMARY KEY (kind, namespace, name)
 );
 CREATE UNIQUE INDEX objects_uid ON objects (uid);
--- SPEC §10 admission counts and TTL scans read only these columns.
+-- Admission (docs/limits.md) counts and TTL scans read only these columns.
 CREATE INDEX objects_running ON objects (kind, owner)
     WHERE deletion_timestamp IS NULL
       AND (desired_state = 'RUNNING' OR observed_status = 'RUNNING' OR operation = 'STARTING');

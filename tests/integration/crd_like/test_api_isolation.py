@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
-from codehub.crd_like.store.postgres import PostgresStore
+from aiohttp.test_utils import TestClient
+from support.api import ApiFactory, Identity, bearer
 
 G = "/apis/codehub.io/v1alpha1"
 MERGE = "application/merge-patch+json"
@@ -29,30 +24,24 @@ class Api:
 
     @staticmethod
     def auth(token: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token}"}
+        return bearer(token)
+
+
+#: The operator here holds only its own group, to show that group alone is enough.
+USERS = [
+    Identity("alice-t", "alice", "u1"),
+    Identity("bob-t", "bob", "u2"),
+    Identity("admin-t", "admin", "u3", ("codehub:admin",)),
+    Identity("operator-t", "operator", "u4", ("codehub:operator",)),
+]
 
 
 @pytest.fixture
-async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(
-        "alice-t,alice,u1\nbob-t,bob,u2\n"
-        'admin-t,admin,u3,"codehub:admin"\noperator-t,operator,u4,"codehub:operator"\n'
+async def api(make_api: ApiFactory) -> Api:
+    harness = await make_api(
+        "postgres", identities=USERS, bookmark_interval=0.5, sse_heartbeat_interval=0.5
     )
-    store = await PostgresStore.open(database_url, watch_poll_interval=0.5)
-    config = ApiConfig(
-        database_url=database_url,
-        token_file=str(tokens),
-        bookmark_interval=0.5,
-        sse_heartbeat_interval=0.5,
-    )
-    client = TestClient(TestServer(create_app(config, store)))
-    await client.start_server()
-    try:
-        yield Api(client)
-    finally:
-        await client.close()
-        await store.close()
+    return Api(harness.http)
 
 
 def ws(name: str) -> dict[str, Any]:

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
-from codehub.crd_like.store.postgres import PostgresStore
+from aiohttp.test_utils import TestClient
+from support.api import ApiFactory, Identity
 
 G = "/apis/codehub.io/v1alpha1"
 MERGE = "application/merge-patch+json"
@@ -24,23 +19,18 @@ OPERATOR = {"Authorization": "Bearer op-t"}
 
 
 @pytest.fixture
-async def client(database_url: str, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text('alice-t,alice,u1\nbob-t,bob,u2\nop-t,op,u3,"codehub:operator"\n')
-    store = await PostgresStore.open(database_url, watch_poll_interval=0.5)
-    config = ApiConfig(
-        database_url=database_url,
-        token_file=str(tokens),
+async def client(make_api: ApiFactory) -> TestClient[Any, Any]:
+    harness = await make_api(
+        "postgres",
+        identities=[
+            Identity("alice-t", "alice", "u1"),
+            Identity("bob-t", "bob", "u2"),
+            Identity("op-t", "op", "u3", ("codehub:operator",)),
+        ],
         max_running_per_user=2,
         max_running_global=3,
     )
-    c = TestClient(TestServer(create_app(config, store)))
-    await c.start_server()
-    try:
-        yield c
-    finally:
-        await c.close()
-        await store.close()
+    return harness.http
 
 
 def ws(name: str, state: str | None = None) -> dict[str, Any]:

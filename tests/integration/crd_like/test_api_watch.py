@@ -6,33 +6,37 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from support.api import ApiFactory, ApiHarness, bearer
 
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
-from codehub.crd_like.store.postgres import PostgresStore
+from codehub.crd_like.store.interface import Store
 
 G = "/apis/codehub.io/v1alpha1"
 NS = f"{G}/namespaces/alice/workspaces"
 MERGE = "application/merge-patch+json"
-ADMIN = {"Authorization": "Bearer admin-t"}
+ADMIN = bearer("admin-t")
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 
 
 @dataclass
 class Api:
-    client: TestClient[Any, Any]
-    store: PostgresStore
+    harness: ApiHarness
+
+    @property
+    def client(self) -> TestClient[Any, Any]:
+        return self.harness.http
+
+    @property
+    def store(self) -> Store:
+        return self.harness.store
 
     async def close(self) -> None:
-        await self.client.close()
-        await self.store.close()
+        await self.harness.close()
 
     async def create(self, name: str) -> dict[str, Any]:
         body = {"metadata": {"name": name}, "spec": {"desired_state": "STANDBY"}}
@@ -55,23 +59,16 @@ Factory = Callable[[], Awaitable[Api]]
 
 
 @pytest.fixture
-async def make_api(database_url: str, tmp_path: Path) -> AsyncIterator[Factory]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text('admin-t,admin,u1,"codehub:admin"\n')
-    config = ApiConfig(database_url=database_url, token_file=str(tokens), bookmark_interval=0.3)
-    opened: list[Api] = []
+def servers(make_api: ApiFactory) -> Factory:
+    """Servers on this test's database, each with its own PostgresStore."""
 
     async def factory() -> Api:
-        store = await PostgresStore.open(database_url, watch_poll_interval=0.5, max_size=20)
-        client = TestClient(TestServer(create_app(config, store)))
-        await client.start_server()
-        api = Api(client, store)
-        opened.append(api)
-        return api
+        harness = await make_api(
+            "postgres", bookmark_interval=0.3, store_options={"max_size": 20}
+        )
+        return Api(harness)
 
-    yield factory
-    for api in opened:
-        await api.close()
+    return factory
 
 
 async def read_event(resp: Any, wait: float = 30.0) -> dict[str, Any]:
@@ -81,8 +78,8 @@ async def read_event(resp: Any, wait: float = 30.0) -> dict[str, Any]:
     return event
 
 
-async def test_every_write_is_seen_once_in_order(make_api: Factory) -> None:
-    api = await make_api()
+async def test_every_write_is_seen_once_in_order(servers: Factory) -> None:
+    api = await servers()
     writers, writes = 8, 100
     for w in range(writers):
         await api.create(f"w{w}")
@@ -111,8 +108,8 @@ async def test_every_write_is_seen_once_in_order(make_api: Factory) -> None:
     assert seen == written
 
 
-async def test_bookmarks_only_when_allowed(make_api: Factory) -> None:
-    api = await make_api()
+async def test_bookmarks_only_when_allowed(servers: Factory) -> None:
+    api = await servers()
     await api.create("a")
     rv = int(await api.memo("a", "x"))
     watch = await api.client.get(
@@ -130,8 +127,8 @@ async def test_bookmarks_only_when_allowed(make_api: Factory) -> None:
     assert (await quiet.read()).strip() == b""
 
 
-async def test_gone_after_compaction_then_relist_recovers(make_api: Factory) -> None:
-    api = await make_api()
+async def test_gone_after_compaction_then_relist_recovers(servers: Factory) -> None:
+    api = await servers()
     await api.create("a")
     first = await api.memo("a", "0")
     for i in range(1, 10):
@@ -158,8 +155,8 @@ async def test_gone_after_compaction_then_relist_recovers(make_api: Factory) -> 
     assert event["object"]["metadata"]["resourceVersion"] == rv
 
 
-async def test_send_initial_events_ends_with_annotated_bookmark(make_api: Factory) -> None:
-    api = await make_api()
+async def test_send_initial_events_ends_with_annotated_bookmark(servers: Factory) -> None:
+    api = await servers()
     for name in ("a", "b", "c"):
         await api.create(name)
     current = str(await api.store.current_revision())
@@ -186,8 +183,8 @@ async def test_send_initial_events_ends_with_annotated_bookmark(make_api: Factor
     assert (event["type"], event["object"]["metadata"]["resourceVersion"]) == ("MODIFIED", rv)
 
 
-async def test_resume_from_bookmark_on_a_restarted_server(make_api: Factory) -> None:
-    first = await make_api()
+async def test_resume_from_bookmark_on_a_restarted_server(servers: Factory) -> None:
+    first = await servers()
     await first.create("a")
     watch = await first.client.get(
         f"{NS}?watch=true&allowWatchBookmarks=true&resourceVersion=0", headers=ADMIN
@@ -199,7 +196,7 @@ async def test_resume_from_bookmark_on_a_restarted_server(make_api: Factory) -> 
     watch.close()
     await first.close()
 
-    second = await make_api()
+    second = await servers()
     written = [await second.memo("a", f"after-restart-{i}") for i in range(5)]
     await second.create("b")
     watch = await second.client.get(
@@ -215,8 +212,8 @@ async def test_resume_from_bookmark_on_a_restarted_server(make_api: Factory) -> 
     assert got[5][0] == "ADDED"
 
 
-async def test_field_selector_and_table_watch(make_api: Factory) -> None:
-    api = await make_api()
+async def test_field_selector_and_table_watch(servers: Factory) -> None:
+    api = await servers()
     await api.create("a")
     await api.create("b")
     watch = await api.client.get(
@@ -242,8 +239,8 @@ async def test_field_selector_and_table_watch(make_api: Factory) -> None:
     assert event["object"]["rows"][0]["cells"][0] == "a"
 
 
-async def test_core_events_create_list_by_involved_object_and_watch(make_api: Factory) -> None:
-    api = await make_api()
+async def test_core_events_create_list_by_involved_object_and_watch(servers: Factory) -> None:
+    api = await servers()
     ws = await api.create("a")
     events = "/api/v1/namespaces/alice/events"
     watch = await api.client.get(f"{events}?watch=true", headers=ADMIN)

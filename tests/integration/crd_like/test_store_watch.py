@@ -1,4 +1,4 @@
-"""Watch correctness on real PostgreSQL (ARCHITECTURE A1): gap-free revisions in commit
+"""Watch correctness on real PostgreSQL (docs/storage.md): gap-free revisions in commit
 order, resume after a restart, compaction, and NOTIFY being only a wake-up."""
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from support.api import serve_app
 
 from codehub.crd_like.client.api import ApiClient, ApiConnectionError, ApiError
 
@@ -110,12 +111,8 @@ async def fake() -> AsyncIterator[tuple[Fake, str]]:
     app.router.add_route("*", "/apis/codehub.io/v1alpha1/namespaces/{ns}/workspaces", f.handle)
     app.router.add_route("*", "/apis/codehub.io/v1alpha1/workspaces", f.handle)
     app.router.add_route("*", "/api/v1/namespaces/{ns}/events", f.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f, f"http://127.0.0.1:{port}"
+    runner, url = await serve_app(app)
+    yield f, url
     await runner.cleanup()
 
 
@@ -153,15 +150,17 @@ async def test_status_errors_are_parsed(fake: tuple[Fake, str]) -> None:
     async with ApiClient(url, TOKEN) as api:
         with pytest.raises(ApiError) as nf:
             await api.get("alice", "missing")
-        assert (nf.value.status, nf.value.reason) == (404, "NotFound")
+        assert nf.value.not_found
+        assert nf.value.reason == "NotFound"
         assert "missing" in nf.value.message
         with pytest.raises(ApiError) as inv:
             await api.get("alice", "invalid")
-        assert inv.value.status == 422
+        assert inv.value.invalid
         assert inv.value.causes[0]["field"] == "spec.desired_state"
         with pytest.raises(ApiError) as lim:
             await api.get("alice", "limit")
-        assert (lim.value.status, lim.value.reason) == (429, "workspace_limit_exceeded")
+        assert lim.value.too_many_requests
+        assert lim.value.reason == "workspace_limit_exceeded"
         assert lim.value.details["limit_type"] == "per_user"
         with pytest.raises(ApiError) as html:
             await api.get("alice", "html")
@@ -175,7 +174,7 @@ async def test_token_never_in_errors(fake: tuple[Fake, str]) -> None:
         assert TOKEN not in repr(api)
         with pytest.raises(ApiError) as err:
             await api.get("alice", "w1")
-    assert err.value.status == 401
+    assert err.value.unauthorized
     assert TOKEN not in str(err.value)
     assert TOKEN not in repr(err.value)
 
@@ -240,7 +239,7 @@ async def test_watch_410_raises(fake: tuple[Fake, str]) -> None:
         with pytest.raises(ApiError) as err:
             async for _ in api.watch("alice", resource_version="1"):
                 pass
-    assert err.value.status == 410
+    assert err.value.gone
 
 
 async def test_list_follows_continue_tokens(fake: tuple[Fake, str]) -> None:

@@ -1,5 +1,5 @@
 """The chart's CRD is generated from the models; a hand edit or a model change without
-regeneration must fail here (ARCHITECTURE A3)."""
+regeneration must fail here (docs/architecture.md)."""
 
 from __future__ import annotations
 

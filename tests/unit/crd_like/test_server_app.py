@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from support.api import ApiFactory, Identity
 
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.memory import MemoryStore
 
 G = "/apis/codehub.io/v1alpha1"
@@ -21,26 +18,22 @@ ALICE = {"Authorization": "Bearer a"}
 OP = {"Authorization": "Bearer o"}
 MERGE = "application/merge-patch+json"
 JSONP = "application/json-patch+json"
+USERS = [Identity("a", "alice", "1"), Identity("b", "bob", "2"),
+         Identity("o", "op", "3", ("codehub:operator",))]
 
 Client = TestClient[Any, Any]
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text('a,alice,1\nb,bob,2\no,op,3,"codehub:operator"\n')
-    config = ApiConfig(
-        database_url="",
-        token_file=str(tokens),
+async def client(make_api: ApiFactory) -> Client:
+    api = await make_api(
+        identities=USERS,
         bookmark_interval=0.2,
         sse_heartbeat_interval=0.2,
         default_image="img:1",
         default_standby_ttl=60,
     )
-    c = TestClient(TestServer(create_app(config, MemoryStore())))
-    await c.start_server()
-    yield c
-    await c.close()
+    return api.http
 
 
 async def post(client: Client, name: str, **spec: Any) -> dict[str, Any]:
