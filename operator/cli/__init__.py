@@ -66,8 +66,7 @@ def describe_failure(exc: BaseException, command: str) -> str:
         missing = exc.name or ""
         if missing.startswith("codehub."):
             return (
-                f"error: `codehub {command}` is not available in this build "
-                f"({missing} is missing)"
+                f"error: `codehub {command}` is not available in this build ({missing} is missing)"
             )
         return f"error: `codehub {command}` cannot start: missing module {missing!r}"
     text = one_line(str(exc)) or type(exc).__name__

@@ -108,9 +108,9 @@ async def _clear_error(api: ApiClient, ns: str, name: str) -> Obj | None:
         status = obj.get("status") or {}
         if not _needs_recovery(status):
             return None
+        rv = obj["metadata"]["resourceVersion"]
         ops = [
-            {"op": "test", "path": "/metadata/resourceVersion",
-             "value": obj["metadata"]["resourceVersion"]},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
             {"op": "add", "path": "/status/error_info", "value": None},
             {"op": "add", "path": "/status/error_count", "value": 0},
             {"op": "add", "path": "/status/operation", "value": "NONE"},

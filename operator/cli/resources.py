@@ -208,9 +208,14 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def _print_items(
-    listing: _Listing, items: list[Obj], ns: str | None, name: str | None, rv: str | None,
+    listing: _Listing,
+    items: list[Obj],
+    ns: str | None,
+    name: str | None,
+    rv: str | None,
     watch: bool,
 ) -> None:
+    """What ``get`` prints before a watch (if any) takes over."""
     fmt = listing.fmt
     if listing.tabular:
         if not items and not watch:

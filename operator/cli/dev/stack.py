@@ -131,8 +131,8 @@ def _start_server(paths: Paths, env: dict[str, str], port: int) -> None:
     pid = proc.running(paths, "server")
     if pid is None:
         pid = proc.spawn(paths, "server", ["server", "--listen", f"127.0.0.1:{port}"], env)
-    proc.wait_http(f"{url}/healthz", env["CODEHUB_CA_FILE"], "the API server", pid,
-                   paths.log("server"))
+    log = paths.log("server")
+    proc.wait_http(f"{url}/healthz", env["CODEHUB_CA_FILE"], "the API server", pid, log)
     say(f"    {url} (pid {pid}, log {paths.log('server')})")
 
 
