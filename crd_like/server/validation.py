@@ -192,6 +192,19 @@ def guard_finalizer(
 _KEPT_METADATA = ("creationTimestamp", "generation", "deletionTimestamp")
 
 
+def _carry_server_metadata(meta: dict[str, Any], cur_meta: dict[str, Any]) -> None:
+    """Server-owned metadata comes from the stored object, whatever the client sent."""
+    if cur_meta.get("uid"):
+        meta["uid"] = cur_meta["uid"]
+    for key in (*_KEPT_METADATA, "deletionGracePeriodSeconds"):
+        if key in cur_meta:
+            meta[key] = cur_meta[key]
+        else:
+            meta.pop(key, None)
+    meta.pop("managedFields", None)
+    meta["resourceVersion"] = cur_meta.get("resourceVersion")
+
+
 def finish(
     rk: ResourceKind,
     current: Obj,
@@ -227,15 +240,7 @@ def finish(
     if rv not in (None, "") and str(rv) != str(cur_meta.get("resourceVersion")):
         raise Conflict("resourceVersion is stale")
     meta["name"], meta["namespace"] = name, namespace
-    if cur_meta.get("uid"):
-        meta["uid"] = cur_meta["uid"]
-    for key in (*_KEPT_METADATA, "deletionGracePeriodSeconds"):
-        if key in cur_meta:
-            meta[key] = cur_meta[key]
-        else:
-            meta.pop(key, None)
-    meta.pop("managedFields", None)
-    meta["resourceVersion"] = cur_meta.get("resourceVersion")
+    _carry_server_metadata(meta, cur_meta)
     new["apiVersion"], new["kind"] = rk.api_version, rk.kind
     if subresource == "status":
         merged = copy.deepcopy(current)
