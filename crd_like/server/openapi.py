@@ -1,6 +1,6 @@
 """OpenAPI v3 documents built from the CRD schema.
 
-kubectl 1.27+ looks for the ``fieldValidation`` parameter on the resource's PATCH
+kubectl looks for the ``fieldValidation`` parameter on the resource's PATCH
 operation (matched by ``x-kubernetes-group-version-kind``) to decide that the server
 validates, and ``kubectl explain`` reads the schema carrying the same extension. The
 v2 endpoint is not served: kubectl asks for protobuf there; kubectl 1.29 and newer use
