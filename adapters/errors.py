@@ -70,12 +70,6 @@ class OperationTimeoutError(CodehubError):
     reason = Reason.TIMEOUT
 
 
-class RetryExceededError(CodehubError):
-    """The retry budget of an operation is spent."""
-
-    reason = Reason.RETRY_EXCEEDED
-
-
 class DataLostError(CodehubError):
     """Archive missing, checksum mismatch, or data vanished: never retried."""
 

@@ -12,6 +12,7 @@ import uuid
 from typing import Any, Literal
 
 from codehub.operator.context import Obj, OperatorContext
+from codehub.vocabulary.timestamps import format_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def build_event(
     meta: dict[str, Any] = obj.get("metadata") or {}
     ns = str(meta.get("namespace") or "default")
     name = str(meta.get("name") or "")
-    now = ctx.clock.now().isoformat().replace("+00:00", "Z")
+    now = format_rfc3339(ctx.clock.now(), micro=True)
     return {
         "apiVersion": "v1",
         "kind": "Event",

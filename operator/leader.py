@@ -1,4 +1,4 @@
-"""Leader election with a PostgreSQL session advisory lock (SPEC §12, ADR 0003).
+"""Leader election with a PostgreSQL session advisory lock (docs/coordinator.md, ADR 0003).
 
 A session advisory lock lives exactly as long as the backend session that took it, so
 the lock connection is dedicated to it and never shared with a pool: when that session
@@ -14,7 +14,7 @@ leader has not noticed yet. Two measures close it:
   after winning the lock before it reports leadership, so an old leader that lost its
   session has already fired ``lost`` and begun stopping its components.
 
-The claim compare-and-set of the reconciler (SPEC §4) stays the last line of defence
+The claim compare-and-set of the reconciler (docs/state-machine.md) stays the last line of defence
 for actuator work still finishing in threads during that hand-over.
 """
 

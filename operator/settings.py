@@ -1,6 +1,6 @@
 """The one typed settings object, read from the environment once and passed down.
 
-Defaults follow SPEC §14. Secrets are kept out of ``repr`` so a logged Settings never
+Defaults follow docs/settings.md. Secrets are kept out of ``repr`` so a logged Settings never
 leaks them; layer-specific configuration objects are derived here, so ``crd_like`` and
 ``adapters`` never read the environment themselves.
 """
@@ -22,7 +22,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    # SPEC §14 intervals and limits (seconds where a duration).
+    # docs/settings.md intervals and limits (seconds where a duration).
     reconciler_interval: float = 10.0
     reconciler_max_retries: int = 3
     reconciler_retry_backoff: float = 30.0
@@ -36,7 +36,7 @@ class Settings:
     max_running_per_user: int = 2
     max_running_global: int = 100
     coordinator_retry_interval: float = 5.0
-    # Per-operation timeouts (SPEC §6).
+    # Per-operation timeouts (docs/errors.md).
     timeout_starting: float = 300.0
     timeout_stopping: float = 300.0
     timeout_provisioning: float = 300.0

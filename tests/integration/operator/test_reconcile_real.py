@@ -27,9 +27,9 @@ from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.postgres import PostgresStore
 from codehub.operator.context import OperatorContext
-from codehub.operator.health_monitor import HealthMonitor
+from codehub.operator.gate import ReconcileGate
 from codehub.operator.metrics import Metrics
-from codehub.operator.reconciler import Outcome, reconcile
+from codehub.operator.reconcile_view import Outcome
 from codehub.operator.settings import Settings
 
 NS = "dora"
@@ -53,6 +53,7 @@ class Real:
     ) -> None:
         self.client = client
         self.ctx = ctx
+        self.gate = ReconcileGate(ctx)  # the one way to reconcile, as in the coordinator
         self.objects = objects
         self.docker = docker_client
 
@@ -97,7 +98,6 @@ async def real(
         storage=storage,
         metrics=Metrics(),
     )
-    HealthMonitor(ctx)
     try:
         yield Real(client, ctx, S3ObjectStore(s3_config), docker_client)
     finally:
@@ -113,7 +113,7 @@ async def settle(real: Real, name: str) -> Outcome:
     import asyncio
 
     for _ in range(30):
-        outcome = await reconcile(real.ctx, await real.client.get(NS, name))
+        outcome = await real.gate.reconcile_now(await real.client.get(NS, name))
         if outcome.result != "retry":
             return outcome
         await asyncio.sleep(outcome.delay)

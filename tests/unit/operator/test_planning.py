@@ -1,8 +1,8 @@
 """Exhaustive tables for the pure core: every combination of every enum input.
 
 The expected answers are written independently of the implementation: ``plan`` and
-``is_complete`` against literal tables transcribed from SPEC §3, ``observe`` against a
-rule list transcribed from SPEC §5 in a different shape (first matching rule wins).
+``is_complete`` against literal tables transcribed from docs/state-machine.md, ``observe`` against a
+rule list transcribed from docs/observation.md in a different shape (first matching rule wins).
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ import itertools
 
 import pytest
 
+from codehub.adapters.interfaces import InstanceInfo
 from codehub.crd_like.models import derive_display
 from codehub.operator.observation import (
+    ErrorRule,
     instance_state,
+    instance_state_of,
     observe,
     observe_detail,
 )
@@ -35,7 +38,8 @@ I = InstanceState  # noqa: E741
 OBSERVED: list[O | None] = [None, *O]
 ARCHIVES: list[str | None] = [None, "archives/u/op/home.tar.gz"]
 
-# SPEC §3 planning table, operation NONE, not deleting: (observed, desired, has_archive).
+# docs/state-machine.md planning table, operation NONE, not deleting:
+# (observed, desired, has_archive).
 PLAN_TABLE: dict[tuple[O | None, D, bool], Op] = {}
 for _arch in (False, True):
     _step_up = Op.RESTORING if _arch else Op.PROVISIONING
@@ -189,6 +193,35 @@ def test_observe_every_combination() -> None:
 
 
 @pytest.mark.parametrize(
+    ("info", "state"),
+    [
+        (None, I.ABSENT),
+        (InstanceInfo("u", running=False), I.STOPPED),  # exited, created, paused
+        (InstanceInfo("u", running=True, upstream="http://127.0.0.1:1"), I.RUNNING),
+    ],
+)
+def test_one_classification_of_a_container_for_batch_and_single(
+    info: InstanceInfo | None, state: I
+) -> None:
+    """The HealthMonitor's listing and the reconciler's inspect both go through here."""
+    assert instance_state_of(info) is state
+    # a stopped container is a container: without its volume it breaks rule 2
+    got = observe_detail(
+        state,
+        False,
+        terminal_error=False,
+        previous=O.RUNNING,
+        operation=Op.NONE,
+        archive_key=None,
+    )
+    assert got.status is O.ERROR
+    if state is I.ABSENT:
+        assert got.error_rule is ErrorRule.DATA_LOST
+    else:
+        assert got.error_rule is ErrorRule.NO_VOLUME
+
+
+@pytest.mark.parametrize(
     ("running", "state"), [(True, I.RUNNING), (None, I.STOPPED), (False, I.ABSENT)]
 )
 def test_observe_tristate_container_flag(running: bool | None, state: I) -> None:
@@ -217,7 +250,8 @@ def test_new_workspace_is_pending_but_vanished_data_is_error() -> None:
 # -- is_complete -------------------------------------------------------------------------
 
 
-# SPEC §3 "done when observed": (instance, volume, own archive, restore returned) -> done.
+# docs/state-machine.md "done when observed":
+# (instance, volume, own archive, restore returned) -> done.
 def expected_complete(op: Op, instance: I, volume: bool, archive: bool, restored: bool) -> bool:
     no_container = instance == I.ABSENT
     return {

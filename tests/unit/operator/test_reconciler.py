@@ -257,7 +257,8 @@ async def test_running_to_pending_stops_archives_then_restores_byte_identical(
     assert uid not in storage.volumes
     assert uid not in instances.containers
     assert storage.objects.get(naming.meta_key(key)) is not None
-    # SPEC §4 ordering: container deleted before the volume; key durable before delete.
+    # docs/state-machine.md ordering: container deleted before the volume, key durable
+    # before the delete.
     assert order.index("delete_container") < order.index("delete_volume")
     assert archive_key_at_delete == [key]
 
@@ -419,7 +420,7 @@ async def test_retries_with_backoff_then_retry_exceeded_and_op_id_reused(
         == 1
     )
 
-    # recovery (SPEC §6) after fixing the image: converges and keeps the op_id
+    # recovery (docs/errors.md) after fixing the image: converges and keeps the op_id
     await api.admin.patch_merge(
         NS, "badimg", {"spec": {"image_ref": "codehub/workspace-test:local"}}
     )
