@@ -147,5 +147,8 @@ class _LazyPostgres(ActivityStore):
     async def claim_write(self, workspace: str, now: dt.datetime, interval: float) -> bool:
         return await self.inner.claim_write(workspace, now, interval)
 
+    async def last_write(self, workspace: str) -> dt.datetime | None:
+        return await self.inner.last_write(workspace)
+
     async def use_link(self, link_id: str, expires_at: dt.datetime) -> bool:
         return await self.inner.use_link(link_id, expires_at)

@@ -99,7 +99,10 @@ class ActivityTracker:
     async def _write(self, ref: WorkspaceRef, source: str, now: dt.datetime) -> bool:
         try:
             if not await self.activity.claim_write(ref.uid, now, self.interval):
-                self._last_local[ref.uid] = now
+                # Another replica wrote within the interval: wait for the end of *its*
+                # interval, and keep the activity to write then.
+                self._last_local[ref.uid] = await self.activity.last_write(ref.uid) or now
+                self._pending.setdefault(ref, source)
                 return False
             count = await self.activity.open_connections(ref.uid, now, self.replica_ttl)
         except Exception as exc:

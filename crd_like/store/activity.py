@@ -46,6 +46,10 @@ class ActivityStore(ABC):
         """True for exactly one caller per ``interval`` per workspace, across replicas."""
 
     @abstractmethod
+    async def last_write(self, workspace: str) -> dt.datetime | None:
+        """When the write that holds the current interval was claimed."""
+
+    @abstractmethod
     async def use_link(self, link_id: str, expires_at: dt.datetime) -> bool:
         """True the first time ``link_id`` is used, False on every later use."""
 
@@ -90,6 +94,9 @@ class MemoryActivityStore(ActivityStore):
             return False
         self.writes[workspace] = now
         return True
+
+    async def last_write(self, workspace: str) -> dt.datetime | None:
+        return self.writes.get(workspace)
 
     async def use_link(self, link_id: str, expires_at: dt.datetime) -> bool:
         if link_id in self.links:
@@ -164,6 +171,14 @@ class PostgresActivityStore(ActivityStore):
                 (workspace, now, _ago(now, interval)),
             )
             return await cur.fetchone() is not None
+
+    async def last_write(self, workspace: str) -> dt.datetime | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT written_at FROM proxy_activity_writes WHERE workspace = %s", (workspace,)
+            )
+            row = await cur.fetchone()
+        return row[0] if row else None
 
     async def use_link(self, link_id: str, expires_at: dt.datetime) -> bool:
         async with self._pool.connection() as conn:
