@@ -6,6 +6,7 @@ operator's Settings (crd_like never imports operator); both read the same variab
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ class ApiConfig:
     watch_poll_interval: float = 1.0
     compaction_keep_revisions: int = 100_000
     compaction_interval: float = 60.0
-    #: SSE heartbeat period (SPEC §11: 30 s); tests set it small.
+    #: SSE heartbeat period (docs/events.md: 30 s); tests set it small.
     sse_heartbeat_interval: float = 30.0
     #: Server-side limit of a watch without ``timeoutSeconds`` (clients re-watch).
     default_watch_timeout: float = 1800.0
@@ -60,23 +61,8 @@ class ApiConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
         env = os.environ if env is None else env
-
-        def text(name: str) -> str | None:
-            value = env.get(name)
-            return value if value else None
-
-        def number(name: str, default: float, kind: type[int] | type[float]) -> float:
-            raw = text(name)
-            if raw is None:
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ApiConfigError(f"{name} must be a number, got {raw!r}") from None
-            if value < 0:
-                raise ApiConfigError(f"{name} must not be negative")
-            return value
-
+        text = functools.partial(_text, env)
+        number = functools.partial(_number, env)
         database_url = text("CODEHUB_DATABASE_URL")
         if database_url is None:
             raise ApiConfigError("CODEHUB_DATABASE_URL is required")
@@ -127,3 +113,23 @@ class ApiConfig:
             replica_id=text("CODEHUB_REPLICA_ID") or "",
             replica_ttl=number("CODEHUB_REPLICA_TTL", defaults.replica_ttl, float),
         )
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value if value else None
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, kind: type[int] | type[float]
+) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ApiConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ApiConfigError(f"{name} must not be negative")
+    return value
