@@ -188,3 +188,49 @@ def test_workspace_typed_read() -> None:
     assert ws.metadata.namespace == "alice"
     assert ws.spec.desired_state is DesiredState.RUNNING
     assert ws.display is Display.ARCHIVED
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [
+        ("team", True),
+        ("codehub.io/team", True),
+        ("a.b-c_d", True),
+        ("x" * 63, True),
+        ("x" * 64, False),
+        ("bad key!", False),
+        ("-leading", False),
+        ("Upper.Case/name", False),
+        ("/name", False),
+        ("a" * 254 + "/name", False),
+        ("prefix/", False),
+    ],
+)
+def test_qualified_name_rules(key: str, ok: bool) -> None:
+    from codehub.crd_like.models import qualified_name_error
+
+    assert (qualified_name_error(key) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("", True), ("a-b_c.d", True), ("v" * 64, False), ("a b", False)]
+)
+def test_label_value_rules(value: str, ok: bool) -> None:
+    from codehub.crd_like.models import label_value_error
+
+    assert (label_value_error(value) is None) is ok
+
+
+def test_annotations_total_size_is_bounded() -> None:
+    from codehub.crd_like.models import ANNOTATIONS_MAX_BYTES, metadata_map_errors
+
+    assert metadata_map_errors({"annotations": {"a": "x" * (ANNOTATIONS_MAX_BYTES - 1)}}) == []
+    errors = metadata_map_errors({"annotations": {"a": "x" * ANNOTATIONS_MAX_BYTES}})
+    assert [e.field_path for e in errors] == ["metadata.annotations"]
+
+
+def test_error_messages_quote_a_short_prefix() -> None:
+    body = {"metadata": {"name": "w"}, "spec": {"memo": "m" * 100_000}}
+    errors = validate_workspace_body(body)
+    assert [e.field_path for e in errors] == ["spec.memo"]
+    assert len(errors[0].message) < 300

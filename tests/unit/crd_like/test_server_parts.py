@@ -199,3 +199,44 @@ def test_openapi_declares_field_validation_on_the_patch_operation() -> None:
     assert ref in doc["components"]["schemas"]
     url = index_document()["paths"]["apis/codehub.io/v1alpha1"]["serverRelativeURL"]
     assert url.startswith("/openapi/v3/apis/codehub.io/v1alpha1?hash=")
+
+
+def test_json_depth_skips_strings_and_counts_nesting() -> None:
+    from codehub.crd_like.server.bodies import json_depth
+
+    assert json_depth(b'{"a": [1, {"b": "[[[[{{{"}]}') == 3
+    assert json_depth(b'"\\"[[["') == 0
+    assert json_depth(b"[" * 500 + b"]" * 500) == 500
+
+
+def test_yaml_parser_refuses_aliases_and_depth() -> None:
+    from codehub.crd_like.server.bodies import MAX_DEPTH, parse_document
+    from codehub.crd_like.server.status import ApiError
+
+    assert parse_document(b"a: [1, 2]\n", "application/yaml") == {"a": [1, 2]}
+    with pytest.raises(ApiError) as alias:
+        parse_document(b"a: &x [1]\nb: *x\n", "application/yaml")
+    assert alias.value.code == 400
+    deep = b"a: " + b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)
+    with pytest.raises(ApiError) as nested:
+        parse_document(deep, "application/yaml")
+    assert "nested too deeply" in nested.value.message
+    ok = b"a: " + b"[" * (MAX_DEPTH - 2) + b"]" * (MAX_DEPTH - 2)
+    assert parse_document(ok, "application/yaml")
+
+
+def test_openapi_declares_error_codes_and_patch_array() -> None:
+    doc = group_version_document()
+    item = doc["paths"]["/apis/codehub.io/v1alpha1/namespaces/{namespace}/workspaces/{name}"]
+    assert {"200", "400", "403", "404", "409", "415", "422", "429"} <= set(
+        item["patch"]["responses"]
+    )
+    status_ref = item["patch"]["responses"]["422"]["content"]["application/json"]["schema"]
+    assert status_ref["$ref"].endswith("meta.v1.Status")
+    body = item["patch"]["requestBody"]["content"]["application/json-patch+json"]["schema"]
+    assert body["type"] == "array"
+    create = doc["paths"]["/apis/codehub.io/v1alpha1/namespaces/{namespace}/workspaces"]["post"]
+    assert "201" in create["responses"]
+    ws = doc["components"]["schemas"]["io.codehub.v1alpha1.Workspace"]
+    assert ws["properties"]["kind"]["enum"] == ["Workspace"]
+    assert ws["properties"]["apiVersion"]["enum"] == ["codehub.io/v1alpha1"]
