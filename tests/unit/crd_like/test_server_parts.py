@@ -12,8 +12,9 @@ from cryptography import x509
 from codehub.crd_like.server.auth import ADMIN_GROUP, TokenAuthenticator, parse_token_file
 from codehub.crd_like.server.openapi import group_version_document, index_document
 from codehub.crd_like.server.patch import PatchError, PatchFormatError, json_patch, merge_patch
-from codehub.crd_like.server.table import build_table, human_duration, wants_table
+from codehub.crd_like.server.table import build_table, wants_table
 from codehub.crd_like.server.tls import ensure_certificate
+from codehub.vocabulary.timestamps import human_duration
 
 
 def test_merge_patch_rfc7386() -> None:
