@@ -103,7 +103,14 @@ async def use_link(request: web.Request) -> web.StreamResponse:
     if ident is None or not may_pass(ident, link.namespace):
         return refused
     expires = dt.datetime.fromtimestamp(link.expires_at, dt.UTC)
-    if not await state.activity.use_link(link.link_id, expires):
+    try:
+        first_use = await state.activity.use_link(link.link_id, expires)
+    except Exception as exc:  # handled here: the generic handler would log the token's URL
+        log.warning("proxy: sign-in link store unavailable: %r", exc)
+        return pages.error(
+            request, 503, "unavailable", "try again in a moment", {"Retry-After": "5"}
+        )
+    if not first_use:
         log.info("proxy: sign-in link used twice")
         return refused
     return _signed_in(state, ident.user, f"/w/{link.namespace}/{link.name}/")

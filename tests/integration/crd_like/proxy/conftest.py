@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import time
@@ -26,6 +27,7 @@ from proxykit import SECRET, TOKENS, Cluster, Replica, Upstream, _upstream_app
 
 from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.proxy import PROXY_KEY
+from codehub.crd_like.proxy.logs import RedactingAccessLogger
 from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.postgres import PostgresStore
 
@@ -54,7 +56,12 @@ async def cluster_factory(
             )
             app_store = await PostgresStore.open(database_url, watch_poll_interval=0.5)
             app = create_app(config, app_store, close_store=True)
-            client = TestClient(TestServer(app, host="127.0.0.1"))
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server(
+                access_log_class=RedactingAccessLogger,
+                access_log=logging.getLogger("codehub.proxy.access"),
+            )
+            client = TestClient(server)
             await client.start_server()
             replicas.append(Replica(client, app[PROXY_KEY]))
         cluster = Cluster(store, replicas)

@@ -3,11 +3,13 @@ session cookie (sign-in page or single-use link) works for the proxy only."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
 from proxykit import SECRET, Cluster, Upstream, bearer
 
 from codehub.crd_like.proxy import session
@@ -128,8 +130,11 @@ async def _mint(client: Any, user: str, ns: str, name: str) -> aiohttp.ClientRes
 
 
 async def test_signin_link_single_use_across_replicas(
-    cluster_factory: Callable[..., Awaitable[Cluster]], upstream: Upstream
+    cluster_factory: Callable[..., Awaitable[Cluster]],
+    upstream: Upstream,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     cluster = await cluster_factory(2)
     await cluster.workspace("alice", "ws", upstream.url)
     a, b = (r.client for r in cluster.replicas)
@@ -149,6 +154,9 @@ async def test_signin_link_single_use_across_replicas(
     assert (await _mint(a, "alice", "alice", "nope")).status == 404
     assert (await _mint(a, "admin", "alice", "ws")).status == 201
     assert (await a.post("/proxy/v1/signin-links", json={})).status == 401
+    token = path.rsplit("/", 1)[1]
+    assert "/w/-/link/REDACTED" in caplog.text
+    assert token not in caplog.text
 
 
 async def test_expired_and_forged_links(cluster: Cluster, upstream: Upstream) -> None:
