@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import aiohttp
 import yarl
@@ -119,7 +118,10 @@ async def forward_http(
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
+                try:
+                    await response.write(chunk)
+                except ConnectionResetError:
+                    return response  # the client left; the upstream connection is released
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # The status line is gone already: the only honest signal left is to cut the
             # connection so the client sees a truncated body, not a complete one.
@@ -144,6 +146,3 @@ def client_session() -> aiohttp.ClientSession:
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
     )
 
-
-def elapsed(started: float) -> float:
-    return time.perf_counter() - started

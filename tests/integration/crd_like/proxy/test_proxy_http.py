@@ -227,3 +227,16 @@ async def test_metrics(cluster: Cluster, upstream: Upstream) -> None:
 
 def test_json_helper() -> None:
     assert json_of(b'{"a": 1}') == {"a": 1}
+
+
+async def test_client_leaving_mid_download(
+    cluster: Cluster, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cluster.workspace("alice", "ws", upstream.url)
+    client = cluster.replicas[0].client
+    resp = await client.get(f"/w/alice/ws/big?size={256 << 20}", headers=ALICE)
+    await resp.content.readexactly(1 << 20)
+    resp.close()
+    again = await client.get("/w/alice/ws/after", headers=ALICE)
+    assert again.status == 200
+    assert "unhandled error" not in caplog.text
