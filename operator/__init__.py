@@ -1,4 +1,4 @@
-"""The control logic: planning, reconciliation, observation, coordination (ARCHITECTURE A3).
+"""The control logic: planning, reconciliation, observation, coordination (docs/architecture.md).
 
 This folder is imported as ``codehub.operator``. Because it is also named like the
 standard library's ``operator``, running Python from the repository root (where the
