@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
@@ -25,6 +23,3 @@ class RedactingAccessLogger(AbstractAccessLogger):
             time,
         )
 
-
-def access_logger() -> logging.Logger:
-    return logging.getLogger("codehub.proxy.access")

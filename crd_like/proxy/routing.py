@@ -120,7 +120,6 @@ def safe_next(raw: str | None) -> str | None:
 
 def redact(raw_target: str) -> str:
     """``raw_target`` fit for a log line: a sign-in link's token never appears."""
-    path, query = split_target(raw_target)
-    if path.startswith(LINK_PATH):
+    if split_target(raw_target)[0].startswith(LINK_PATH):
         return LINK_PATH + "REDACTED"
-    return raw_target if not query else f"{path}?{query}"
+    return raw_target

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -42,7 +41,6 @@ class ProxyState:
     not_running: NotRunning
     session: aiohttp.ClientSession | None = None
     clock: Callable[[], float] = time.time
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def client(self) -> aiohttp.ClientSession:
