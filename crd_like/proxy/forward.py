@@ -113,7 +113,7 @@ async def forward_http(
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=response_headers(upstream, fwd)
         )
-        if upstream.content_length is not None and request.method != "HEAD":
+        if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
         try:

@@ -101,6 +101,8 @@ def _upstream_app(up: Upstream) -> web.Application:
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         response.content_length = size
         await response.prepare(request)
+        if request.method == "HEAD":
+            return response
         chunk = b"\0" * (1 << 20)
         sent = 0
         while sent < size:

@@ -240,3 +240,14 @@ async def test_client_leaving_mid_download(
     again = await client.get("/w/alice/ws/after", headers=ALICE)
     assert again.status == 200
     assert "unhandled error" not in caplog.text
+
+
+async def test_head_request(cluster: Cluster, upstream: Upstream) -> None:
+    await cluster.workspace("alice", "ws", upstream.url)
+    client = cluster.replicas[0].client
+    resp = await client.head(f"/w/alice/ws/big?size={10 << 20}", headers=ALICE)
+    assert resp.status == 200
+    assert resp.headers["Content-Length"] == str(10 << 20)
+    assert await resp.read() == b""
+    again = await client.get("/w/alice/ws/after", headers=ALICE)
+    assert again.status == 200
