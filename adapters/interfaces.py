@@ -9,8 +9,9 @@ depends on it (docs/observation.md).
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -121,3 +122,26 @@ class ObjectStore(ABC):
 
     @abstractmethod
     async def exists(self, key: str) -> bool: ...
+
+    async def iter_objects(
+        self, prefix: str, page_size: int = 1000
+    ) -> AsyncIterator[builtins.list[ObjectInfo]]:
+        """The objects under ``prefix`` in key order, a page at a time, so a pass over a
+        large bucket holds one page in memory. The default pages a full ``list``;
+        adapters override it with a streaming listing."""
+        objects = await self.list(prefix)
+        for start in range(0, len(objects), page_size):
+            yield objects[start : start + page_size]
+
+    async def delete_many(self, keys: Iterable[str]) -> builtins.list[str]:
+        """Delete ``keys`` (a missing key counts as deleted); return those that failed.
+
+        The default deletes one by one; the S3 adapter sends multi-object deletes.
+        """
+        failed: builtins.list[str] = []
+        for key in keys:
+            try:
+                await self.delete(key)
+            except Exception:
+                failed.append(key)
+        return failed

@@ -8,14 +8,21 @@ code only: never from the client's exception text, never with credentials.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import hashlib
-from collections.abc import Callable
+import io
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import IO, Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import certifi
 import urllib3
 from minio import Minio
+from minio.datatypes import Part
+from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from codehub.adapters.archive_format import Readable
@@ -31,6 +38,8 @@ from codehub.adapters.interfaces import ObjectInfo, ObjectStore
 T = TypeVar("T")
 
 PART_SIZE = 16 * 1024 * 1024
+#: S3's limit of keys in one multi-object delete request.
+DELETE_BATCH = 1000
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 _AUTH_CODES = {
     "AccessDenied",
@@ -163,7 +172,13 @@ class S3Access:
         except ObjectNotFoundError:
             return None
 
-    def download(self, key: str, sink: IO[bytes], chunk: int = 1 << 20) -> tuple[str, int] | None:
+    def download(
+        self,
+        key: str,
+        sink: IO[bytes],
+        chunk: int = 1 << 20,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> tuple[str, int] | None:
         """Stream ``key`` into ``sink``; return (sha256 hex, size) or None if missing."""
 
         def fetch() -> tuple[str, int]:
@@ -175,6 +190,8 @@ class S3Access:
                     digest.update(block)
                     sink.write(block)
                     size += len(block)
+                    if on_bytes is not None:
+                        on_bytes(len(block))
             finally:
                 resp.close()
                 resp.release_conn()
@@ -186,8 +203,6 @@ class S3Access:
             return None
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "text/plain") -> None:
-        import io
-
         self._call(
             lambda: self._client.put_object(
                 self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
@@ -196,12 +211,22 @@ class S3Access:
             key=key,
         )
 
-    def put_stream(self, key: str, reader: Readable, part_size: int = PART_SIZE) -> None:
+    def put_stream(
+        self, key: str, reader: Readable, part_size: int = PART_SIZE, parallel: int = 1
+    ) -> None:
         """Upload from a stream of unknown length (multipart above ``part_size``).
 
-        If ``reader.read`` raises, minio aborts the multipart upload and nothing appears
-        under ``key``: a partial archive can never pass the HEAD check.
+        If ``reader.read`` raises, the multipart upload is aborted and nothing appears
+        under ``key``: a partial archive can never pass the HEAD check. ``parallel`` > 1
+        keeps that many parts on the wire at once (memory: ``parallel + 1`` parts).
         """
+        if parallel > 1:
+            self._call(
+                lambda: put_parallel(self._client, self.bucket, key, reader, part_size, parallel),
+                action="upload",
+                key=key,
+            )
+            return
         self._call(
             lambda: self._client.put_object(
                 self.bucket,
@@ -231,6 +256,34 @@ class S3Access:
         except ObjectNotFoundError:
             return []
 
+    def open_listing(self, prefix: str) -> Iterator[ObjectInfo]:
+        """A lazy listing: minio fetches one S3 page (1000 keys) per step of the iterator;
+        advance it with ``next_page`` so errors are translated."""
+        return (
+            ObjectInfo(key=o.object_name, size=int(o.size or 0), last_modified=o.last_modified)
+            for o in self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            if o.object_name is not None and not o.is_dir
+        )
+
+    def next_page(self, listing: Iterator[ObjectInfo], size: int) -> builtins.list[ObjectInfo]:
+        try:
+            return self._call(lambda: list(islice(listing, size)), action="list")
+        except ObjectNotFoundError:
+            return []
+
+    def delete_many(self, keys: Iterable[str]) -> builtins.list[str]:
+        """Multi-object deletes of at most ``DELETE_BATCH`` keys; the keys S3 refused."""
+        failed: builtins.list[str] = []
+        todo = iter(keys)
+        while batch := list(islice(todo, DELETE_BATCH)):
+
+            def run(batch: builtins.list[str] = batch) -> builtins.list[str]:
+                errors = self._client.remove_objects(self.bucket, [DeleteObject(k) for k in batch])
+                return [e.name for e in errors if e.name and e.code not in _NOT_FOUND_CODES]
+
+            failed.extend(self._call(run, action="delete objects"))
+        return failed
+
     def delete(self, key: str) -> None:
         try:
             self._call(
@@ -247,6 +300,54 @@ class S3Access:
         self._call(run, action="create bucket")
 
 
+def _read_part(reader: Readable, size: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = reader.read(size - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def put_parallel(
+    client: Minio, bucket: str, key: str, reader: Readable, part_size: int, parallel: int
+) -> None:
+    """Multipart upload with at most ``parallel`` parts in flight (bounded memory).
+
+    minio's own parallel ``put_object`` reads ahead without bound, so this drives its
+    multipart calls directly (minio 7 names them with a leading underscore). Any
+    failure, including the reader raising, aborts the upload.
+    """
+    first = _read_part(reader, part_size)
+    if len(first) < part_size:
+        client.put_object(
+            bucket, key, io.BytesIO(first), len(first), content_type="application/gzip"
+        )
+        return
+    mc: Any = client
+    upload_id = mc._create_multipart_upload(bucket, key, {"Content-Type": "application/gzip"})
+    try:
+        futures: list[Future[str]] = []
+        with ThreadPoolExecutor(parallel, thread_name_prefix="s3-part") as pool:
+            data, number = first, 1
+            while data:
+                if number > parallel:
+                    futures[number - 1 - parallel].result()  # keep `parallel` in flight
+                futures.append(
+                    pool.submit(mc._upload_part, bucket, key, data, None, upload_id, number)
+                )
+                number += 1
+                data = _read_part(reader, part_size)
+            etags = [f.result() for f in futures]
+        parts = [Part(i + 1, etag) for i, etag in enumerate(etags)]
+        mc._complete_multipart_upload(bucket, key, upload_id, parts)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            mc._abort_multipart_upload(bucket, key, upload_id)
+        raise
+
+
 class S3ObjectStore(ObjectStore):
     """ObjectStore for the Archive GC; listing follows every page."""
 
@@ -258,6 +359,16 @@ class S3ObjectStore(ObjectStore):
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.access.delete, key)
+
+    async def iter_objects(
+        self, prefix: str, page_size: int = 1000
+    ) -> AsyncIterator[builtins.list[ObjectInfo]]:
+        listing = self.access.open_listing(prefix)
+        while page := await asyncio.to_thread(self.access.next_page, listing, page_size):
+            yield page
+
+    async def delete_many(self, keys: Iterable[str]) -> builtins.list[str]:
+        return await asyncio.to_thread(self.access.delete_many, list(keys))
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.access.head, key) is not None
