@@ -18,6 +18,7 @@ from codehub.adapters.interfaces import (
     InstanceController,
     InstanceInfo,
     InstanceSpec,
+    ProgressCallback,
     StorageProvider,
 )
 from codehub.operator.clock import Clock
@@ -61,12 +62,16 @@ class PausingStorage(StorageProvider):
         await self._p.pause("provision")
         await self.inner.provision(uid, labels)
 
-    async def restore(self, uid: str, archive_key: str) -> None:
+    async def restore(
+        self, uid: str, archive_key: str, *, on_progress: ProgressCallback | None = None
+    ) -> None:
         await self._p.pause("restore")
-        await self.inner.restore(uid, archive_key)
+        await self.inner.restore(uid, archive_key, on_progress=on_progress)
 
-    async def archive(self, uid: str, op_id: str) -> str:
-        key = await self.inner.archive(uid, op_id)
+    async def archive(
+        self, uid: str, op_id: str, *, on_progress: ProgressCallback | None = None
+    ) -> str:
+        key = await self.inner.archive(uid, op_id, on_progress=on_progress)
         await self._p.pause("archive")
         return key
 
