@@ -20,6 +20,7 @@ from aiohttp import web
 from codehub.crd_like.identity import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 from codehub.crd_like.models import validate_name
 
+from . import access_review, openapi_core
 from .context import (
     NAMESPACES,
     WORKSPACES,
@@ -38,6 +39,7 @@ from .table import build_table, wants_table
 
 KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-codehub"}
 GV = f"{GROUP}/{VERSION}"
+_WRITE_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 _NS_UUID = uuid.UUID("6f1c1d8e-5d0b-4a57-9a39-3c0de0c0de01")
 
 
@@ -85,7 +87,7 @@ async def core_v1(request: web.Request) -> web.StreamResponse:
                     "singularName": "event",
                     "namespaced": True,
                     "kind": "Event",
-                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                    "verbs": _WRITE_VERBS,
                     "shortNames": ["ev"],
                 },
                 {
@@ -108,7 +110,13 @@ def _group() -> dict[str, Any]:
 
 async def api_groups(request: web.Request) -> web.StreamResponse:
     mark(request, "get", "discovery")
-    return json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group()]})
+    return json_response(
+        {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [_group(), access_review.group()],
+        }
+    )
 
 
 async def api_group(request: web.Request) -> web.StreamResponse:
@@ -129,7 +137,7 @@ async def group_resources(request: web.Request) -> web.StreamResponse:
                     "singularName": SINGULAR,
                     "namespaced": True,
                     "kind": KIND,
-                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                    "verbs": _WRITE_VERBS,
                     "shortNames": list(SHORT_NAMES),
                     "categories": ["codehub"],
                 },
@@ -147,7 +155,9 @@ async def group_resources(request: web.Request) -> web.StreamResponse:
 
 async def openapi_index(request: web.Request) -> web.StreamResponse:
     mark(request, "get", "openapi")
-    return json_response(index_document())
+    doc = index_document()
+    doc["paths"].update(openapi_core.index_entries())
+    return json_response(doc)
 
 
 async def openapi_v2(request: web.Request) -> web.StreamResponse:
@@ -168,6 +178,18 @@ async def openapi_group_version(request: web.Request) -> web.StreamResponse:
         content_type="application/json",
         headers={"Cache-Control": "no-cache, private"},
     )
+
+
+def _openapi_core(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        mark(request, "get", "openapi")
+        return web.Response(
+            body=openapi_core.document_bytes(path),
+            content_type="application/json",
+            headers={"Cache-Control": "no-cache, private"},
+        )
+
+    return handler
 
 
 # -- namespaces -------------------------------------------------------------------------
@@ -302,5 +324,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/openapi/v2", openapi_v2)
     r.add_get("/openapi/v3", openapi_index)
     r.add_get(f"/openapi/v3/{GV_PATH}", openapi_group_version)
+    for path in (openapi_core.CORE_PATH, openapi_core.AUTHZ_PATH):
+        r.add_get(f"/openapi/v3/{path}", _openapi_core(path))
     r.add_get("/api/v1/namespaces", list_namespaces)
     r.add_get("/api/v1/namespaces/{name}", get_namespace)
+    access_review.add_routes(app)

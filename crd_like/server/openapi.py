@@ -97,6 +97,7 @@ _ERRORS: dict[str, tuple[str, ...]] = {
     "put": ("400", "404", "406", "409", "413", "415", "422", "429"),
     "patch": ("400", "404", "406", "409", "413", "415", "422", "429"),
     "delete": ("400", "404", "406", "409", "415"),
+    "deletecollection": ("400", "406", "415"),
 }
 _ERROR_TEXT = {
     "400": "BadRequest: malformed body, parameter or selector; body nested too deeply",
@@ -143,6 +144,7 @@ _PATCH_BODY = {
     "content": {
         "application/json-patch+json": {"schema": _JSON_PATCH_SCHEMA},
         "application/merge-patch+json": {"schema": {"type": "object"}},
+        "application/apply-patch+yaml": {"schema": {"type": "object"}},
     },
     "required": True,
 }
@@ -206,7 +208,17 @@ def _item_ops(suffix: str, what: str) -> dict[str, Any]:
             "patch",
             f"partially update {what}",
             response=WS_REF,
-            params=[_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION, _query("force", "unused")],
+            params=[
+                _DRY_RUN,
+                _FIELD_MANAGER,
+                _FIELD_VALIDATION,
+                _query(
+                    "force",
+                    "Server-side apply: take ownership of fields other managers own "
+                    "instead of answering 409.",
+                    "boolean",
+                ),
+            ],
             body=_PATCH_BODY,
         ),
     }
@@ -257,6 +269,22 @@ def _object_meta_schema() -> dict[str, Any]:
                 "description": "Bumped on every spec change.",
             },
             "labels": {**smap, "description": "Key value map for selecting objects."},
+            "managedFields": {
+                "type": "array",
+                "description": "Which manager owns which fields (server-side apply).",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "apiVersion": s,
+                        "fieldsType": s,
+                        "fieldsV1": {"type": "object"},
+                        "manager": s,
+                        "operation": s,
+                        "subresource": s,
+                        "time": {**s, "format": "date-time"},
+                    },
+                },
+            },
             "name": {**s, "description": "Unique within a namespace (DNS-1123 label)."},
             "namespace": {**s, "description": "The owner's namespace."},
             "resourceVersion": {**s, "description": "Opaque version for concurrency."},
@@ -310,6 +338,13 @@ def _paths() -> dict[str, Any]:
                 response=WS_REF,
                 params=[_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION],
                 body=_create_body(),
+            ),
+            "delete": _op(
+                f"deleteCodehubIo{cap}CollectionNamespacedWorkspace",
+                "deletecollection",
+                "delete collection of Workspace",
+                response=WS_LIST_REF,
+                params=[_DRY_RUN, *_LIST_PARAMS[2:4]],
             ),
             "parameters": _path_params("namespace"),
         },

@@ -7,6 +7,9 @@ every ``sse_heartbeat_interval``. Each event carries ``id: <resourceVersion>``; 
 client reconnecting with ``Last-Event-ID`` resumes after it without the initial burst.
 History the store has compacted ends the stream with an ``expired`` event (reconnect
 without ``Last-Event-ID``).
+
+``/api/v1/workspaces/events`` follows every namespace the caller may see: all of them
+for the operator and administrators, the caller's own for a plain user.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from codehub.crd_like.models import derive_display
 from codehub.crd_like.store.interface import Gone, Obj, Selectors, StoreError
 from codehub.vocabulary.timestamps import now_rfc3339
 
-from .context import WORKSPACES, authorize, ctx_of, mark, stream_slot, tracked_stream
+from .context import (
+    WORKSPACES,
+    authorize,
+    ctx_of,
+    identity_of,
+    mark,
+    stream_slot,
+    tracked_stream,
+)
 from .status import bad_request, from_store_error
 from .watch import EventQueue, await_revision
 
@@ -63,15 +74,25 @@ def error_of(obj: Obj) -> dict[str, Any] | None:
     }
 
 
+def _key(obj: Obj) -> str:
+    """Workspaces are named per namespace; the all-namespaces stream sees several."""
+    meta = obj["metadata"]
+    return f"{meta.get('namespace')}/{meta['name']}"
+
+
 def frame(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 async def events_stream(request: web.Request) -> web.StreamResponse:
-    namespace = request.match_info["namespace"]
+    namespace = request.match_info.get("namespace")
     name = request.match_info.get("name")
     mark(request, "sse", "workspaces")
+    if namespace is None:
+        # The all-namespaces stream: every workspace the identity may see.
+        ident = identity_of(request)
+        namespace = None if ident.privileged else ident.user
     authorize(request, "watch", WORKSPACES, namespace, name=name or "")
     ctx = ctx_of(request)
     selectors = Selectors(fields={"metadata.name": name}) if name else None
@@ -136,7 +157,7 @@ async def _pump_sse(
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + interval
     for obj in initial:
-        key = obj["metadata"]["name"]
+        key = _key(obj)
         states[key] = state_of(obj)
         errors[key] = error_of(obj)
         await response.write(
@@ -160,7 +181,7 @@ async def _pump_sse(
                 break
             continue
         obj = item.object
-        key = obj["metadata"]["name"]
+        key = _key(obj)
         rv = str(item.revision)
         state = state_of(obj, deleted=item.type == "DELETED")
         if states.get(key) != state:
@@ -177,5 +198,6 @@ async def _pump_sse(
 
 
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/workspaces/events", events_stream)
     app.router.add_get("/api/v1/namespaces/{namespace}/workspaces/events", events_stream)
     app.router.add_get("/api/v1/namespaces/{namespace}/workspaces/{name}/events", events_stream)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from codehub.crd_like.models import SpecDefaults, apply_spec_defaults
 from codehub.crd_like.store.interface import Obj, StoreError
+from codehub.vocabulary.timestamps import now_rfc3339
 
 from .bodies import media_type, parse_document, require_body_type
 from .context import (
@@ -28,6 +29,7 @@ from .context import (
     read_body,
     store_error,
 )
+from .managed_fields import MAX_MANAGER_LENGTH, manager_of, record_update
 from .patch import PatchError, PatchFormatError, json_patch, merge_patch
 from .status import ApiError, bad_request
 from .validation import (
@@ -48,7 +50,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
 
-class _DryRun(Exception):
+class DryRun(Exception):
     """Aborts a store write after the result was computed (``dryRun=All``)."""
 
     def __init__(self, obj: Obj) -> None:
@@ -56,7 +58,7 @@ class _DryRun(Exception):
         self.obj = obj
 
 
-def _dry_run(request: web.Request) -> bool:
+def dry_run_of(request: web.Request) -> bool:
     values = request.query.getall("dryRun", [])
     for v in values:
         if v != "All":
@@ -64,13 +66,48 @@ def _dry_run(request: web.Request) -> bool:
     return bool(values)
 
 
-def _spec_defaults(request: web.Request) -> SpecDefaults:
+def spec_defaults(request: web.Request) -> SpecDefaults:
     cfg = ctx_of(request).config
     return SpecDefaults(
         image_ref=cfg.default_image,
         standby_ttl_seconds=cfg.default_standby_ttl,
         archive_ttl_seconds=cfg.default_archive_ttl,
     )
+
+
+def field_manager(request: web.Request) -> str:
+    """The manager recorded in managedFields: ``?fieldManager`` or the User-Agent."""
+    raw = request.query.get("fieldManager")
+    if raw is not None and (
+        len(raw) > MAX_MANAGER_LENGTH or not raw.isprintable() or not raw.strip()
+    ):
+        raise bad_request(
+            f"fieldManager must be 1 to {MAX_MANAGER_LENGTH} printable characters",
+            "fieldManager",
+        )
+    return manager_of(raw, request.headers.get("User-Agent"))
+
+
+def stamp_managed_fields(
+    rk: ResourceKind, manager: str, old: Obj | None, new: Obj, sent: Any
+) -> Obj:
+    """Record ``manager``'s Update in ``new``'s managedFields (workspaces only).
+
+    ``sent`` is the managedFields the request's result carried: a list different from
+    the stored one replaces it first (as kube-apiserver allows, and as kubectl does when
+    it migrates client-side apply ownership); anything else keeps the stored entries.
+    """
+    if rk is not WORKSPACES:
+        return new
+    stored = ((old or {}).get("metadata") or {}).get("managedFields")
+    base = sent if isinstance(sent, list) and sent != stored else stored
+    managed = record_update(old, new, base, manager, api_version=rk.api_version, now=now_rfc3339())
+    meta = new["metadata"]
+    if managed:
+        meta["managedFields"] = managed
+    else:
+        meta.pop("managedFields", None)
+    return new
 
 
 def _check_patch_type(request: web.Request, rk: ResourceKind, name: str) -> None:
@@ -106,10 +143,11 @@ def create_handler(rk: ResourceKind) -> Handler:
         body["apiVersion"], body["kind"] = rk.api_version, rk.kind
         if rk is WORKSPACES:
             body.pop("status", None)
-            body["spec"] = apply_spec_defaults(body.get("spec"), _spec_defaults(request))
+            body["spec"] = apply_spec_defaults(body.get("spec"), spec_defaults(request))
         validate(rk, body, check_status=False)
         name = meta["name"]
-        if _dry_run(request):
+        stamp_managed_fields(rk, field_manager(request), None, body, None)
+        if dry_run_of(request):
             return json_response(body, 201)
         try:
             created = await ctx.store.create(
@@ -160,6 +198,11 @@ def _apply(rk: ResourceKind, name: str, method: str, media: str, current: Obj, d
         ) from None
 
 
+def _sent_managed_fields(changed: Any) -> Any:
+    meta = changed.get("metadata") if isinstance(changed, dict) else None
+    return meta.get("managedFields") if isinstance(meta, dict) else None
+
+
 def _write_handler(rk: ResourceKind, subresource: str, method: str) -> Handler:
     verb = "update" if method == "PUT" else "patch"
 
@@ -170,14 +213,17 @@ def _write_handler(rk: ResourceKind, subresource: str, method: str) -> Handler:
         ctx = ctx_of(request)
         doc = await _write_document(request, rk, method)
         media = media_type(request)
-        dry_run = _dry_run(request)
-        defaults = _spec_defaults(request) if rk is WORKSPACES else None
+        dry_run = dry_run_of(request)
+        defaults = spec_defaults(request) if rk is WORKSPACES else None
+        manager = field_manager(request)
 
         def mutate(current: Obj) -> Obj:
+            changed = _apply(rk, name, method, media, current, doc)
+            sent = _sent_managed_fields(changed)
             result = finish(
                 rk,
                 current,
-                _apply(rk, name, method, media, current, doc),
+                changed,
                 subresource=subresource,
                 namespace=namespace,
                 name=name,
@@ -185,8 +231,10 @@ def _write_handler(rk: ResourceKind, subresource: str, method: str) -> Handler:
                 identity=identity,
                 replacing=method == "PUT",
             )
+            if subresource == "":
+                stamp_managed_fields(rk, manager, current, result, sent)
             if dry_run:
-                raise _DryRun(result)
+                raise DryRun(result)
             return result
 
         try:
@@ -198,7 +246,7 @@ def _write_handler(rk: ResourceKind, subresource: str, method: str) -> Handler:
                 subresource="status" if subresource == "status" else None,
                 admit=ctx.admit if rk is WORKSPACES and subresource == "" else None,
             )
-        except _DryRun as exc:
+        except DryRun as exc:
             return json_response(exc.obj)
         except StoreError as exc:
             raise store_error(exc, rk, name) from None
@@ -230,7 +278,7 @@ def delete_handler(rk: ResourceKind) -> Handler:
         pre = options.get("preconditions") or {}
         if not isinstance(pre, dict):
             raise bad_request("preconditions must be an object", "preconditions")
-        dry_run = _dry_run(request) or bool(options.get("dryRun"))
+        dry_run = dry_run_of(request) or bool(options.get("dryRun"))
         try:
             if dry_run:
                 return json_response(await ctx.store.get(rk.plural, namespace, name))
