@@ -50,7 +50,6 @@ class InstanceState(Enum):
     RUNNING = "running"
 
 
-
 def plan(
     observed: ObservedStatus | None,
     desired: DesiredState,
@@ -87,7 +86,7 @@ def is_complete(
     archive_key: str | None,
     restore_returned: bool = False,
 ) -> bool:
-    """"Done when observed" (docs/state-machine.md). RESTORING also needs this process to have seen
+    """ "Done when observed" (docs/state-machine.md). RESTORING also needs this process to have seen
     ``restore`` return: a volume alone may be a fresh, still empty one."""
     if operation is Operation.NONE:
         return True
