@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from codehub.crd_like.store import semantics as sem
@@ -74,8 +76,9 @@ class PgAdmissionView(AdmissionView):
 async def locked_body(conn: Conn, kind: str, ns: str, name: str) -> Obj:
     """The current body, row-locked until the transaction ends (read-modify-write)."""
     cur = await conn.execute(
-        "SELECT body FROM objects WHERE kind = %s AND namespace = %s AND name = %s FOR UPDATE",
+        b"SELECT body FROM objects WHERE kind = %s AND namespace = %s AND name = %s FOR UPDATE",
         (kind, ns, name),
+        prepare=True,
     )
     row = await cur.fetchone()
     if row is None:
@@ -104,56 +107,154 @@ _ROW_SQL: dict[Mode, str] = {
 }
 
 
-def _write_query(mode: Mode) -> bytes:
+def _write_query(mode: Mode, *, cas: bool = False) -> bytes:
+    """``cas``: the compare-and-swap form for a body known from this process's cache.
+    The object row is locked first (as a read-modify-write does), and only if it still
+    holds the expected revision; otherwise no revision is allocated and no row returns."""
+    prev = "NULL::jsonb" if mode == "insert" else (
+        "(SELECT body FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
+        " AND name = %(name)s)"
+    )
+    lock, only_if = "", ""
+    if cas:
+        lock = (
+            "WITH k AS (SELECT 1 FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
+            " AND name = %(name)s AND resource_version = %(expected)s FOR UPDATE),"
+        )
+        only_if = " AND EXISTS (SELECT 1 FROM k)"
     return (
-        "WITH r AS (UPDATE revision_counter SET rev = rev + 1 WHERE id = 1 RETURNING rev),"
+        f"{lock or 'WITH'} r AS (UPDATE revision_counter SET rev = rev + 1 WHERE id = 1"
+        f"{only_if} RETURNING rev),"
         " b AS (SELECT rev, jsonb_set(%(body)s::jsonb, '{metadata,resourceVersion}',"
         " to_jsonb(rev::text)) AS body FROM r),"
         f" o AS ({_ROW_SQL[mode]}),"
         " l AS (INSERT INTO event_log (revision, kind, namespace, name, type, body, prev_body)"
-        " SELECT b.rev, %(kind)s, %(ns)s, %(name)s, %(type)s, b.body, %(prev)s FROM b),"
+        f" SELECT b.rev, %(kind)s, %(ns)s, %(name)s, %(type)s, b.body, {prev} FROM b),"
         f" n AS (SELECT pg_notify('{NOTIFY_CHANNEL}', b.rev::text) FROM b)"
         " SELECT b.rev FROM b, n"
     ).encode()
 
 
-async def write(
-    conn: Conn, kind: str, ns: str, name: str, type_: str, obj: Obj, prev: Obj | None,
-    mode: Mode,
-) -> int:
-    """Allocate the revision and write object row, log entry and NOTIFY at once."""
-    params: dict[str, Any] = {
-        "kind": kind,
-        "ns": ns,
-        "name": name,
-        "type": type_,
-        "body": Jsonb(obj),
-        "prev": Jsonb(prev) if prev is not None else None,
-    }
+_WRITE_SQL: dict[Mode, bytes] = {m: _write_query(m) for m in ("insert", "update", "delete")}
+_CAS_UPDATE_SQL = _write_query("update", cas=True)
+
+
+def _params(kind: str, ns: str, name: str, type_: str, text: str, obj: Obj, mode: Mode
+            ) -> dict[str, Any]:
+    params: dict[str, Any] = {"kind": kind, "ns": ns, "name": name, "type": type_,
+                              "body": text}
     if mode != "delete":
         c = columns(obj)
         params.update(uid=c.uid, gen=c.generation, ds=c.desired_state,
                       os=c.observed_status, op=c.operation, dt=c.deletion_timestamp)
-    try:
-        cur = await conn.execute(_write_query(mode), params)
-    except psycopg.errors.DataError as exc:
-        # NUL characters, NaN or Infinity: valid in Python, not in jsonb.
-        raise Invalid(
-            f"the object holds a value that cannot be stored ({type(exc).__name__})"
-        ) from exc
+    return params
+
+
+def encode(obj: Obj) -> str:
+    """The body as JSON text: sent as the statement's parameter and kept in ``Recent``."""
+    return json.dumps(obj, separators=(",", ":"))
+
+
+async def write(
+    conn: Conn, kind: str, ns: str, name: str, type_: str, obj: Obj, mode: Mode
+) -> tuple[psycopg.AsyncCursor[Any], str]:
+    """Queue the statement that allocates the revision and writes object row, log entry
+    and NOTIFY; the caller reads the revision from the cursor after the commit. The log's
+    ``prev_body`` is the row as the statement's snapshot sees it (the state before this
+    write, locked by this transaction), so it is never encoded nor sent from here.
+    Returns the cursor and the body's JSON text."""
+    text = encode(obj)
+    params = _params(kind, ns, name, type_, text, obj, mode)
+    return await conn.execute(_WRITE_SQL[mode], params, prepare=True), text
+
+
+async def revision_of(cur: psycopg.AsyncCursor[Any]) -> int:
     row = await cur.fetchone()
     assert row is not None
     return int(row[0])
 
 
+@contextlib.asynccontextmanager
+async def transaction(pool: Pool) -> AsyncIterator[Conn]:
+    """One transaction in pipeline mode: BEGIN goes out with the first query, and the
+    write statement, COMMIT and the sync with each other, so a read-modify-write costs
+    two round trips and the revision counter stays locked only while the server works,
+    never across a round trip to this process (docs/adr/0007-api-write-path-performance.md).
+    """
+    async with pool.connection() as conn:
+        try:
+            async with conn.pipeline():
+                await conn.execute(b"BEGIN")
+                yield conn
+                await conn.execute(b"COMMIT")
+        except psycopg.errors.DataError as exc:
+            await _end(conn)
+            raise _invalid(exc) from exc
+        except BaseException:
+            await _end(conn)
+            raise
+
+
+def _invalid(exc: psycopg.errors.DataError) -> Invalid:
+    """NUL characters, NaN or Infinity: valid in Python, not in jsonb."""
+    return Invalid(f"the object holds a value that cannot be stored ({type(exc).__name__})")
+
+
+async def _end(conn: Conn) -> None:
+    """Roll back what a failed block left open; a broken connection is the pool's."""
+    if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        with contextlib.suppress(psycopg.Error):
+            await conn.execute(b"ROLLBACK")
+
+
+Key = tuple[str, str, str]
+
+
+class Recent:
+    """The bodies this process wrote last, as JSON text with their revision, bounded
+    (least recently used go first). An update of a body found here is one statement,
+    a compare-and-swap on its revision, instead of a locked read and a write: right
+    whenever the row still holds that revision, and simply retried the locked way when
+    another writer (another server, say) got there first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = max(0, size)
+        self._items: OrderedDict[Key, tuple[int, str]] = OrderedDict()
+
+    def get(self, key: Key) -> tuple[int, str] | None:
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+        return hit
+
+    def put(self, key: Key, revision: int, text: str) -> None:
+        self._items[key] = (revision, text)
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def drop(self, key: Key) -> None:
+        self._items.pop(key, None)
+
+
+class _NeedsLock(Exception):
+    """An admission check wants to count: that needs the transaction and its lock."""
+
+
+class _NoCountView(AdmissionView):
+    async def running_workspaces(self, namespace: str | None = None) -> list[RunningRef]:
+        raise _NeedsLock
+
+
 async def create(
-    pool: Pool, advance: Advance, kind: str, obj: Obj, admit: AdmissionCheck | None
+    pool: Pool, advance: Advance, recent: Recent, kind: str, obj: Obj,
+    admit: AdmissionCheck | None,
 ) -> Obj:
     namespace = (obj.get("metadata") or {}).get("namespace")
     new = sem.prepare_create(obj, namespace, now_rfc3339())
     ns, name = sem.ns_key(namespace), sem.meta(new)["name"]
     try:
-        async with pool.connection() as conn, conn.transaction():
+        async with transaction(pool) as conn:
             if admit is not None:
                 cur = await conn.execute(
                     "SELECT 1 FROM objects WHERE kind = %s AND namespace = %s AND name = %s",
@@ -162,19 +263,70 @@ async def create(
                 if await cur.fetchone() is not None:
                     raise AlreadyExists(f'{kind} "{name}" already exists')
                 await admit(PgAdmissionView(conn), None, copy.deepcopy(new))
-            rev = await write(conn, kind, ns, name, "ADDED", new, None, "insert")
+            cur, text = await write(conn, kind, ns, name, "ADDED", new, "insert")
     except psycopg.errors.UniqueViolation as exc:
         raise AlreadyExists(f'{kind} "{name}" already exists') from exc
+    rev = await revision_of(cur)
+    recent.put((kind, ns, name), rev, text)
     advance(rev)
     return sem.with_revision(new, rev)
 
 
+async def _update_cached(
+    pool: Pool, recent: Recent, key: Key, mutate: Mutator,
+    subresource: Literal["status"] | None, admit: AdmissionCheck | None,
+) -> tuple[Obj, int] | None:
+    """The one-statement update on the cached body; None: do it the locked way.
+
+    Everything is computed from the cached body, so it is exactly what the locked path
+    would compute whenever the compare-and-swap succeeds. A mutator or check that raises
+    may have judged a stale body, so errors, no-op writes, removals and counting checks
+    all go the locked way too (the mutator then runs again: mutators are pure)."""
+    hit = recent.get(key)
+    if hit is None:
+        return None
+    expected, text = hit
+    current = sem.with_revision(json.loads(text), expected)
+    try:
+        plan = sem.apply_update(
+            current, mutate(sem.with_revision(json.loads(text), expected)), subresource
+        )
+        if plan is None or plan.remove:
+            return None
+        if admit is not None:
+            await admit(_NoCountView(), sem.with_revision(json.loads(text), expected), plan.obj)
+    except Exception:
+        return None
+    kind, ns, name = key
+    new_text = encode(plan.obj)
+    params = _params(kind, ns, name, "MODIFIED", new_text, plan.obj, "update")
+    params["expected"] = expected
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute(_CAS_UPDATE_SQL, params, prepare=True)
+            row = await cur.fetchone()
+    except psycopg.errors.DataError as exc:
+        raise _invalid(exc) from exc
+    if row is None:
+        recent.drop(key)
+        return None
+    rev = int(row[0])
+    recent.put(key, rev, new_text)
+    return sem.with_revision(plan.obj, rev), rev
+
+
 async def update(
-    pool: Pool, advance: Advance, kind: str, namespace: str | None, name: str,
-    mutate: Mutator, subresource: Literal["status"] | None, admit: AdmissionCheck | None,
+    pool: Pool, advance: Advance, recent: Recent, kind: str, namespace: str | None,
+    name: str, mutate: Mutator, subresource: Literal["status"] | None,
+    admit: AdmissionCheck | None,
 ) -> Obj:
     ns = sem.ns_key(namespace)
-    async with pool.connection() as conn, conn.transaction():
+    key = (kind, ns, name)
+    done = await _update_cached(pool, recent, key, mutate, subresource, admit)
+    if done is not None:
+        advance(done[1])
+        return done[0]
+    async with transaction(pool) as conn:
         current = await locked_body(conn, kind, ns, name)
         plan = sem.apply_update(current, mutate(copy.deepcopy(current)), subresource)
         if plan is None:
@@ -183,17 +335,23 @@ async def update(
             await admit(PgAdmissionView(conn), copy.deepcopy(current), plan.obj)
         type_ = "DELETED" if plan.remove else "MODIFIED"
         mode: Mode = "delete" if plan.remove else "update"
-        rev = await write(conn, kind, ns, name, type_, plan.obj, current, mode)
+        cur, text = await write(conn, kind, ns, name, type_, plan.obj, mode)
+    rev = await revision_of(cur)
+    if plan.remove:
+        recent.drop(key)
+    else:
+        recent.put(key, rev, text)
     advance(rev)
     return sem.with_revision(plan.obj, rev)
 
 
 async def delete(
-    pool: Pool, advance: Advance, kind: str, namespace: str | None, name: str,
-    expected_resource_version: str | None, expected_uid: str | None,
+    pool: Pool, advance: Advance, recent: Recent, kind: str, namespace: str | None,
+    name: str, expected_resource_version: str | None, expected_uid: str | None,
 ) -> tuple[Obj, bool]:
     ns = sem.ns_key(namespace)
-    async with pool.connection() as conn, conn.transaction():
+    recent.drop((kind, ns, name))
+    async with transaction(pool) as conn:
         current = await locked_body(conn, kind, ns, name)
         sem.check_delete_preconditions(current, expected_resource_version, expected_uid)
         m = sem.meta(current)
@@ -201,18 +359,20 @@ async def delete(
             if m.get("deletionTimestamp"):
                 return current, False
             new = sem.mark_deleting(current, now_rfc3339())
-            rev = await write(conn, kind, ns, name, "MODIFIED", new, current, "update")
+            cur, _ = await write(conn, kind, ns, name, "MODIFIED", new, "update")
             removed = False
         else:
-            new = copy.deepcopy(current)
-            rev = await write(conn, kind, ns, name, "DELETED", new, current, "delete")
+            new = current
+            cur, _ = await write(conn, kind, ns, name, "DELETED", new, "delete")
             removed = True
+    rev = await revision_of(cur)
     advance(rev)
     return sem.with_revision(new, rev), removed
 
 
 async def expire(
-    pool: Pool, advance: Advance, kind: str, older_than_seconds: float, batch: int
+    pool: Pool, advance: Advance, recent: Recent, kind: str, older_than_seconds: float,
+    batch: int,
 ) -> int:
     """Delete objects of ``kind`` created more than ``older_than_seconds`` ago, each with
     its DELETED event; returns how many went. Finalizers are honoured like any delete."""
@@ -230,7 +390,9 @@ async def expire(
             keys = await cur.fetchall()
         for ns, name in keys:
             with contextlib.suppress(NotFound):
-                _, gone = await delete(pool, advance, kind, ns or None, name, None, None)
+                _, gone = await delete(
+                    pool, advance, recent, kind, ns or None, name, None, None
+                )
                 removed += int(gone)
         if len(keys) < batch:
             return removed

@@ -1,0 +1,170 @@
+"""API merge-patch throughput against raw PostgreSQL doing the same kine-style write.
+
+Starts the API server as a subprocess (HTTPS, as in production) on a throwaway database
+of the PostgreSQL named by CODEHUB_DATABASE_URL (``eval "$(scripts/dev-services up)"``),
+then measures, in one run on one server:
+
+1. raw: N writers, each on its own psycopg connection, doing the kine write the store
+   does (revision counter, object row update and event log insert in one transaction,
+   one statement, so one round trip) on the server's own tables;
+2. API: N writers sending merge PATCHes over HTTPS keep-alive to N objects;
+3. one writer sending PATCHes one after another: p50 and p99 of the request.
+
+It prints both throughputs, their ratio and the goals (docs/adr/0007). Nothing is
+asserted; the machine may be shared, so compare ratios of one run and repeat it.
+
+    .venv/bin/python bench/api_write_throughput.py --writers 8 --seconds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import psycopg
+from psycopg.types.json import Jsonb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from watch_latency import NS_PATH, Server, percentile
+
+#: The store's write, minus the server: counter, row, log entry in one statement.
+RAW_WRITE = (
+    "WITH r AS (UPDATE revision_counter SET rev = rev + 1 WHERE id = 1 RETURNING rev),"
+    " b AS (SELECT rev, jsonb_set(%(body)s::jsonb, '{metadata,resourceVersion}',"
+    " to_jsonb(rev::text)) AS body FROM r),"
+    " o AS (UPDATE objects SET resource_version = b.rev, body = b.body FROM b"
+    " WHERE kind = 'workspaces' AND namespace = 'bench' AND name = %(name)s),"
+    " l AS (INSERT INTO event_log (revision, kind, namespace, name, type, body, prev_body)"
+    " SELECT b.rev, 'workspaces', 'bench', %(name)s, 'MODIFIED', b.body, %(prev)s FROM b)"
+    " SELECT b.rev FROM b"
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process so far: the cost per write, unlike the rate,
+    hardly depends on what else the machine is running."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def raw_writer(url: str, name: str, body: dict[str, object], until: float) -> int:
+    done = 0
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while time.perf_counter() < until:
+            body["spec"]["memo"] = str(done)  # type: ignore[index]
+            await conn.execute(RAW_WRITE, {"body": Jsonb(body), "name": name, "prev": Jsonb(body)})
+            done += 1
+    return done
+
+
+async def raw_phase(server: Server, bodies: list[dict[str, object]], seconds: float) -> float:
+    until = time.perf_counter() + seconds
+    started = time.perf_counter()
+    counts = await asyncio.gather(
+        *(raw_writer(server.url_db, f"w{i}", b, until) for i, b in enumerate(bodies))
+    )
+    return sum(counts) / (time.perf_counter() - started)
+
+
+async def api_writer(
+    session: aiohttp.ClientSession, server: Server, name: str, until: float,
+    latencies: list[float],
+) -> int:
+    done = 0
+    ctx = server.ssl()
+    headers = {"Content-Type": "application/merge-patch+json"}
+    while time.perf_counter() < until:
+        t0 = time.perf_counter()
+        async with session.patch(
+            f"{server.url}{NS_PATH}/{name}",
+            data=json.dumps({"spec": {"memo": str(done)}}),
+            headers=headers,
+            ssl=ctx,
+        ) as r:
+            await r.read()
+            assert r.status == 200, r.status
+        latencies.append((time.perf_counter() - t0) * 1000)
+        done += 1
+    return done
+
+
+async def run(args: argparse.Namespace, server: Server) -> None:
+    assert server.proc is not None
+    pid = server.proc.pid
+    headers = {"Authorization": f"Bearer {server.token}"}
+    async with aiohttp.ClientSession(
+        headers=headers, connector=aiohttp.TCPConnector(limit=0)
+    ) as session:
+        bodies = []
+        for w in range(args.writers):
+            body = {"metadata": {"name": f"w{w}"}, "spec": {"desired_state": "PENDING"}}
+            async with session.post(f"{server.url}{NS_PATH}", json=body, ssl=server.ssl()) as r:
+                assert r.status == 201, await r.text()
+                bodies.append(await r.json())
+        # Warm both paths (connections, caches) before timing.
+        await api_writer(session, server, "w0", time.perf_counter() + 0.5, [])
+        await raw_phase(server, bodies, 0.3)
+
+        results: list[tuple[float, float]] = []
+        for _ in range(args.rounds):
+            raw = await raw_phase(server, bodies, args.seconds)
+            until = time.perf_counter() + args.seconds
+            started = time.perf_counter()
+            cpu0, own0 = cpu_seconds(pid), time.process_time()
+            counts = await asyncio.gather(
+                *(api_writer(session, server, f"w{i}", until, []) for i in range(args.writers))
+            )
+            api = sum(counts) / (time.perf_counter() - started)
+            cpu = (cpu_seconds(pid) - cpu0) / sum(counts) * 1000
+            own = (time.process_time() - own0) / sum(counts) * 1000
+            results.append((raw, api))
+            print(
+                f"{args.writers} writers: raw PostgreSQL {raw:7.0f} writes/s | "
+                f"API merge PATCH over HTTPS {api:6.0f} writes/s | ratio {api / raw:.3f} | "
+                f"CPU per PATCH: server {cpu:.2f} ms, this client {own:.2f} ms"
+            )
+        single: list[float] = []
+        await api_writer(session, server, "w0", time.perf_counter() + args.seconds, single)
+        p50, p99 = percentile(single, 0.5), percentile(single, 0.99)
+        ratios = sorted(api / raw for raw, api in results)
+        ratio = ratios[len(ratios) // 2]
+        print(
+            f"single writer PATCH: {len(single)} requests, p50 {p50:.2f} ms  p99 {p99:.2f} ms"
+        )
+        print(
+            f"goals: ratio >= 0.25 (median of rounds {ratio:.3f}: "
+            f"{'met' if ratio >= 0.25 else 'NOT met'}); single-writer p50 <= 5 ms "
+            f"({'met' if p50 <= 5 else 'NOT met'})"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per phase")
+    parser.add_argument("--rounds", type=int, default=2, help="raw/API pairs")
+    args = parser.parse_args()
+    admin_url = os.environ.get("CODEHUB_DATABASE_URL")
+    if not admin_url:
+        print('set CODEHUB_DATABASE_URL (eval "$(scripts/dev-services up)")', file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="codehub-bench-") as tmp:
+        server = Server(admin_url, Path(tmp))
+        try:
+            server.start()
+            asyncio.run(server.wait_ready())
+            asyncio.run(run(args, server))
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
