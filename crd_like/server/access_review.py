@@ -16,8 +16,9 @@ from aiohttp import web
 from codehub.crd_like.identity import GROUP
 
 from .auth import Identity
-from .bodies import parse_document, require_body_type
+from .bodies import media_type, parse_document, require_body_type
 from .context import identity_of, json_response, mark, read_body
+from .protobuf import PROTOBUF, decode_access_review
 from .status import ApiError, bad_request, invalid
 
 AUTHZ_GROUP = "authorization.k8s.io"
@@ -104,7 +105,11 @@ def _invalid(field: str, message: str) -> ApiError:
 async def create_review(request: web.Request) -> web.StreamResponse:
     mark(request, "create", SSAR)
     ident = identity_of(request)
-    body = parse_document(await read_body(request), require_body_type(request))
+    raw = await read_body(request)
+    if media_type(request) == PROTOBUF:
+        body: Any = decode_access_review(raw)
+    else:
+        body = parse_document(raw, require_body_type(request))
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     if body.get("kind") not in (None, SSAR_KIND) or body.get("apiVersion") not in (

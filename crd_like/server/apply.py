@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from codehub.crd_like.models import apply_spec_defaults
-from codehub.crd_like.store.interface import NotFound, Obj, StoreError
+from codehub.crd_like.store.interface import Conflict, NotFound, Obj, StoreError
 from codehub.vocabulary.timestamps import now_rfc3339
 
 from .bodies import media_type, parse_document
@@ -109,6 +109,9 @@ async def apply_handler(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
 
     def mutate(current: Obj) -> Obj:
+        wanted = config["metadata"].get("resourceVersion")
+        if wanted and str(wanted) != current["metadata"].get("resourceVersion"):
+            raise Conflict("resourceVersion is stale")
         merged, managed = apply_config(
             current, config, manager, force=force, api_version=rk.api_version, now=now_rfc3339()
         )

@@ -135,11 +135,42 @@ def _ssar() -> dict[str, Any]:
     )
 
 
-def _document(schemas: dict[str, Any]) -> dict[str, Any]:
+def _op(action: str, gvk: dict[str, str], schema: str) -> dict[str, Any]:
+    """kubectl explain finds a resource's kind through the operations of its paths."""
+    ok = {"application/json": {"schema": _ref(schema)}}
+    return {
+        "operationId": f"{action}{gvk['kind']}",
+        "responses": {"200": {"description": "OK", "content": ok}},
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": gvk,
+    }
+
+
+def _paths(path: str) -> dict[str, Any]:
+    if path == CORE_PATH:
+        event = {"group": "", "version": "v1", "kind": "Event"}
+        namespace = {"group": "", "version": "v1", "kind": "Namespace"}
+        return {
+            "/api/v1/namespaces/{namespace}/events": {"get": _op("list", event, f"{CORE}.Event")},
+            "/api/v1/namespaces/{namespace}/events/{name}": {
+                "get": _op("get", event, f"{CORE}.Event")
+            },
+            "/api/v1/namespaces": {"get": _op("list", namespace, f"{CORE}.Namespace")},
+            "/api/v1/namespaces/{name}": {"get": _op("get", namespace, f"{CORE}.Namespace")},
+        }
+    ssar = {"group": "authorization.k8s.io", "version": "v1", "kind": "SelfSubjectAccessReview"}
+    return {
+        f"/{AUTHZ_PATH}/selfsubjectaccessreviews": {
+            "post": _op("post", ssar, f"{AUTHZ}.SelfSubjectAccessReview")
+        }
+    }
+
+
+def _document(path: str, schemas: dict[str, Any]) -> dict[str, Any]:
     return {
         "openapi": "3.0.0",
         "info": {"title": "codehub", "version": "v1"},
-        "paths": {},
+        "paths": _paths(path),
         "components": {"schemas": {f"{META}.ObjectMeta": _object_meta_schema(), **schemas}},
     }
 
@@ -147,9 +178,9 @@ def _document(schemas: dict[str, Any]) -> dict[str, Any]:
 @lru_cache(maxsize=2)
 def document_bytes(path: str) -> bytes:
     if path == CORE_PATH:
-        doc = _document({f"{CORE}.Event": _event(), f"{CORE}.Namespace": _namespace()})
+        doc = _document(path, {f"{CORE}.Event": _event(), f"{CORE}.Namespace": _namespace()})
     else:
-        doc = _document({f"{AUTHZ}.SelfSubjectAccessReview": _ssar()})
+        doc = _document(path, {f"{AUTHZ}.SelfSubjectAccessReview": _ssar()})
     return json.dumps(doc, separators=(",", ":")).encode()
 
 

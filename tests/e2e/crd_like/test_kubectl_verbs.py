@@ -1,0 +1,193 @@
+"""The Kubernetes verbs tools use, through stock kubectl against the real server over
+HTTPS (docs/api.md): ``auth can-i``, ``apply --server-side`` (conflicts, force),
+``diff``, ``delete --all`` / ``-l``, and ``explain`` for every kind served.
+
+kubectl is the machine's (``CODEHUB_KUBECTL`` selects another); each call has a throwaway
+HOME for its discovery cache and a kubeconfig written by ``render_kubeconfig``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from codehub.crd_like.client.api import ApiClient
+
+KUBECTL = os.environ.get("CODEHUB_KUBECTL") or shutil.which("kubectl") or "/usr/bin/kubectl"
+
+pytestmark = pytest.mark.skipif(
+    not Path(KUBECTL).exists(), reason=f"kubectl not installed at {KUBECTL}"
+)
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path, home: Path) -> None:
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
+        self.env.pop("KUBECTL_EXTERNAL_DIFF", None)
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [KUBECTL, "--request-timeout=30s", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        proc = self.run(*args, stdin=stdin)
+        assert proc.returncode == 0, f"kubectl {' '.join(args)} failed: {proc.stderr}"
+        return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def homes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kubectl-verbs")
+
+
+@pytest.fixture(scope="module")
+def bob(api_server: Any, homes: Path) -> Kubectl:
+    return Kubectl(api_server.kubeconfig("bob"), homes / "bob")
+
+
+@pytest.fixture(scope="module")
+def admin(api_server: Any, homes: Path) -> Kubectl:
+    return Kubectl(api_server.kubeconfig("admin"), homes / "admin")
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _manifest(name: str, labels: dict[str, str] | None = None, **spec: Any) -> str:
+    meta: dict[str, Any] = {"name": name}
+    if labels:
+        meta["labels"] = labels
+    body = {
+        "apiVersion": "codehub.io/v1alpha1",
+        "kind": "Workspace",
+        "metadata": meta,
+        "spec": {"desired_state": "PENDING", **spec},
+    }
+    return yaml.safe_dump(body)
+
+
+def _client(api_server: Any, user: str = "bob") -> ApiClient:
+    return ApiClient(api_server.url, api_server.tokens[user], ca_file=api_server.ca_file)
+
+
+@pytest.mark.parametrize(
+    ("args", "answer"),
+    [
+        (("create", "workspaces"), "yes"),
+        (("delete", "ws"), "yes"),
+        (("get", "ws", "-n", "alice"), "no"),
+        (("list", "ws", "-A"), "no"),
+        (("patch", "ws", "--subresource=status"), "no"),
+        (("get", "ws", "--subresource=status"), "yes"),
+        (("create", "events"), "yes"),
+        (("get", "secrets"), "no"),
+    ],
+)
+def test_auth_can_i_for_a_user(bob: Kubectl, args: tuple[str, ...], answer: str) -> None:
+    proc = bob.run("auth", "can-i", *args)
+    assert proc.stdout.split()[:1] == [answer], proc.stderr
+    assert proc.returncode == (0 if answer == "yes" else 1)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("list", "ws", "-A"), ("patch", "ws", "--subresource=status", "-n", "bob"), ("get", "ns")],
+)
+def test_auth_can_i_for_an_administrator(admin: Kubectl, args: tuple[str, ...]) -> None:
+    assert admin.ok("auth", "can-i", *args).split()[:1] == ["yes"]
+
+
+async def test_server_side_apply_conflict_and_force(
+    bob: Kubectl, api_server: Any, tmp_path: Path
+) -> None:
+    name = _name("ssa")
+    f = tmp_path / "ws.yaml"
+    f.write_text(_manifest(name, display_name="one"))
+    ssa = ("apply", "--server-side", "-f", str(f))
+    assert bob.ok(*ssa).strip() == f"workspace.codehub.io/{name} serverside-applied"
+    bob.ok("patch", "ws", name, "--type=merge", "-p", '{"spec":{"display_name":"hand"}}')
+    async with _client(api_server) as api:
+        before = (await api.get("bob", name))["metadata"]["resourceVersion"]
+    f.write_text(_manifest(name, display_name="two"))
+    proc = bob.run(*ssa)
+    assert proc.returncode != 0
+    assert "Apply failed with 1 conflict" in proc.stderr
+    assert '"kubectl-patch"' in proc.stderr
+    assert ".spec.display_name" in proc.stderr
+    async with _client(api_server) as api:
+        obj = await api.get("bob", name)
+    assert obj["metadata"]["resourceVersion"] == before
+    assert obj["spec"]["display_name"] == "hand"
+    bob.ok(*ssa, "--force-conflicts")
+    out = yaml.safe_load(bob.ok("get", "ws", name, "-o", "yaml", "--show-managed-fields"))
+    managers = {(e["manager"], e["operation"]) for e in out["metadata"]["managedFields"]}
+    assert ("kubectl", "Apply") in managers
+    assert out["spec"]["display_name"] == "two"
+    bob.ok("delete", "ws", name)
+
+
+async def test_diff_server_side_and_client_side(
+    bob: Kubectl, api_server: Any, tmp_path: Path
+) -> None:
+    name = _name("kdiff")
+    f = tmp_path / "ws.yaml"
+    f.write_text(_manifest(name, display_name="one"))
+    bob.ok("apply", "--server-side", "-f", str(f))
+    async with _client(api_server) as api:
+        before = (await api.get("bob", name))["metadata"]["resourceVersion"]
+    assert bob.run("diff", "--server-side", "-f", str(f)).returncode == 0
+    f.write_text(_manifest(name, display_name="two"))
+    for extra in (("--server-side",), ()):
+        proc = bob.run("diff", *extra, "-f", str(f))
+        assert proc.returncode == 1, proc.stderr
+        assert "-  display_name: one" in proc.stdout
+        assert "+  display_name: two" in proc.stdout
+    async with _client(api_server) as api:
+        obj = await api.get("bob", name)
+    assert obj["metadata"]["resourceVersion"] == before
+    bob.ok("delete", "ws", name)
+
+
+async def test_delete_by_label_and_all(bob: Kubectl, api_server: Any) -> None:
+    names = [_name("kdel") for _ in range(3)]
+    for i, n in enumerate(names):
+        bob.ok("apply", "-f", "-", stdin=_manifest(n, labels={"batch": "b" if i else "a"}))
+    out = bob.ok("delete", "ws", "-l", "batch=b")
+    assert set(out.splitlines()) == {f'workspace.codehub.io "{n}" deleted' for n in names[1:]}
+    async with _client(api_server) as api:
+        left = [o["metadata"]["name"] for o in (await api.list("bob"))["items"]]
+    assert names[0] in left
+    assert not set(names[1:]) & set(left)
+    assert bob.ok("delete", "ws", "-l", "batch=none").strip() == "No resources found"
+    bob.ok("delete", "ws", "--all")
+    async with _client(api_server) as api:
+        assert (await api.list("bob"))["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("what", "needle"),
+    [
+        ("workspaces.spec", "desired_state"),
+        ("events", "involvedObject"),
+        ("namespaces.status", "phase"),
+        ("selfsubjectaccessreviews.spec", "resourceAttributes"),
+        ("workspaces.metadata.managedFields", "fieldsV1"),
+    ],
+)
+def test_explain_every_kind(bob: Kubectl, what: str, needle: str) -> None:
+    assert needle in bob.ok("explain", what)
