@@ -22,9 +22,11 @@ from codehub.operator.clock import SystemClock
 from codehub.operator.context import OperatorContext
 from codehub.operator.health_monitor import HealthMonitor
 from codehub.operator.leader import default_node_id
+from codehub.operator.orphan_sweeper import run_orphan_sweeper
 from codehub.operator.pausing import wrap as wrap_test_pauses
 from codehub.operator.safety_net import SafetyNet
 from codehub.operator.settings import Settings
+from codehub.operator.ttl_manager import TtlManager
 
 if TYPE_CHECKING:
     from codehub.operator.coordinator import LeaderTerm
@@ -96,6 +98,11 @@ async def run_safety_net(term: LeaderTerm) -> None:
     await SafetyNet(term.ctx, term.gate).run()
 
 
+async def run_ttl_manager(term: LeaderTerm) -> None:
+    term.mark_running("ttl-manager")
+    await TtlManager(term.ctx).run()
+
+
 async def run_reconcile_workers(term: LeaderTerm) -> None:
     term.mark_running("reconcile-workers")
     await term.gate.run()
@@ -107,6 +114,8 @@ def leader_components() -> list[LeaderComponent]:
         LeaderComponent("reconcile-workers", run_reconcile_workers),
         LeaderComponent("health-monitor", run_health_monitor),
         LeaderComponent("safety-net", run_safety_net),
+        LeaderComponent("ttl-manager", run_ttl_manager),
+        LeaderComponent("orphan-sweeper", run_orphan_sweeper),
         LeaderComponent("kopf", run_kopf, grace=KOPF_GRACE),
     ]
 

@@ -31,8 +31,12 @@ class Settings:
     ttl_manager_interval: float = 60.0
     default_standby_ttl: int = 300
     default_archive_ttl: int = 86400
+    #: How long before the standby TTL acts the SSE stream sends ``idle_warning``.
+    idle_warning_seconds: float = 60.0
     gc_interval: float = 3600.0
     gc_orphan_delay: float = 7200.0
+    orphan_sweep_interval: float = 300.0
+    orphan_delay: float = 600.0
     max_running_per_user: int = 2
     max_running_global: int = 100
     coordinator_retry_interval: float = 5.0
@@ -99,6 +103,7 @@ class Settings:
             "health_monitor_interval",
             "ttl_manager_interval",
             "gc_interval",
+            "orphan_sweep_interval",
             "coordinator_retry_interval",
         ):
             if getattr(self, name) <= 0:
@@ -156,6 +161,7 @@ _ENV_NAMES = {
     "activity_interval": "CODEHUB_ACTIVITY_INTERVAL",
     "replica_id": "CODEHUB_REPLICA_ID",
     "replica_ttl": "CODEHUB_REPLICA_TTL",
+    "idle_warning_seconds": "CODEHUB_IDLE_WARNING_SECONDS",
 }
 
 
