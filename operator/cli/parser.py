@@ -6,6 +6,7 @@ import argparse
 from typing import Any, Protocol
 
 from codehub.operator.cli import config, lifecycle, resources, services
+from codehub.operator.cli import gc as archive_gc
 from codehub.operator.cli.arguments import duration_arg, listen_arg
 from codehub.operator.cli.connection import DEFAULT_CONFIG
 
@@ -163,6 +164,13 @@ def _add_service_commands(add: _Add) -> None:
     _common(m)
     m.add_argument("--database-url", help="default: CODEHUB_DATABASE_URL")
     m.set_defaults(func=services.cmd_db_migrate)
+
+    p = add("gc", "Archive GC (administrators)")
+    gcsub = p.add_subparsers(dest="gc_command", metavar="ACTION")
+    gcsub.required = True
+    m = gcsub.add_parser("preview", help="show what the Archive GC would delete and when")
+    _common(m)
+    m.set_defaults(func=archive_gc.cmd_gc_preview)
 
     p = add("coordinator", "run the coordinator (leader election, operator, monitors)")
     p.add_argument("--listen", type=listen_arg, default=listen_arg(DEFAULT_COORDINATOR_LISTEN))

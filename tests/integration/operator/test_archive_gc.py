@@ -12,6 +12,7 @@ import dataclasses
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -200,3 +201,24 @@ async def test_a_listing_or_database_failure_skips_the_pass(
     assert registry.get_sample_value("codehub_gc_last_success_timestamp_seconds") == 0
 
     assert (await gc.pass_once()).deleted == 1  # the healthy GC still does its job
+
+
+async def test_preview_lists_orphans_with_their_times_and_changes_nothing(
+    make_api: Any, s3: S3Config, database_url: str
+) -> None:
+    api = await make_api()
+    uid = await workspace(api, "w", op_id="op3")
+    marked, unseen = f"archives/{uid}/op1/home.tar.gz", f"archives/{uid}/op2/home.tar.gz"
+    S3Access(s3).put_bytes(marked, b"12345")
+    clock = FakeClock()
+    gc, _ = gc_for(api.client("operator"), s3, database_url, clock)
+    await gc.pass_once()
+    S3Access(s3).put_bytes(unseen, b"1")
+    clock.advance(60)
+    rows = {row.key: row async for row in gc.preview()}
+    assert set(rows) == {marked, unseen}
+    assert rows[marked].size == 5
+    assert rows[marked].due == rows[marked].first_seen + timedelta(seconds=DELAY)  # type: ignore[operator]
+    assert rows[unseen].first_seen is None
+    assert set(first_seen(database_url)) == {marked}  # the preview stored nothing
+    assert keys(s3) == {marked, unseen}
