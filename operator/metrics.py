@@ -108,6 +108,18 @@ class Metrics:
         self.wq_retries = Counter(
             "workqueue_retries_total", "Rate-limited re-adds.", ["name"], registry=r
         )
+        self.ttl_actions = Counter(
+            "codehub_ttl_actions_total",
+            "Idle TTL actions taken (docs/activity-and-ttl.md): standby or archive.",
+            ["action"],
+            registry=r,
+        )
+        self.ttl_skipped = Counter(
+            "codehub_ttl_skipped_total",
+            "Due idle TTL actions not taken in a pass, by reason (conflict, user_changed, busy).",
+            ["reason"],
+            registry=r,
+        )
         self.events_posted = Counter(
             "codehub_kube_events_total",
             "Kubernetes events posted by the operator, by reason.",

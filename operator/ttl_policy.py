@@ -1,0 +1,160 @@
+"""The TTL Manager's decision (docs/activity-and-ttl.md): pure, no I/O, no clock.
+
+``decide(view, now)`` answers, for one workspace, whether an idle TTL acts now, why it
+does not although it is due (``busy``, ``user_changed``), and what the next idle action
+is and when (``status.idle_action`` / ``idle_action_at``), so the resource itself says
+why a workspace is still up.
+
+The idle period starts at the latest of:
+
+- the last access (``status.last_access_at``, written by the proxy);
+- a change of ``spec.desired_state`` by anyone but the TTL itself (the API server stamps
+  ``codehub.io/desired-state-changed-at`` and ``codehub.io/desired-state-source`` on each
+  change): a user's decision made after the idle period began resets it, so it wins;
+- for the standby step, the time the workspace became RUNNING (``status.observed_at``,
+  which changes with the observation; its creation if it has none); for the archive
+  step, the time it became STANDBY only if it was never accessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from codehub.crd_like.models import IdleAction
+from codehub.vocabulary.timestamps import parse_rfc3339
+
+SOURCE_ANNOTATION = "codehub.io/desired-state-source"
+CHANGED_AT_ANNOTATION = "codehub.io/desired-state-changed-at"
+TTL_SOURCE = "ttl"
+
+
+class SkipReason(StrEnum):
+    """Why a due action was not taken (``codehub_ttl_skipped_total{reason}``)."""
+
+    BUSY = "busy"  # an operation in progress, an error recorded, or being deleted
+    USER_CHANGED = "user_changed"  # due by activity, but a user's later change wins
+    CONFLICT = "conflict"  # the compare-and-set lost to a concurrent write
+
+
+@dataclass(frozen=True)
+class TtlView:
+    """What the decision reads from one workspace."""
+
+    desired: str | None
+    observed: str | None
+    operation: str | None
+    has_error: bool
+    deleting: bool
+    open_connections: int
+    last_access_at: datetime | None
+    observed_at: datetime | None
+    created_at: datetime | None
+    desired_changed_at: datetime | None
+    desired_source: str | None
+    standby_ttl: int
+    archive_ttl: int
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> TtlView:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        notes = meta.get("annotations") or {}
+        return cls(
+            desired=spec.get("desired_state"),
+            observed=status.get("observed_status"),
+            operation=status.get("operation"),
+            has_error=bool(status.get("error_info")),
+            deleting=bool(meta.get("deletionTimestamp")),
+            open_connections=_int(status.get("open_connections")),
+            last_access_at=parse_rfc3339(status.get("last_access_at")),
+            observed_at=parse_rfc3339(status.get("observed_at")),
+            created_at=parse_rfc3339(meta.get("creationTimestamp")),
+            desired_changed_at=parse_rfc3339(notes.get(CHANGED_AT_ANNOTATION)),
+            desired_source=notes.get(SOURCE_ANNOTATION),
+            standby_ttl=_int(spec.get("standby_ttl_seconds")),
+            archive_ttl=_int(spec.get("archive_ttl_seconds")),
+        )
+
+    @property
+    def busy(self) -> bool:
+        return self.deleting or self.has_error or self.operation not in (None, "", "NONE")
+
+    @property
+    def user_changed_at(self) -> datetime | None:
+        """The last desired_state change by a writer other than the TTL (absent = api)."""
+        if self.desired_source == TTL_SOURCE:
+            return None
+        return self.desired_changed_at
+
+
+@dataclass(frozen=True)
+class Decision:
+    #: The action to take now (a compare-and-set of spec.desired_state), or None.
+    act: IdleAction | None = None
+    #: Why a due action is not taken now, or None.
+    skipped: SkipReason | None = None
+    #: What ``status.idle_action`` / ``idle_action_at`` should say.
+    next_action: IdleAction | None = None
+    next_at: datetime | None = None
+
+
+NOTHING = Decision()
+
+#: The desired level each action sets.
+TARGET = {IdleAction.STANDBY: "STANDBY", IdleAction.ARCHIVE: "PENDING"}
+
+
+def step_of(view: TtlView) -> tuple[IdleAction, int] | None:
+    """The idle step that applies to a settled workspace, with its TTL; None if none."""
+    if view.deleting or view.observed != view.desired:
+        return None
+    if view.observed == "RUNNING":
+        return IdleAction.STANDBY, view.standby_ttl
+    if view.observed == "STANDBY":
+        return IdleAction.ARCHIVE, view.archive_ttl
+    return None
+
+
+def idle_start(view: TtlView, action: IdleAction, *, with_user: bool = True) -> datetime | None:
+    """When the idle period began (see the module docstring); None if nothing is known."""
+    if action is IdleAction.STANDBY:
+        marks = [view.last_access_at, view.observed_at or view.created_at]
+    else:
+        base = view.last_access_at
+        marks = [base if base is not None else (view.observed_at or view.created_at)]
+    if with_user:
+        marks.append(view.user_changed_at)
+    known = [m for m in marks if m is not None]
+    return max(known) if known else None
+
+
+def decide(view: TtlView, now: datetime) -> Decision:
+    """The TTL's answer for one workspace at ``now``."""
+    step = step_of(view)
+    if step is None:
+        return NOTHING
+    action, ttl = step
+    if ttl <= 0:
+        return NOTHING  # 0 disables the step
+    if action is IdleAction.STANDBY and view.open_connections > 0:
+        return NOTHING  # kept alive by an open connection
+    start = idle_start(view, action)
+    if start is None:
+        return NOTHING
+    at = start + timedelta(seconds=ttl)
+    if now < at:
+        earlier = idle_start(view, action, with_user=False)
+        if earlier is not None and now >= earlier + timedelta(seconds=ttl):
+            return Decision(skipped=SkipReason.USER_CHANGED, next_action=action, next_at=at)
+        return Decision(next_action=action, next_at=at)
+    if view.busy:
+        return Decision(skipped=SkipReason.BUSY, next_action=action, next_at=at)
+    return Decision(act=action, next_action=action, next_at=at)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
