@@ -36,6 +36,8 @@ class ApiConfig:
     compaction_interval: float = 60.0
     #: SSE heartbeat period (docs/events.md: 30 s); tests set it small.
     sse_heartbeat_interval: float = 30.0
+    #: How long before the standby TTL acts the SSE stream sends ``idle_warning``.
+    idle_warning_seconds: float = 60.0
     #: Server-side limit of a watch without ``timeoutSeconds`` (clients re-watch).
     default_watch_timeout: float = 1800.0
     #: Upper bound for a ``limit`` on list requests.
@@ -90,6 +92,9 @@ class ApiConfig:
             ),
             sse_heartbeat_interval=number(
                 "CODEHUB_SSE_HEARTBEAT_INTERVAL", defaults.sse_heartbeat_interval, float
+            ),
+            idle_warning_seconds=number(
+                "CODEHUB_IDLE_WARNING_SECONDS", defaults.idle_warning_seconds, float
             ),
             compaction_keep_revisions=int(
                 number("CODEHUB_COMPACTION_KEEP_REVISIONS", defaults.compaction_keep_revisions, int)

@@ -18,6 +18,7 @@ from codehub.crd_like.models import apply_spec_defaults
 from codehub.crd_like.store.interface import Conflict, NotFound, Obj, StoreError
 from codehub.vocabulary.timestamps import now_rfc3339
 
+from . import desired_source
 from .bodies import media_type, parse_document
 from .context import (
     WORKSPACES,
@@ -125,6 +126,7 @@ async def apply_handler(request: web.Request) -> web.StreamResponse:
             defaults=defaults,
             identity=identity,
         )
+        desired_source.stamp(current, result)
         _set_managed(result, managed)
         if dry_run:
             raise DryRun(result)

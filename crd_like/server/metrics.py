@@ -30,6 +30,11 @@ class ApiMetrics:
         self.open_sse = Gauge(
             "codehub_api_open_sse_streams", "Open SSE event streams.", registry=self.registry
         )
+        self.idle_warnings = Counter(
+            "codehub_idle_warnings",
+            "idle_warning events sent on SSE streams (docs/activity-and-ttl.md).",
+            registry=self.registry,
+        )
         self.admission_refusals = Counter(
             "codehub_api_admission_refusals",
             "Requests refused by the running limits (docs/limits.md).",

@@ -2,8 +2,9 @@
 
 On connect the stream sends one ``state_changed`` per visible workspace (the current
 state, so a loading page needs no separate GET), then one on every change of the
-tracked fields, ``error`` when ``error_info`` changes to a new error, and ``heartbeat``
-every ``sse_heartbeat_interval``. Each event carries ``id: <resourceVersion>``; a
+tracked fields, ``error`` when ``error_info`` changes to a new error, ``heartbeat``
+every ``sse_heartbeat_interval``, and ``idle_warning`` shortly before the standby TTL acts
+(``idle_warning.py``). ``state_changed`` and ``error`` carry ``id: <resourceVersion>``; a
 client reconnecting with ``Last-Event-ID`` resumes after it without the initial burst.
 History the store has compacted ends the stream with an ``expired`` event (reconnect
 without ``Last-Event-ID``).
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from codehub.crd_like.models import derive_display
 from codehub.crd_like.store.interface import Gone, Obj, Selectors, StoreError
-from codehub.vocabulary.timestamps import now_rfc3339
+from codehub.vocabulary.timestamps import now_rfc3339, utc_now
 
 from .context import (
     WORKSPACES,
@@ -33,6 +35,8 @@ from .context import (
     stream_slot,
     tracked_stream,
 )
+from .idle_warning import EVENT as IDLE_WARNING
+from .idle_warning import IdleWarnings
 from .status import bad_request, from_store_error
 from .watch import EventQueue, await_revision
 
@@ -97,8 +101,6 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     selectors = Selectors(fields={"metadata.name": name}) if name else None
     last_id = request.headers.get("Last-Event-ID", "").strip()
-    states: dict[str, dict[str, Any]] = {}
-    errors: dict[str, Any] = {}
     initial: list[Obj] = []
     try:
         if last_id:
@@ -134,9 +136,11 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         ctx.metrics.open_sse.inc()
         events = EventQueue(source)
         interval = ctx.config.sse_heartbeat_interval
+        warnings = IdleWarnings(ctx.config.idle_warning_seconds)
+        stream = _Stream(response, warnings, ctx.metrics.idle_warnings)
         try:
             with tracked_stream(request):
-                await _pump_sse(response, events, initial, states, errors, name, interval)
+                await _pump_sse(stream, events, initial, name, interval)
         except ConnectionResetError:
             pass
         finally:
@@ -145,56 +149,74 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@dataclass
+class _Stream:
+    """One SSE connection's memory: the last state and error sent per workspace, and
+    the idle warnings it owes."""
+
+    response: web.StreamResponse
+    warnings: IdleWarnings
+    counter: Any
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, Any] = field(default_factory=dict)
+
+    async def warn(self) -> None:
+        for data in self.warnings.due(utc_now()):
+            self.counter.inc()
+            await self.response.write(frame(IDLE_WARNING, data))
+
+    async def on_object(self, obj: Obj, rv: str, deleted: bool) -> None:
+        key = _key(obj)
+        state = state_of(obj, deleted=deleted)
+        if self.states.get(key) != state:
+            self.states[key] = state
+            await self.response.write(frame("state_changed", state, rv))
+        err = None if deleted else error_of(obj)
+        if err != self.errors.get(key):
+            self.errors[key] = err
+            if err is not None:
+                await self.response.write(frame("error", err, rv))
+        self.warnings.track(key, None if deleted else obj)
+        if deleted:
+            self.states.pop(key, None)
+            self.errors.pop(key, None)
+        await self.warn()
+
+
 async def _pump_sse(
-    response: web.StreamResponse,
-    events: EventQueue,
-    initial: list[Obj],
-    states: dict[str, dict[str, Any]],
-    errors: dict[str, Any],
-    name: str | None,
-    interval: float,
+    stream: _Stream, events: EventQueue, initial: list[Obj], name: str | None, interval: float
 ) -> None:
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + interval
     for obj in initial:
         key = _key(obj)
-        states[key] = state_of(obj)
-        errors[key] = error_of(obj)
-        await response.write(
-            frame("state_changed", states[key], obj["metadata"].get("resourceVersion"))
-        )
+        stream.states[key] = state_of(obj)
+        stream.errors[key] = error_of(obj)
+        stream.warnings.track(key, obj)
+        rv = obj["metadata"].get("resourceVersion")
+        await stream.response.write(frame("state_changed", stream.states[key], rv))
+    await stream.warn()
     while True:
-        item = await events.get(max(0.0, next_beat - loop.time()))
+        wait = next_beat - loop.time()
+        soon = stream.warnings.seconds_to_next(utc_now())
+        item = await events.get(max(0.0, wait if soon is None else min(wait, soon)))
         if loop.time() >= next_beat:
-            await response.write(frame("heartbeat", {"time": now_rfc3339()}))
+            await stream.response.write(frame("heartbeat", {"time": now_rfc3339()}))
             next_beat = loop.time() + interval
+        await stream.warn()
         if item is None:
             if events.task.done() and events.queue.empty():
                 break
             continue
         if isinstance(item, Gone):
             # Not ``error``: that event is reserved for error_info changes.
-            await response.write(frame("expired", {"workspace": name, "message": str(item)}))
+            await stream.response.write(frame("expired", {"workspace": name, "message": str(item)}))
             break
-        if isinstance(item, Exception) or item.type == "BOOKMARK" or item.object is None:
-            if isinstance(item, Exception):
-                break
+        if isinstance(item, Exception):
+            break
+        if item.type == "BOOKMARK" or item.object is None:
             continue
-        obj = item.object
-        key = _key(obj)
-        rv = str(item.revision)
-        state = state_of(obj, deleted=item.type == "DELETED")
-        if states.get(key) != state:
-            states[key] = state
-            await response.write(frame("state_changed", state, rv))
-        err = None if item.type == "DELETED" else error_of(obj)
-        if err != errors.get(key):
-            errors[key] = err
-            if err is not None:
-                await response.write(frame("error", err, rv))
-        if item.type == "DELETED":
-            states.pop(key, None)
-            errors.pop(key, None)
+        await stream.on_object(item.object, str(item.revision), item.type == "DELETED")
 
 
 def add_routes(app: web.Application) -> None:

@@ -18,6 +18,7 @@ from codehub.crd_like.models import SpecDefaults, apply_spec_defaults
 from codehub.crd_like.store.interface import Obj, StoreError
 from codehub.vocabulary.timestamps import now_rfc3339
 
+from . import desired_source
 from .bodies import media_type, parse_document, require_body_type
 from .context import (
     WORKSPACES,
@@ -232,6 +233,8 @@ def _write_handler(rk: ResourceKind, subresource: str, method: str) -> Handler:
                 replacing=method == "PUT",
             )
             if subresource == "":
+                if rk is WORKSPACES:
+                    desired_source.stamp(current, result, doc if method == "PATCH" else None)
                 stamp_managed_fields(rk, manager, current, result, sent)
             if dry_run:
                 raise DryRun(result)

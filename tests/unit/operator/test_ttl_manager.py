@@ -190,8 +190,14 @@ class MovingApi:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def list(self, ns: str | None = None, **kw: Any) -> Any:
-        listing = await self.inner.list(ns, **kw)
+    async def list(
+        self,
+        ns: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        listing = await self.inner.list(ns, label_selector, field_selector, limit)
         await self.inner.patch_merge(NS, "race", self.patch)
         return listing
 
