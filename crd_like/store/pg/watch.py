@@ -37,16 +37,16 @@ class LogRow:
 
     def __init__(
         self, revision: int, kind: str, namespace: str, type_: str, body_text: str,
-        prev_text: str | None,
+        prev_text: str | None, prev: Obj | None = None,
     ) -> None:
         self.revision = revision
         self.kind = kind
         self.namespace = namespace
         self.type: sem.EventType = type_  # type: ignore[assignment]
-        self.body_text = body_text
+        self.body_text = body_text  # a write's own text lacks resourceVersion: see below
         self.prev_text = prev_text
         self._body: Obj | None = None
-        self._prev: Obj | None = None
+        self._prev: Obj | None = prev
 
     @property
     def body(self) -> Obj:
@@ -62,15 +62,19 @@ class LogRow:
         return self._prev
 
     def fresh_body(self) -> Obj:
-        body: Obj = json.loads(self.body_text)
-        return body
+        return sem.with_revision(json.loads(self.body_text), self.revision)
 
 
 class Hub:
     """One per store: learns that the revision moved (NOTIFY, a poll, or this process's
     own write), loads the new log entries once into a bounded in-memory cache, and wakes
     every watcher. Watchers positioned inside the cache never query the database; one
-    that is further behind catches up from the database first."""
+    that is further behind catches up from the database first.
+
+    This process's own writes are ``offer``ed with their entry right after they commit
+    and go into the cache without a query once every lower revision is there; only a
+    revision someone else wrote (another server, a write whose result this process has
+    not seen yet) is read from the log (docs/adr/0007-api-write-path-performance.md)."""
 
     def __init__(
         self, database_url: str, pool: Pool, interval: float, listen: bool, cache_size: int
@@ -87,6 +91,9 @@ class Hub:
         self.listening = False
         self._rows: list[LogRow] = []
         self._revs: list[int] = []
+        self._pending: dict[int, LogRow] = {}  # offered, above a gap
+        self.queries = 0  # log reads, for benchmarks
+        self.offered = 0
         self._event = asyncio.Event()
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -100,6 +107,30 @@ class Hub:
         if revision > self.head:
             self.head = revision
             self._dirty.set()
+
+    def offer(self, row: LogRow) -> None:
+        """A committed write of this process: its entry, so the log need not be read."""
+        self.offered += 1
+        if row.revision > self.loaded:
+            if len(self._pending) >= self.cache_size:
+                self._pending.clear()  # the loader is stuck; it reads the log instead
+            self._pending[row.revision] = row
+            self.advance(row.revision)
+            self._dirty.set()
+
+    def _take_pending(self) -> bool:
+        """Move the offered entries that continue the cache into it."""
+        run: list[LogRow] = []
+        while (row := self._pending.pop(self.loaded + 1 + len(run), None)) is not None:
+            run.append(row)
+        if run:
+            self._extend(run, run[-1].revision)
+            self._wake()
+        return bool(run)
+
+    def _wake(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
 
     def note_floor(self, floor: int) -> None:
         """Cached entries at or below the database's floor must not outlive it: a
@@ -148,7 +179,14 @@ class Hub:
             self._dirty.clear()
             try:
                 while self.loaded < self.head:
-                    await self._load_more()
+                    if self._take_pending():
+                        continue
+                    # Let the other writes whose results just arrived offer theirs.
+                    await asyncio.sleep(0)
+                    if not self._take_pending() and self.loaded < self.head:
+                        await self._load_more()
+                for rev in [r for r in self._pending if r <= self.loaded]:
+                    del self._pending[rev]
             except Exception as exc:
                 log.warning("watch cache load failed: %s", type(exc).__name__)
                 await asyncio.sleep(self.interval)
@@ -162,8 +200,9 @@ class Hub:
             " SELECT revision, kind, namespace, type, body, prev_body FROM event_log"
             " WHERE revision > %s AND revision <= c.rev ORDER BY revision LIMIT %s) e ON true"
         )
+        self.queries += 1
         async with self._pool.connection() as conn:
-            cur = await conn.execute(query.encode(), (self.loaded, WATCH_BATCH))
+            cur = await conn.execute(query.encode(), (self.loaded, WATCH_BATCH), prepare=True)
             rows = await cur.fetchall()
         head = int(rows[0][0])
         entries = [LogRow(int(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows if r[2]]
@@ -172,8 +211,7 @@ class Hub:
             self.head = head
         self._append(entries, head)
         self.note_floor(int(rows[0][1]))
-        self._event.set()
-        self._event = asyncio.Event()
+        self._wake()
 
     def _append(self, entries: list[LogRow], head: int) -> None:
         if (entries and entries[0].revision != self.loaded + 1) or (
@@ -185,9 +223,12 @@ class Hub:
             self._revs.clear()
             self.cache_floor = self.loaded = head
             return
+        self._extend(entries, entries[-1].revision if len(entries) >= WATCH_BATCH else head)
+
+    def _extend(self, entries: list[LogRow], loaded: int) -> None:
         self._rows.extend(entries)
         self._revs.extend(e.revision for e in entries)
-        self.loaded = entries[-1].revision if len(entries) >= WATCH_BATCH else head
+        self.loaded = loaded
         excess = len(self._rows) - self.cache_size
         if excess > 0:
             self.cache_floor = self._revs[excess - 1]

@@ -37,12 +37,13 @@ from codehub.crd_like.store.interface import (
     RunningRef,
 )
 from codehub.crd_like.store.pg.schema import ADMISSION_LOCK_KEY, NOTIFY_CHANNEL, columns
+from codehub.crd_like.store.pg.watch import LogRow
 from codehub.vocabulary.timestamps import now_rfc3339, rfc3339_before
 
 Pool = AsyncConnectionPool[Any]
 Conn = psycopg.AsyncConnection[Any]
-#: Tells the watch hub that a revision exists (this process's own write).
-Advance = Callable[[int], None]
+#: Hands the watch hub this process's own committed write (``Hub.offer``).
+Advance = Callable[[LogRow], None]
 Mode = Literal["insert", "update", "delete"]
 
 
@@ -268,14 +269,14 @@ async def create(
         raise AlreadyExists(f'{kind} "{name}" already exists') from exc
     rev = await revision_of(cur)
     recent.put((kind, ns, name), rev, text)
-    advance(rev)
+    advance(LogRow(rev, kind, ns, "ADDED", text, None))
     return sem.with_revision(new, rev)
 
 
 async def _update_cached(
     pool: Pool, recent: Recent, key: Key, mutate: Mutator,
     subresource: Literal["status"] | None, admit: AdmissionCheck | None,
-) -> tuple[Obj, int] | None:
+) -> tuple[Obj, LogRow] | None:
     """The one-statement update on the cached body; None: do it the locked way.
 
     Everything is computed from the cached body, so it is exactly what the locked path
@@ -312,7 +313,7 @@ async def _update_cached(
         return None
     rev = int(row[0])
     recent.put(key, rev, new_text)
-    return sem.with_revision(plan.obj, rev), rev
+    return sem.with_revision(plan.obj, rev), LogRow(rev, kind, ns, "MODIFIED", new_text, text)
 
 
 async def update(
@@ -341,7 +342,7 @@ async def update(
         recent.drop(key)
     else:
         recent.put(key, rev, text)
-    advance(rev)
+    advance(LogRow(rev, kind, ns, type_, text, None, current))
     return sem.with_revision(plan.obj, rev)
 
 
@@ -359,14 +360,16 @@ async def delete(
             if m.get("deletionTimestamp"):
                 return current, False
             new = sem.mark_deleting(current, now_rfc3339())
-            cur, _ = await write(conn, kind, ns, name, "MODIFIED", new, "update")
+            type_ = "MODIFIED"
+            cur, text = await write(conn, kind, ns, name, type_, new, "update")
             removed = False
         else:
-            new = current
-            cur, _ = await write(conn, kind, ns, name, "DELETED", new, "delete")
+            new = copy.deepcopy(current)
+            type_ = "DELETED"
+            cur, text = await write(conn, kind, ns, name, type_, new, "delete")
             removed = True
     rev = await revision_of(cur)
-    advance(rev)
+    advance(LogRow(rev, kind, ns, type_, text, None, current))
     return sem.with_revision(new, rev), removed
 
 
