@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -62,23 +63,31 @@ async def _apply_reporting(api: ApiClient, m: Manifest, default_ns: str | None) 
     return True
 
 
+#: kubectl's record of the manifest last applied, so a field removed from the manifest is
+#: removed from the object on the next apply (kubectl's client-side three-way merge).
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
 async def apply_one(api: ApiClient, ns: str, manifest: Obj) -> str:
-    """Create, or merge-patch the fields the manifest sets; says what happened."""
+    """Create, or merge-patch what changed since the last apply; says what happened."""
     name = manifest["metadata"]["name"]
     body = _manifest_body(manifest, ns)
+    record = last_applied_record(body)
     try:
         current = await api.get(ns, name)
     except ApiError as exc:
         if not exc.not_found:
             raise
         try:
-            await api.create(ns, body)
+            await api.create(ns, _with_record(body, record))
             return "created"
         except ApiError as create_exc:
             if not create_exc.conflict or create_exc.reason != "AlreadyExists":
                 raise
             current = await api.get(ns, name)
-    patch = apply_patch(current, body)
+    patch = apply_patch(current, body, last_applied_of(current))
+    if last_applied_of(current) != json.loads(record):
+        patch.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = record
     if not patch:
         return "unchanged"
     await api.patch_merge(ns, name, patch)
@@ -89,8 +98,9 @@ def _manifest_body(manifest: Obj, ns: str) -> Obj:
     meta = manifest.get("metadata") or {}
     out_meta: Obj = {"name": meta["name"], "namespace": ns}
     for key in ("labels", "annotations"):
-        if meta.get(key):
-            out_meta[key] = dict(meta[key])
+        entries = {k: v for k, v in (meta.get(key) or {}).items() if k != LAST_APPLIED}
+        if entries:
+            out_meta[key] = entries
     return {
         "apiVersion": manifest["apiVersion"],
         "kind": manifest["kind"],
@@ -99,39 +109,75 @@ def _manifest_body(manifest: Obj, ns: str) -> Obj:
     }
 
 
-def apply_patch(current: Obj, desired: Obj) -> Obj:
-    """The merge patch that makes ``current`` carry what ``desired`` sets (and only that).
+def last_applied_record(body: Obj) -> str:
+    """The annotation's value: the applied manifest as compact JSON, as kubectl writes it."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n"
 
-    Fields the manifest omits are left alone (there is no last-applied record), so
-    removing a line from a manifest does not reset the field; set it explicitly instead.
+
+def _with_record(body: Obj, record: str) -> Obj:
+    meta = {**body["metadata"]}
+    meta["annotations"] = {**meta.get("annotations", {}), LAST_APPLIED: record}
+    return {**body, "metadata": meta}
+
+
+def last_applied_of(obj: Obj) -> Obj | None:
+    """The manifest recorded by the last apply (codehub's or kubectl's), if readable."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def apply_patch(current: Obj, desired: Obj, original: Obj | None = None) -> Obj:
+    """The merge patch that makes ``current`` carry what ``desired`` sets.
+
+    With ``original`` (the last-applied manifest), fields it set that ``desired`` no
+    longer sets are removed (null in the patch), as kubectl's three-way merge does;
+    without it, fields the manifest omits are left alone.
     """
     patch: Obj = {}
     meta_patch: Obj = {}
     cur_meta = current.get("metadata") or {}
+    old_meta = (original or {}).get("metadata") or {}
     for key in ("labels", "annotations"):
         want = (desired.get("metadata") or {}).get(key) or {}
         have = cur_meta.get(key) or {}
-        changed = {k: v for k, v in want.items() if have.get(k) != v}
+        changed: Obj = {k: v for k, v in want.items() if have.get(k) != v}
+        for k in old_meta.get(key) or {}:
+            if k not in want and k in have and k != LAST_APPLIED:
+                changed[k] = None
         if changed:
             meta_patch[key] = changed
     if meta_patch:
         patch["metadata"] = meta_patch
-    spec_patch = _diff(current.get("spec") or {}, desired.get("spec") or {})
+    spec_patch = _diff(
+        current.get("spec") or {},
+        desired.get("spec") or {},
+        (original or {}).get("spec") if original is not None else None,
+    )
     if spec_patch:
         patch["spec"] = spec_patch
     return patch
 
 
-def _diff(have: Obj, want: Obj) -> Obj:
+def _diff(have: Obj, want: Obj, old: Obj | None = None) -> Obj:
     result: Obj = {}
     for key, value in want.items():
         cur = have.get(key)
         if isinstance(value, dict) and isinstance(cur, dict):
-            sub = _diff(cur, value)
+            before = old.get(key) if isinstance(old, dict) else None
+            sub = _diff(cur, value, before if isinstance(before, dict) else None)
             if sub:
                 result[key] = sub
         elif cur != value:
             result[key] = value
+    for key in old or {}:
+        if key not in want and key in have:
+            result[key] = None
     return result
 
 
