@@ -20,7 +20,7 @@ from codehub.vocabulary.timestamps import human_duration, parse_rfc3339
 Obj = dict[str, Any]
 
 HEADERS = ["NAME", "DESIRED", "OBSERVED", "OPERATION", "DISPLAY", "AGE"]
-WIDE_HEADERS = ["IMAGE", "OP_ID", "ERRORS", "REASON"]
+WIDE_HEADERS = ["IMAGE", "OP_ID", "ERRORS", "REASON", "LAST-ACTIVITY", "CONNS", "IDLE-ACTION"]
 RESOURCE = f"{SINGULAR}.{GROUP}"
 _NONE = "<none>"
 
@@ -81,10 +81,33 @@ def workspace_row(
             _text(_get(obj, "status", "op_id")),
             str(_get(obj, "status", "error_count") or 0),
             _text(_get(obj, "status", "error_info", "reason")),
+            last_activity(obj, now),
+            _text(_get(obj, "status", "open_connections")),
+            idle_action(obj, now),
         ]
     if all_namespaces:
         row.insert(0, _text(_get(obj, "metadata", "namespace")))
     return row
+
+
+def last_activity(obj: Obj, now: datetime) -> str:
+    """``websocket 2m``: what touched the workspace last, and how long ago."""
+    when = _get(obj, "status", "last_access_at")
+    if not when:
+        return _NONE
+    source = _get(obj, "status", "last_activity_source")
+    ago = age(when, now)
+    return f"{source} {ago}" if source else ago
+
+
+def idle_action(obj: Obj, now: datetime) -> str:
+    """``standby in 4m``: what the idle TTL will do next and when (docs/activity-and-ttl.md)."""
+    action = _get(obj, "status", "idle_action")
+    when = parse_rfc3339(_get(obj, "status", "idle_action_at"))
+    if not action or when is None:
+        return _NONE
+    left = (when - now).total_seconds()
+    return f"{action} in {human_duration(left)}" if left > 0 else f"{action} due"
 
 
 def render_rows(rows: Sequence[Sequence[str]], widths: Sequence[int] | None = None) -> str:
@@ -155,6 +178,10 @@ STATUS_KEYS = (
     "error_count",
     "previous_status",
     "last_access_at",
+    "last_activity_source",
+    "open_connections",
+    "idle_action",
+    "idle_action_at",
 )
 ERROR_KEYS = ("reason", "message", "is_terminal", "operation", "error_count", "occurred_at")
 

@@ -97,6 +97,9 @@ def test_wide_and_all_namespaces() -> None:
         "OP_ID": "op-9",
         "ERRORS": "3",
         "REASON": "RetryExceeded",
+        "LAST-ACTIVITY": "<none>",
+        "CONNS": "<none>",
+        "IDLE-ACTION": "<none>",
     }
 
 
