@@ -24,16 +24,20 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from codehub.adapters.interfaces import ObjectInfo, ObjectStore
+from codehub.adapters.s3_object_store import S3ObjectStore
 from codehub.crd_like.client.api import workspaces_path
 from codehub.operator.archive_gc_plan import ARCHIVES_PREFIX, PageDecision, Protection, decide
 from codehub.operator.archive_gc_store import FirstSeen, FirstSeenStore
 from codehub.operator.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from codehub.operator.coordinator import LeaderTerm
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +306,23 @@ class ArchiveGC:
                 for key in decision.to_mark:
                     yield PreviewRow(key, sizes[key], None, now + self.delay)
                 last = page[-1].key
+
+
+async def run_archive_gc(term: LeaderTerm) -> None:
+    """The leader component: the bucket and database of the coordinator's settings."""
+    ctx = term.ctx
+    settings = ctx.settings
+    gc = ArchiveGC(
+        api=ctx.api,
+        objects=S3ObjectStore(settings.s3_config()),
+        first_seen=settings.database_url,
+        interval=settings.gc_interval,
+        orphan_delay=settings.gc_orphan_delay,
+        registry=ctx.metrics.registry,
+        clock=ctx.clock,
+    )
+    term.mark_running("archive-gc")
+    await gc.run()
 
 
 class _database:
