@@ -31,7 +31,13 @@ from .context import (
     read_body,
     store_error,
 )
-from .managed_fields import ApplyConflicts, apply_config, conflict_message, dotted
+from .managed_fields import (
+    ApplyConflicts,
+    apply_config,
+    apply_or_upgrade,
+    conflict_message,
+    dotted,
+)
 from .status import ApiError, bad_request
 from .validation import check_identity, finish, invalid_for, structure_errors, validate
 from .writes import (
@@ -113,7 +119,7 @@ async def apply_handler(request: web.Request) -> web.StreamResponse:
         wanted = config["metadata"].get("resourceVersion")
         if wanted and str(wanted) != current["metadata"].get("resourceVersion"):
             raise Conflict("resourceVersion is stale")
-        merged, managed = apply_config(
+        merged, managed = apply_or_upgrade(
             current, config, manager, force=force, api_version=rk.api_version, now=now_rfc3339()
         )
         result = finish(

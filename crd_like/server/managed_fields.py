@@ -13,6 +13,7 @@ them as they would on a real cluster.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -276,3 +277,45 @@ def conflict_message(conflicts: list[FieldConflict], api_version: str) -> str:
 
 def dotted(path: Path) -> str:
     return "".join(f".{p}" for p in path)
+
+
+#: kubectl's client-side apply record; ``kubectl apply --server-side`` takes over the
+#: fields it lists without conflicts (kube-apiserver's upgrade path).
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+KUBECTL_MANAGER = "kubectl"
+
+
+def client_side_applied(current: Mapping[str, Any]) -> set[Path]:
+    """Fields the last client-side apply set whose values are still the live ones."""
+    raw = ((current.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        record = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return set()
+    if not isinstance(record, dict):
+        return set()
+    return {p for p in field_set(record) if value_at(record, p) == value_at(current, p)}
+
+
+def apply_or_upgrade(
+    current: Obj,
+    config: Mapping[str, Any],
+    manager: str,
+    *,
+    force: bool,
+    api_version: str,
+    now: str,
+) -> tuple[Obj, list[Obj]]:
+    """``apply_config``, except that ``kubectl`` applying server-side for the first time
+    over its own client-side apply takes the fields that apply recorded, as
+    kube-apiserver allows; other conflicts are still reported (only those)."""
+    try:
+        return apply_config(current, config, manager, force=force, api_version=api_version, now=now)
+    except ApplyConflicts as exc:
+        if manager != KUBECTL_MANAGER:
+            raise
+        allowed = client_side_applied(current)
+        remaining = [c for c in exc.conflicts if c.path not in allowed]
+        if remaining:
+            raise ApplyConflicts(remaining) from None
+    return apply_config(current, config, manager, force=True, api_version=api_version, now=now)

@@ -141,6 +141,22 @@ async def test_server_side_apply_conflict_and_force(
     bob.ok("delete", "ws", name)
 
 
+async def test_server_side_apply_takes_over_from_client_side_apply(
+    bob: Kubectl, api_server: Any, tmp_path: Path
+) -> None:
+    name = _name("kmig")
+    f = tmp_path / "ws.yaml"
+    f.write_text(_manifest(name, display_name="one", memo="m"))
+    bob.ok("apply", "-f", str(f))
+    f.write_text(_manifest(name, display_name="two", memo="m"))
+    assert bob.ok("apply", "--server-side", "-f", str(f)).strip().endswith("serverside-applied")
+    out = yaml.safe_load(bob.ok("get", "ws", name, "-o", "yaml", "--show-managed-fields"))
+    assert out["spec"]["display_name"] == "two"
+    managers = {e["manager"] for e in out["metadata"]["managedFields"]}
+    assert "kubectl" in managers
+    bob.ok("delete", "ws", name)
+
+
 async def test_diff_server_side_and_client_side(
     bob: Kubectl, api_server: Any, tmp_path: Path
 ) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from codehub.crd_like.server.managed_fields import (
+    LAST_APPLIED,
     ApplyConflicts,
     FieldConflict,
     apply_config,
+    apply_or_upgrade,
     conflict_message,
     field_set,
     from_fields_v1,
@@ -195,3 +198,43 @@ def test_conflict_message_like_kube_apiserver() -> None:
     assert conflict_message(two, AV) == (
         f'Apply failed with 2 conflicts: conflicts with "m" using {AV}:\n- .spec.a\n- .spec.b'
     )
+
+
+def _csa_object() -> dict[str, Any]:
+    record = {"metadata": {"name": "w"}, "spec": {"a": 1, "b": 2}}
+    return ws(
+        {"a": 1, "b": 5},
+        annotations={LAST_APPLIED: json.dumps(record)},
+        managedFields=[
+            entry("kubectl-client-side-apply", "Update", ("spec", "a")),
+            entry("editor", "Update", ("spec", "b")),
+        ],
+    )
+
+
+def test_kubectl_server_side_apply_takes_over_its_client_side_fields() -> None:
+    cur = _csa_object()
+    obj, managed = apply_or_upgrade(
+        cur, ws({"a": 9}), "kubectl", force=False, api_version=AV, now=T1
+    )
+    assert obj["spec"]["a"] == 9
+    owned = {e["manager"]: from_fields_v1(e["fieldsV1"]) for e in managed}
+    assert owned["kubectl"] == {("spec", "a")}
+    assert "kubectl-client-side-apply" not in owned
+
+
+@pytest.mark.parametrize(
+    ("manager", "config", "conflicts"),
+    [
+        # spec.b's live value is not what the client-side apply recorded: not upgraded.
+        ("kubectl", ws({"a": 9, "b": 7}), [FieldConflict(("spec", "b"), "editor")]),
+        # Only kubectl's own manager upgrades, as on a real cluster.
+        ("flux", ws({"a": 9}), [FieldConflict(("spec", "a"), "kubectl-client-side-apply")]),
+    ],
+)
+def test_upgrade_leaves_other_conflicts(
+    manager: str, config: dict[str, Any], conflicts: list[FieldConflict]
+) -> None:
+    with pytest.raises(ApplyConflicts) as err:
+        apply_or_upgrade(_csa_object(), config, manager, force=False, api_version=AV, now=T1)
+    assert err.value.conflicts == conflicts
