@@ -62,6 +62,14 @@ class MemberRefusedError(Exception):
         self.detail = detail
 
 
+class NeedsFilteringError(Exception):
+    """A member archive would have to skip: the stream cannot be uploaded as it is."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 @dataclass
 class Decision:
     verdict: Verdict
@@ -271,6 +279,33 @@ def filter_for_archive(src: Readable, sink: Writable) -> StreamStats:
                 writer.addfile(clean)
             stats.members += 1
     writer.close()
+    return stats
+
+
+def verify_for_archive(src: Readable) -> StreamStats:
+    """Check that a tar stream can be uploaded exactly as ``tar c`` wrote it.
+
+    The same :class:`MemberPolicy` as :func:`filter_for_archive`, but nothing is
+    rewritten: if every member is one restore keeps, the job's own ``tar c | gzip``
+    output is already what the filter would have produced (modulo ownership and header
+    details restore normalises anyway). The first member the filter would skip raises
+    :class:`NeedsFilteringError` (the caller falls back to the filter). Reads ``src``
+    to its end, so a producer feeding it never blocks on an early stop.
+    """
+    stats = StreamStats()
+    policy = MemberPolicy()
+    with _open_reader(src, "r|") as reader:
+        for member in reader:
+            decision = policy.decide(member)
+            if decision.verdict is not Verdict.KEEP:
+                if decision.why == "root entry":
+                    continue
+                raise NeedsFilteringError(decision.why)
+            stats.members += 1
+            if member.isreg():
+                stats.bytes_in_files += member.size
+    while src.read(COPY_BUFSIZE):
+        pass
     return stats
 
 

@@ -31,7 +31,12 @@ from codehub.adapters.errors import (
     ErrorCode,
 )
 from codehub.adapters.fake_instance import Hook, install_hook, remove_hook
-from codehub.adapters.interfaces import ObjectInfo, ObjectStore, StorageProvider
+from codehub.adapters.interfaces import (
+    ObjectInfo,
+    ObjectStore,
+    ProgressCallback,
+    StorageProvider,
+)
 
 
 @dataclass
@@ -159,7 +164,10 @@ class FakeStorageProvider(StorageProvider):
                 labels={**dict(labels or {}), **naming.workspace_labels(uid)}
             )
 
-    async def archive(self, uid: str, op_id: str) -> str:
+    async def archive(
+        self, uid: str, op_id: str, *, on_progress: ProgressCallback | None = None
+    ) -> str:
+        """Progress like the real provider: tar bytes against an estimate, then final."""
         await self.inject.enter("archive")
         key = naming.archive_key(uid, op_id)
         meta = naming.meta_key(key)
@@ -173,12 +181,18 @@ class FakeStorageProvider(StorageProvider):
                 code=ErrorCode.VOLUME_NOT_FOUND,
                 context={"uid": uid, "op_id": op_id},
             )
-        data = build_tar_gz(self._tar_entries(volume))
+        entries = self._tar_entries(volume)
+        if on_progress is not None:
+            on_progress(0, sum(512 + len(d or b"") for _, d in entries))
+        data = build_tar_gz(entries)
         self.objects.put(key, data)
         if self.crash_before_meta > 0:
             self.crash_before_meta -= 1
             raise ActionFailedError(f"simulated crash after uploading {key}")
         self.objects.put(meta, f"sha256:{hashlib.sha256(data).hexdigest()}".encode())
+        if on_progress is not None:
+            raw = sum(512 + len(d or b"") + (-len(d or b"") % 512) for _, d in entries) + 1024
+            on_progress(raw, raw)
         return key
 
     def _tar_entries(self, volume: FakeVolume) -> list[tuple[tarfile.TarInfo, bytes | None]]:
@@ -202,7 +216,10 @@ class FakeStorageProvider(StorageProvider):
                 out.append((info, e.data))
         return out
 
-    async def restore(self, uid: str, archive_key: str) -> None:
+    async def restore(
+        self, uid: str, archive_key: str, *, on_progress: ProgressCallback | None = None
+    ) -> None:
+        """Progress like the real provider: compressed bytes downloaded, then extracted."""
         await self.inject.enter("restore")
         data = self.objects.get(archive_key)
         if data is None:
@@ -219,6 +236,9 @@ class FakeStorageProvider(StorageProvider):
                 f"archive {archive_key} of {uid} fails its checksum",
                 code=ErrorCode.CHECKSUM_MISMATCH,
             )
+        if on_progress is not None:
+            on_progress(0, 2 * len(data))
+            on_progress(len(data), 2 * len(data))
         entries: dict[str, FakeEntry] = {}
         policy = MemberPolicy()
         try:
@@ -253,6 +273,8 @@ class FakeStorageProvider(StorageProvider):
         volume = self.volumes.setdefault(uid, FakeVolume(labels=naming.workspace_labels(uid)))
         self.engine_calls += 1
         volume.entries = entries
+        if on_progress is not None:
+            on_progress(2 * len(data), 2 * len(data))
 
     async def delete_volume(self, uid: str) -> None:
         await self.inject.enter("delete_volume")

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+#: ``on_progress(bytes_done, bytes_expected_or_None)`` from a long storage operation,
+#: called from a worker thread at most a few times per second; ``bytes_done`` never
+#: decreases and the last call has ``bytes_done == bytes_expected``.
+ProgressCallback = Callable[[int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -90,12 +95,24 @@ class StorageProvider(ABC):
     async def provision(self, uid: str, labels: Mapping[str, str] | None = None) -> None: ...
 
     @abstractmethod
-    async def restore(self, uid: str, archive_key: str) -> None:
-        """Make the volume's content exactly the archive's; raise DataLostError on loss."""
+    async def restore(
+        self, uid: str, archive_key: str, *, on_progress: ProgressCallback | None = None
+    ) -> None:
+        """Make the volume's content exactly the archive's; raise DataLostError on loss.
+
+        ``on_progress`` (see :data:`ProgressCallback`) is called from the data path;
+        each implementation says which bytes it counts.
+        """
 
     @abstractmethod
-    async def archive(self, uid: str, op_id: str) -> str:
-        """Upload the volume as ``archives/{uid}/{op_id}/home.tar.gz`` and return that key."""
+    async def archive(
+        self, uid: str, op_id: str, *, on_progress: ProgressCallback | None = None
+    ) -> str:
+        """Upload the volume as ``archives/{uid}/{op_id}/home.tar.gz`` and return that key.
+
+        ``on_progress`` as for :meth:`restore`; an archive already complete (both objects
+        present) returns without calling it.
+        """
 
     @abstractmethod
     async def delete_volume(self, uid: str) -> None: ...

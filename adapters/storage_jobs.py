@@ -78,6 +78,30 @@ grep -v "socket ignored" /tmp/tar.err | tail -n 5 | sed 's/^/TAR_STDERR: /' >&2
 echo "RESULT=OK" >&2
 """
 
+
+def archive_gz_script(level: int) -> str:
+    """``tar c | gzip`` in the job: the compressor runs beside the volume, at pipe speed.
+
+    A background ``du``/``find`` pre-count prints ``EXPECTED_BYTES`` (file bytes plus one
+    512-byte header per entry, an estimate of the tar size) on stderr while tar runs.
+    ``pipefail`` makes a failing ``tar`` fail the job even though ``gzip`` succeeded.
+    """
+    return f"""
+set -u
+set -o pipefail
+{_FAIL_FN}
+[ -e {DATA}/{MARKER_FILE} ] && fail UNKNOWN unfinished_restore_on_volume
+cd {DATA} || fail VOLUME_NOT_FOUND cd
+( b=$(du -sb . | cut -f1); n=$(find . | wc -l); echo "EXPECTED_BYTES=$((b + 512 * n))" >&2 ) &
+tar cf - . 2>/tmp/tar.err | gzip -{int(level)}
+rc=$?
+wait
+grep -v "socket ignored" /tmp/tar.err | tail -n 5 | sed 's/^/TAR_STDERR: /' >&2
+[ "$rc" -eq 0 ] || fail UNKNOWN "tar_gzip_exit_$rc"
+echo "RESULT=OK" >&2
+"""
+
+
 RESTORE_SCRIPT = f"""
 set -u
 umask 0
@@ -207,10 +231,12 @@ class JobRunner:
         read_only: bool,
         consume_stdout: Callable[[Readable], Any] | None = None,
         feed_stdin: Callable[[Writable], Any] | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
     ) -> tuple[JobResult, BaseException | None, Any]:
         """Run one job; return its result, the data path's exception and its return value.
 
-        The data path failing (or the timeout passing) kills the job.
+        The data path failing (or the timeout passing) kills the job. ``on_stderr`` sees
+        the job's stderr as it arrives while ``consume_stdout`` runs.
         """
         client = self.engine.client_sync()
         name = f"{naming.container_name(uid)}-{kind}-job"
@@ -227,7 +253,9 @@ class JobRunner:
         timer = threading.Timer(self.config.job_timeout, kill)
         timer.daemon = True
         try:
-            data = self._start_and_stream(client.api, cid, kind, timer, consume_stdout, feed_stdin)
+            data = self._start_and_stream(
+                client.api, cid, kind, timer, consume_stdout, feed_stdin, on_stderr
+            )
             exit_code, text = self._collect(client.api, cid, data, feed_stdin is not None)
         except CodehubError:
             raise
@@ -305,6 +333,7 @@ class JobRunner:
         timer: threading.Timer,
         consume_stdout: Callable[[Readable], Any] | None,
         feed_stdin: Callable[[Writable], Any] | None,
+        on_stderr: Callable[[bytes], None] | None = None,
     ) -> DataPath:
         attach: Any = None
         if consume_stdout is not None:
@@ -317,7 +346,7 @@ class JobRunner:
             if self.on_job_started is not None:
                 self.on_job_started(kind, cid)
             if consume_stdout is not None:
-                return _consume(api, cid, attach, consume_stdout)
+                return _consume(api, cid, attach, consume_stdout, on_stderr)
             if feed_stdin is not None:
                 return _feed(api, cid, attach, feed_stdin)
             return DataPath()
@@ -337,8 +366,14 @@ class JobRunner:
         return exit_code, text
 
 
-def _consume(api: Any, cid: str, attach: Any, consume: Callable[[Readable], Any]) -> DataPath:
-    demux = DemuxReader(attach)
+def _consume(
+    api: Any,
+    cid: str,
+    attach: Any,
+    consume: Callable[[Readable], Any],
+    on_stderr: Callable[[bytes], None] | None = None,
+) -> DataPath:
+    demux = DemuxReader(attach, on_stderr)
     data = DataPath(demux=demux)
     try:
         data.result = consume(io.BufferedReader(demux, CHUNK))

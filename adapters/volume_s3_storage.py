@@ -1,12 +1,16 @@
 """StorageProvider on Docker volumes and S3, crash-only archive and restore (docs/storage.md).
 
-Data path (docs/adr/0002-archive-data-path.md): the job container only runs ``tar`` on
-the volume; bytes travel over the Docker attach socket to this process, which filters
-members, gzips, hashes and uploads (multipart, bounded memory) — and on restore
-downloads to a temporary file, verifies sha256 before touching the volume, validates
-every member and streams a clean tar into the job's stdin. Job containers therefore
-never hold S3 credentials and need no network. The byte plumbing lives in
-``storage_streams``, the job containers and their scripts in ``storage_jobs``.
+Data path (docs/adr/0002-archive-data-path.md, docs/adr/0008-archive-data-path-performance.md):
+the archive job runs ``tar c | gzip`` on the volume; the compressed bytes travel over the
+Docker attach socket to this process, which hashes them, uploads them (multipart, a few
+parts in flight, bounded memory) and checks every member against the archive policy on
+an inflated copy. Only when the check passed and the job exited well is the upload
+completed; a tree the policy would trim (FIFOs, reserved names, ...) is archived again
+the older way: plain tar from the job, filtered and compressed here. Restore downloads to
+a temporary file, verifies sha256 before touching the volume, validates every member and
+streams a clean tar into the job's stdin. Job containers therefore never hold S3
+credentials and need no network. The byte plumbing lives in ``storage_streams``, the job
+containers and their scripts in ``storage_jobs``.
 
 Restore extracts into ``/data/.codehub-restore.staging`` and only then swaps: it drops a
 marker file, removes everything else, moves the staged tree in, fixes directory modes and
@@ -17,16 +21,13 @@ refuses it); a rerun starts from scratch, so a crash anywhere is repaired by rep
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
 import tarfile
 import tempfile
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import docker
 import docker.errors
@@ -34,10 +35,9 @@ import docker.errors
 from codehub.adapters import naming
 from codehub.adapters.archive_format import (
     MemberRefusedError,
-    Readable,
+    NeedsFilteringError,
     StreamStats,
     Writable,
-    filter_for_archive,
     reemit_for_restore,
 )
 from codehub.adapters.config import DockerConfig, S3Config
@@ -48,10 +48,10 @@ from codehub.adapters.docker_client import (
     translate_error,
 )
 from codehub.adapters.errors import ActionFailedError, CodehubError, DataLostError, ErrorCode
-from codehub.adapters.interfaces import StorageProvider
+from codehub.adapters.interfaces import ProgressCallback, StorageProvider
 from codehub.adapters.s3_object_store import PART_SIZE, S3Access
+from codehub.adapters.storage_archive_paths import ArchivePaths
 from codehub.adapters.storage_jobs import (
-    ARCHIVE_SCRIPT,
     CLEANUP_SCRIPT,
     PROVISION_SCRIPT,
     RESTORE_SCRIPT,
@@ -61,15 +61,20 @@ from codehub.adapters.storage_jobs import (
     job_error,
     remove_container,
 )
-from codehub.adapters.storage_streams import QUEUE_CHUNKS, GzipHashSink, QueueReader, UploadAborted
+from codehub.adapters.storage_streams import (
+    CountingReader,
+    Progress,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ROLE_VOLUME = "workspace"
+#: Parts of an archive on the wire at once (memory: one more part than this).
+UPLOAD_PARALLEL = 3
 
 
-class VolumeS3StorageProvider(StorageProvider):
+class VolumeS3StorageProvider(ArchivePaths, StorageProvider):
     """Home volumes ``ws-{uid}-home`` and their archives in one S3 bucket."""
 
     def __init__(
@@ -82,6 +87,7 @@ class VolumeS3StorageProvider(StorageProvider):
         temp_dir: str | None = None,
         compress_level: int = 6,
         part_size: int = PART_SIZE,
+        upload_parallel: int = UPLOAD_PARALLEL,
     ) -> None:
         self.config = docker_config
         self.engine = engine or DockerEngine(docker_config)
@@ -90,6 +96,7 @@ class VolumeS3StorageProvider(StorageProvider):
         self.temp_dir = temp_dir
         self.compress_level = compress_level
         self.part_size = part_size
+        self.upload_parallel = upload_parallel
         self._secrets = (s3_config.secret_key,)
         self.jobs = JobRunner(docker_config, self.engine, self._secrets)
 
@@ -176,7 +183,9 @@ class VolumeS3StorageProvider(StorageProvider):
 
     # ------------------------------------------------------------------ archive
 
-    def _archive_sync(self, uid: str, op_id: str) -> str:
+    def _archive_sync(
+        self, uid: str, op_id: str, on_progress: ProgressCallback | None = None
+    ) -> str:
         key = naming.archive_key(uid, op_id)
         meta = naming.meta_key(key)
         if self.s3.head(key) is not None and self.s3.head(meta) is not None:
@@ -188,76 +197,46 @@ class VolumeS3StorageProvider(StorageProvider):
                 context={"uid": uid, "op_id": op_id},
             )
         started = time.monotonic()
-        q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-upload") as pool:
-            uploader = pool.submit(self.s3.put_stream, key, QueueReader(q), self.part_size)
-            sink = GzipHashSink(q, uploader, self.compress_level)
-
-            def consume(stdout: Readable) -> StreamStats:
-                return filter_for_archive(stdout, sink)
-
-            try:
-                result, data_error, stats = self.jobs.run(
-                    uid, "archive", ARCHIVE_SCRIPT, read_only=True, consume_stdout=consume
-                )
-            except BaseException as exc:
-                sink.fail(exc)
-                raise
-            ok = (
-                data_error is None and result.exit_code == 0 and result.fields.get("RESULT") == "OK"
-            )
-            if not ok:
-                sink.fail(RuntimeError("archive job failed"))
-                self._raise_archive_failure(uid, op_id, result, data_error, uploader)
-            with contextlib.suppress(UploadAborted):
-                sink.finish()
-            uploader.result()  # raises the translated S3 error, if any
+        progress = Progress(on_progress)
+        try:
+            digest, raw_size, size, stats = self._archive_compressed(uid, op_id, key, progress)
+            path = "job-gzip"
+        except NeedsFilteringError as exc:
+            # Rare trees (FIFOs, a stale restore staging directory, ...): the job sends
+            # plain tar and this process filters, compresses and uploads it.
+            log.info("archive uid=%s op_id=%s: %s; filtering in the provider", uid, op_id, exc)
+            progress.restart()
+            digest, raw_size, size, stats = self._archive_filtered(uid, op_id, key, progress)
+            path = "filtered"
         # The .meta goes last: its presence says the archive is complete (docs/storage.md).
-        self.s3.put_bytes(meta, f"sha256:{sink.sha256.hexdigest()}".encode())
-        elapsed = time.monotonic() - started
+        self.s3.put_bytes(meta, f"sha256:{digest}".encode())
+        progress.finish(raw_size)
         log.info(
-            "archive uid=%s op_id=%s members=%d skipped=%d raw_bytes=%d gz_bytes=%d seconds=%.2f",
+            "archive uid=%s op_id=%s path=%s members=%d skipped=%d raw_bytes=%d gz_bytes=%d "
+            "seconds=%.2f",
             uid,
             op_id,
+            path,
             stats.members,
             stats.skipped,
-            sink.raw_size,
-            sink.size,
-            elapsed,
+            raw_size,
+            size,
+            time.monotonic() - started,
         )
         return key
 
-    def _raise_archive_failure(
-        self,
-        uid: str,
-        op_id: str,
-        result: JobResult,
-        data_error: BaseException | None,
-        uploader: Future[None],
-    ) -> NoReturn:
-        """The most telling error of a failed archive: S3's, the job's, then the stream's."""
-        upload_error = uploader.exception()
-        if isinstance(upload_error, CodehubError) and not isinstance(
-            upload_error.__cause__, UploadAborted
-        ):
-            raise upload_error from data_error
-        if result.timed_out or result.exit_code != 0 or "RESULT" not in result.fields:
-            raise self._job_error(uid, "archive", result) from data_error
-        if isinstance(data_error, CodehubError):
-            raise data_error
-        raise ActionFailedError(
-            f"archive of {uid}: the tar stream could not be read ({type(data_error).__name__})",
-            code=ErrorCode.UNKNOWN,
-            context={"uid": uid, "op_id": op_id},
-        ) from data_error
-
-    async def archive(self, uid: str, op_id: str) -> str:
-        return await asyncio.to_thread(self._archive_sync, uid, op_id)
+    async def archive(
+        self, uid: str, op_id: str, *, on_progress: ProgressCallback | None = None
+    ) -> str:
+        """Progress counts uncompressed tar bytes; the total is the job's pre-count."""
+        return await asyncio.to_thread(self._archive_sync, uid, op_id, on_progress)
 
     # ------------------------------------------------------------------ restore
 
-    def _expected_sha(self, uid: str, archive_key: str) -> str:
-        if self.s3.head(archive_key) is None:
+    def _expected_sha(self, uid: str, archive_key: str) -> tuple[str, int]:
+        """The checksum ``.meta`` promises, and the archive object's size."""
+        size = self.s3.head(archive_key)
+        if size is None:
             raise DataLostError(
                 f"archive {archive_key} of {uid} not found",
                 code=ErrorCode.ARCHIVE_NOT_FOUND,
@@ -278,12 +257,15 @@ class VolumeS3StorageProvider(StorageProvider):
                 code=ErrorCode.CHECKSUM_MISMATCH,
                 context={"uid": uid, "archive_key": archive_key},
             )
-        return hexdigest.lower()
+        return hexdigest.lower(), size
 
-    def _restore_sync(self, uid: str, archive_key: str) -> None:
-        expected = self._expected_sha(uid, archive_key)
+    def _restore_sync(
+        self, uid: str, archive_key: str, on_progress: ProgressCallback | None = None
+    ) -> None:
+        expected, size = self._expected_sha(uid, archive_key)
+        progress = Progress(on_progress, 2 * size)
         with tempfile.TemporaryFile(dir=self.temp_dir, prefix="codehub-restore-") as tmp:
-            got = self.s3.download(archive_key, tmp)
+            got = self.s3.download(archive_key, tmp, on_bytes=progress.add)
             if got is None:
                 raise DataLostError(
                     f"archive {archive_key} of {uid} not found",
@@ -307,7 +289,7 @@ class VolumeS3StorageProvider(StorageProvider):
             tmp.seek(0)
 
             def feed(stdin: Writable) -> StreamStats:
-                return reemit_for_restore(tmp, stdin, compressed=True)
+                return reemit_for_restore(CountingReader(tmp, progress.add), stdin, compressed=True)
 
             result, data_error, _stats = self.jobs.run(
                 uid, "restore", RESTORE_SCRIPT, read_only=False, feed_stdin=feed
@@ -335,6 +317,7 @@ class VolumeS3StorageProvider(StorageProvider):
                 code=ErrorCode.TAR_EXTRACT_FAILED,
                 context={"uid": uid, "archive_key": archive_key},
             ) from data_error
+        progress.finish()
 
     def _cleanup_staging(self, uid: str) -> None:
         try:
@@ -342,8 +325,12 @@ class VolumeS3StorageProvider(StorageProvider):
         except CodehubError:
             log.warning("cleanup of restore staging failed uid=%s (the next restore retries)", uid)
 
-    async def restore(self, uid: str, archive_key: str) -> None:
-        await asyncio.to_thread(self._restore_sync, uid, archive_key)
+    async def restore(
+        self, uid: str, archive_key: str, *, on_progress: ProgressCallback | None = None
+    ) -> None:
+        """Progress counts compressed bytes twice: downloaded (and hashed), then fed to
+        the extracting job; the total is twice the archive object's size."""
+        await asyncio.to_thread(self._restore_sync, uid, archive_key, on_progress)
 
     # ------------------------------------------------------------------ volumes
 

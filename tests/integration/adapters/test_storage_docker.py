@@ -346,3 +346,78 @@ async def test_manifest_helper_sees_what_it_should(real: RealHarness) -> None:
     await asyncio.to_thread(real.sh, uid, "chmod 600 /data/bin/run")
     assert visible(await real.manifest(uid)) != expected_manifest(tree)
     await real.provider.delete_volume(uid)
+
+
+class ProgressLog:
+    """Records ``on_progress`` calls (they come from a worker thread)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        with self._lock:
+            self.calls.append((done, total))
+
+    def check(self) -> None:
+        assert len(self.calls) >= 3, self.calls
+        done = [d for d, _ in self.calls]
+        assert done == sorted(done), self.calls
+        assert all(t is None or d <= t for d, t in self.calls), self.calls
+        assert self.calls[-1][0] == self.calls[-1][1], self.calls
+        assert self.calls[-1][0] > 0
+
+
+@pytest.mark.slow
+async def test_progress_of_a_300mb_home(real: RealHarness) -> None:
+    p = real.provider
+    src = new_uid()
+    await p.provision(src)
+    await asyncio.to_thread(
+        real.sh,
+        src,
+        "cd /data && dd if=/dev/urandom of=r bs=1M count=150 2>/dev/null && mkdir t && "
+        "i=0; while [ $i -lt 150 ]; do seq 1 200000 | head -c 1048576 > t/f$i; i=$((i+1)); done",
+    )
+    before = await real.manifest(src)
+    archived = ProgressLog()
+    key = await p.archive(src, "progress", on_progress=archived)
+    archived.check()
+    final = archived.calls[-1][0]
+    assert 300 << 20 <= final < 310 << 20  # uncompressed tar bytes
+    # The pre-count arrived and was a fair estimate of the tar's size.
+    estimates = {t for _, t in archived.calls[:-1] if t is not None}
+    assert estimates
+    assert all(abs(t - final) < final // 20 for t in estimates), (estimates, final)
+
+    dst = new_uid()
+    restored = ProgressLog()
+    await p.restore(dst, key, on_progress=restored)
+    restored.check()
+    size = await asyncio.to_thread(real.access.head, key)
+    assert size is not None
+    assert restored.calls[0][1] == 2 * size  # compressed bytes, downloaded then extracted
+    assert restored.calls[-1][0] <= 2 * size
+    assert await real.manifest(dst) == before
+    for uid in (src, dst):
+        await p.delete_volume(uid)
+
+
+async def test_archive_filters_members_restore_would_skip(real: RealHarness) -> None:
+    """A FIFO and a stale staging directory send the archive down the filtering path."""
+    p = real.provider
+    uid = new_uid()
+    await p.provision(uid)
+    await asyncio.to_thread(
+        real.sh,
+        uid,
+        "cd /data && echo keep > keep && mkfifo pipe && "
+        "mkdir -p .codehub-restore.staging/d && echo junk > .codehub-restore.staging/d/j",
+    )
+    key = await p.archive(uid, "filtered")
+    dst = new_uid()
+    await p.restore(dst, key)
+    after = await real.manifest(dst)
+    assert set(after) == {"keep"}
+    for u in (uid, dst):
+        await p.delete_volume(u)

@@ -113,3 +113,24 @@ async def test_fail_next_and_hooks_are_explicit() -> None:
     await fake.provision("u1")
     assert gone == ["u1"]
     assert "u1" in fake.volumes
+
+
+async def test_progress_calls_of_the_fake_look_like_the_real_ones() -> None:
+    p = FakeStorageProvider()
+    await p.provision("u1")
+    p.write_entries("u1", {"a": FakeEntry("file", 0o644, b"x" * 5000)})
+    archived: list[tuple[int, int | None]] = []
+    key = await p.archive("u1", "op", on_progress=lambda d, t: archived.append((d, t)))
+    restored: list[tuple[int, int | None]] = []
+    await p.restore("u2", key, on_progress=lambda d, t: restored.append((d, t)))
+    for calls in (archived, restored):
+        done = [d for d, _ in calls]
+        assert done == sorted(done)
+        assert calls[-1][0] == calls[-1][1] > 0
+    assert archived[-1][0] >= 5000
+    data = p.objects.get(key)
+    assert data is not None
+    assert restored[-1][0] == 2 * len(data)
+    archived.clear()
+    await p.archive("u1", "op", on_progress=lambda d, t: archived.append((d, t)))
+    assert archived == []  # already complete: no work, no progress
