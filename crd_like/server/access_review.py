@@ -1,4 +1,5 @@
-"""SelfSubjectAccessReview (``kubectl auth can-i``), authorization.k8s.io/v1.
+"""SelfSubjectAccessReview (``kubectl auth can-i``) and SelfSubjectRulesReview
+(``kubectl auth can-i --list``), authorization.k8s.io/v1.
 
 The answer follows the rules the handlers enforce (docs/api.md): a plain user may do
 everything to workspaces and events in the namespace named after them and read that
@@ -39,6 +40,10 @@ _USER_RULES: dict[tuple[str, str], frozenset[str]] = {
     ("", "namespaces"): frozenset({"get"}),
 }
 _PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version", "/api", "/apis", "/openapi")
+SSRR = "selfsubjectrulesreviews"
+SSRR_KIND = "SelfSubjectRulesReview"
+#: Reviews about oneself are open to every authenticated identity (cluster-scoped).
+_REVIEWS = frozenset({SSAR, SSRR})
 
 
 def _resource_allowed(ident: Identity, attrs: dict[str, Any]) -> tuple[bool, str]:
@@ -50,6 +55,8 @@ def _resource_allowed(ident: Identity, attrs: dict[str, Any]) -> tuple[bool, str
     full = f"{resource}/{sub}" if sub else resource
     if ident.privileged:
         return True, "codehub:admin and codehub:operator may do everything"
+    if group == AUTHZ_GROUP and full in _REVIEWS and verb == "create":
+        return True, "every user may review their own access"
     verbs = _USER_RULES.get((group, full))
     if verbs is None:
         return False, f'resource "{full}" in API group "{group}" is not granted to users'
@@ -102,9 +109,38 @@ def _invalid(field: str, message: str) -> ApiError:
     return invalid(SSAR_KIND, "", AUTHZ_GROUP, SSAR, [(field, message)])
 
 
-async def create_review(request: web.Request) -> web.StreamResponse:
-    mark(request, "create", SSAR)
-    ident = identity_of(request)
+def rules(ident: Identity, namespace: str) -> dict[str, Any]:
+    """A SelfSubjectRulesReview's ``status`` (``kubectl auth can-i --list``)."""
+    if ident.privileged:
+        return {
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": False,
+        }
+    resource_rules: list[dict[str, Any]] = [
+        {"verbs": ["create"], "apiGroups": [AUTHZ_GROUP], "resources": sorted(_REVIEWS)},
+        {
+            "verbs": ["get"],
+            "apiGroups": [""],
+            "resources": ["namespaces"],
+            "resourceNames": [ident.user],
+        },
+    ]
+    if namespace == ident.user:
+        resource_rules += [
+            {"verbs": sorted(verbs), "apiGroups": [group], "resources": [resource]}
+            for (group, resource), verbs in _USER_RULES.items()
+            if resource != "namespaces"
+        ]
+    paths = sorted({*_PUBLIC_PATHS, *(f"{p}/*" for p in _PUBLIC_PATHS)})
+    return {
+        "resourceRules": resource_rules,
+        "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": paths}],
+        "incomplete": False,
+    }
+
+
+async def _review_body(request: web.Request, kind: str) -> dict[str, Any]:
     raw = await read_body(request)
     if media_type(request) == PROTOBUF:
         body: Any = decode_access_review(raw)
@@ -112,24 +148,42 @@ async def create_review(request: web.Request) -> web.StreamResponse:
         body = parse_document(raw, require_body_type(request))
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
-    if body.get("kind") not in (None, SSAR_KIND) or body.get("apiVersion") not in (
-        None,
-        AUTHZ_GV,
-    ):
-        raise bad_request(f"the body must be a {SSAR_KIND} of {AUTHZ_GV}", "kind")
-    status = review(ident, body.get("spec"))
+    if body.get("kind") not in (None, kind) or body.get("apiVersion") not in (None, AUTHZ_GV):
+        raise bad_request(f"the body must be a {kind} of {AUTHZ_GV}", "kind")
+    return body
+
+
+def _answer(kind: str, body: dict[str, Any], status: dict[str, Any]) -> web.Response:
     raw_meta = body.get("metadata")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     return json_response(
         {
-            "kind": SSAR_KIND,
+            "kind": kind,
             "apiVersion": AUTHZ_GV,
             "metadata": {**meta, "creationTimestamp": None},
-            "spec": body["spec"],
+            "spec": body.get("spec"),
             "status": status,
         },
         201,
     )
+
+
+async def create_rules_review(request: web.Request) -> web.StreamResponse:
+    mark(request, "create", SSRR)
+    ident = identity_of(request)
+    body = await _review_body(request, SSRR_KIND)
+    spec = body.get("spec")
+    namespace = spec.get("namespace") if isinstance(spec, dict) else None
+    if not isinstance(namespace, str):
+        raise invalid(SSRR_KIND, "", AUTHZ_GROUP, SSRR, [("spec.namespace", "Required value")])
+    return _answer(SSRR_KIND, body, rules(ident, namespace))
+
+
+async def create_review(request: web.Request) -> web.StreamResponse:
+    mark(request, "create", SSAR)
+    ident = identity_of(request)
+    body = await _review_body(request, SSAR_KIND)
+    return _answer(SSAR_KIND, body, review(ident, body.get("spec")))
 
 
 def resource_list() -> dict[str, Any]:
@@ -144,7 +198,14 @@ def resource_list() -> dict[str, Any]:
                 "namespaced": False,
                 "kind": SSAR_KIND,
                 "verbs": ["create"],
-            }
+            },
+            {
+                "name": SSRR,
+                "singularName": "selfsubjectrulesreview",
+                "namespaced": False,
+                "kind": SSRR_KIND,
+                "verbs": ["create"],
+            },
         ],
     }
 
@@ -169,3 +230,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"/apis/{AUTHZ_GROUP}", group_document)
     r.add_get(f"/apis/{AUTHZ_GV}", resources_document)
     r.add_post(f"/apis/{AUTHZ_GV}/{SSAR}", create_review)
+    r.add_post(f"/apis/{AUTHZ_GV}/{SSRR}", create_rules_review)

@@ -1,5 +1,6 @@
 """OpenAPI v3 documents of core/v1 (Event, Namespace) and authorization.k8s.io/v1
-(SelfSubjectAccessReview), so ``kubectl explain`` works for every kind served.
+(SelfSubjectAccessReview, SelfSubjectRulesReview), so ``kubectl explain`` works for
+every kind served.
 
 kubectl finds a kind's schema by ``x-kubernetes-group-version-kind`` in the document of
 its group-version; the schemas describe the subset this server stores and answers.
@@ -158,12 +159,46 @@ def _paths(path: str) -> dict[str, Any]:
             "/api/v1/namespaces": {"get": _op("list", namespace, f"{CORE}.Namespace")},
             "/api/v1/namespaces/{name}": {"get": _op("get", namespace, f"{CORE}.Namespace")},
         }
-    ssar = {"group": "authorization.k8s.io", "version": "v1", "kind": "SelfSubjectAccessReview"}
-    return {
-        f"/{AUTHZ_PATH}/selfsubjectaccessreviews": {
-            "post": _op("post", ssar, f"{AUTHZ}.SelfSubjectAccessReview")
-        }
-    }
+    out: dict[str, Any] = {}
+    for kind in ("SelfSubjectAccessReview", "SelfSubjectRulesReview"):
+        gvk = {"group": "authorization.k8s.io", "version": "v1", "kind": kind}
+        out[f"/{AUTHZ_PATH}/{kind.lower()}s"] = {"post": _op("post", gvk, f"{AUTHZ}.{kind}")}
+    return out
+
+
+def _ssrr() -> dict[str, Any]:
+    rule = {"type": "array", "items": {"type": "string"}}
+    return _obj(
+        "SelfSubjectRulesReview lists what the current user may do in a namespace "
+        "(kubectl auth can-i --list).",
+        {
+            **_typed("SelfSubjectRulesReview", "authorization.k8s.io/v1", "review"),
+            "spec": _obj(
+                "The namespace to list the rules of.",
+                {"namespace": _s("The namespace to evaluate rules for.")},
+            ),
+            "status": _obj(
+                "Filled in by the server: the rules.",
+                {
+                    "resourceRules": {
+                        "type": "array",
+                        "description": "What may be done to which resources.",
+                        "items": _obj(
+                            "One rule.",
+                            {k: rule for k in ("verbs", "apiGroups", "resources", "resourceNames")},
+                        ),
+                    },
+                    "nonResourceRules": {
+                        "type": "array",
+                        "description": "What may be done to which non-resource URLs.",
+                        "items": _obj("One rule.", {"verbs": rule, "nonResourceURLs": rule}),
+                    },
+                    "incomplete": _s("The list may be incomplete.", "boolean"),
+                },
+            ),
+        },
+        {"group": "authorization.k8s.io", "version": "v1", "kind": "SelfSubjectRulesReview"},
+    )
 
 
 def _document(path: str, schemas: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +215,13 @@ def document_bytes(path: str) -> bytes:
     if path == CORE_PATH:
         doc = _document(path, {f"{CORE}.Event": _event(), f"{CORE}.Namespace": _namespace()})
     else:
-        doc = _document(path, {f"{AUTHZ}.SelfSubjectAccessReview": _ssar()})
+        doc = _document(
+            path,
+            {
+                f"{AUTHZ}.SelfSubjectAccessReview": _ssar(),
+                f"{AUTHZ}.SelfSubjectRulesReview": _ssrr(),
+            },
+        )
     return json.dumps(doc, separators=(",", ":")).encode()
 
 

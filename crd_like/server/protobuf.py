@@ -1,4 +1,4 @@
-"""Just enough Kubernetes protobuf to read a SelfSubjectAccessReview.
+"""Just enough Kubernetes protobuf to read a SelfSubjectAccessReview or RulesReview.
 
 kubectl sends built-in kinds (``auth can-i``'s review) as
 ``application/vnd.kubernetes.protobuf`` and does not retry as JSON on a 415; it does
@@ -92,8 +92,16 @@ def _review(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _rules_review(raw: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = {"metadata": {}, "spec": {}}
+    for number, value in fields(raw):
+        if number == 2 and isinstance(value, bytes):
+            body["spec"] = _strings(value, {1: "namespace"})
+    return body
+
+
 def decode_access_review(data: bytes) -> dict[str, Any]:
-    """The review as the JSON-shaped dict the handler reads."""
+    """The review (access or rules) as the JSON-shaped dict the handler reads."""
     if not data.startswith(MAGIC):
         raise bad_request("the protobuf body lacks the k8s envelope")
     try:
@@ -104,7 +112,10 @@ def decode_access_review(data: bytes) -> dict[str, Any]:
                 type_meta = _strings(value, {1: "apiVersion", 2: "kind"})
             elif number == 2 and isinstance(value, bytes):
                 raw = value
-        body = _review(raw)
+        if type_meta.get("kind") == "SelfSubjectRulesReview":
+            body = _rules_review(raw)
+        else:
+            body = _review(raw)
     except (_Malformed, UnicodeDecodeError) as exc:
         raise bad_request(f"the protobuf body is malformed: {exc}") from None
     return {**type_meta, **body}

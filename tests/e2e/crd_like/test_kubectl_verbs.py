@@ -112,6 +112,15 @@ def test_auth_can_i_for_an_administrator(admin: Kubectl, args: tuple[str, ...]) 
     assert admin.ok("auth", "can-i", *args).split()[:1] == ["yes"]
 
 
+def test_auth_can_i_list(bob: Kubectl, admin: Kubectl) -> None:
+    rows = {line.split()[0]: line for line in bob.ok("auth", "can-i", "--list").splitlines()}
+    assert "deletecollection" in rows["workspaces.codehub.io"]
+    assert rows["workspaces.codehub.io/status"].split()[-1] == "[get]"
+    other = bob.ok("auth", "can-i", "--list", "-n", "alice")
+    assert "workspaces.codehub.io" not in other
+    assert "*.*" in admin.ok("auth", "can-i", "--list")
+
+
 async def test_server_side_apply_conflict_and_force(
     bob: Kubectl, api_server: Any, tmp_path: Path
 ) -> None:

@@ -178,6 +178,63 @@ async def test_access_review_bad_input(api: Any, body: Any, code: int, needle: s
     assert needle in status["message"]
 
 
+SSRR = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
+
+
+def _rules_review(namespace: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace},
+    }
+
+
+async def test_rules_review_lists_what_a_user_may_do(api: Any) -> None:
+    r = await api.http.post(SSRR, json=_rules_review("alice"), headers=api.headers("alice"))
+    assert r.status == 201
+    rules = (await r.json())["status"]["resourceRules"]
+    by_resource = {(rule["apiGroups"][0], rule["resources"][0]): rule for rule in rules}
+    assert "deletecollection" in by_resource[("codehub.io", "workspaces")]["verbs"]
+    assert by_resource[("codehub.io", "workspaces/status")]["verbs"] == ["get"]
+    assert by_resource[("", "namespaces")]["resourceNames"] == ["alice"]
+    r = await api.http.post(SSRR, json=_rules_review("bob"), headers=api.headers("alice"))
+    other = {rule["resources"][0] for rule in (await r.json())["status"]["resourceRules"]}
+    assert "workspaces" not in other
+    r = await api.http.post(SSRR, json=_rules_review("bob"), headers=api.headers("admin"))
+    assert (await r.json())["status"]["resourceRules"] == [
+        {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}
+    ]
+
+
+async def test_rules_review_needs_a_namespace(api: Any) -> None:
+    r = await api.http.post(SSRR, json=_rules_review(None), headers=api.headers("alice"))
+    assert r.status == 422
+    assert (await r.json())["details"]["causes"][0]["field"] == "spec.namespace"
+
+
+async def test_protobuf_review_bodies(api: Any) -> None:
+    """kubectl sends reviews as Kubernetes protobuf; a broken envelope is a 400."""
+
+    def field(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    attrs = field(1, b"alice") + field(2, b"get") + field(3, b"codehub.io")
+    attrs += field(5, b"workspaces")
+    review_msg = field(2, field(1, attrs))
+    type_meta = field(1, b"authorization.k8s.io/v1") + field(2, b"SelfSubjectAccessReview")
+    envelope = b"k8s\x00" + field(1, type_meta) + field(2, review_msg)
+    headers = {**api.headers("alice"), "Content-Type": "application/vnd.kubernetes.protobuf"}
+    r = await api.http.post(SSAR, data=envelope, headers=headers)
+    assert r.status == 201, await r.text()
+    body = await r.json()
+    assert body["spec"]["resourceAttributes"]["resource"] == "workspaces"
+    assert body["status"]["allowed"] is True
+    for broken in (b"nope", b"k8s\x00\x0a\x7f", b"k8s\x00\x0f"):
+        r = await api.http.post(SSAR, data=broken, headers=headers)
+        assert r.status == 400
+        assert (await r.json())["kind"] == "Status"
+
+
 async def test_access_review_needs_a_token(api: Any) -> None:
     assert (await api.http.post(SSAR, json=review(verb="get"))).status == 401
 
