@@ -30,7 +30,8 @@ from codehub.operator.context import Obj, OperatorContext
 from codehub.operator.gate import ReconcileGate
 from codehub.operator.observation import instance_state_of
 from codehub.operator.observer import Seen
-from codehub.operator.reconcile_view import Facts, needs_reconcile
+from codehub.operator.planning import Operation
+from codehub.operator.reconcile_view import Facts, View, needs_reconcile, remaining
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class HealthMonitor:
         for uid in list(self._last_seen):
             if uid not in live:
                 del self._last_seen[uid]
+        ctx.metrics.operations_overdue.set(sum(1 for obj in items if self._overdue(obj)))
         ctx.metrics.workspaces.clear()
         for (observed_value, display_value), n in counts.items():
             ctx.metrics.workspaces.labels(
@@ -147,6 +149,17 @@ class HealthMonitor:
         if seen is not None:
             self._last_seen[seen.uid] = self.ctx.clock.monotonic()
         return seen
+
+    def _overdue(self, obj: Obj) -> bool:
+        """A non-terminal operation older than its timeout: the reconciler should have
+        recorded a Timeout error by now (docs/errors.md), so something is stuck."""
+        try:
+            w = View.of(obj)
+        except (TypeError, ValueError):
+            return False
+        if w.operation is Operation.NONE or w.terminal:
+            return False
+        return remaining(self.ctx, w, w.operation) <= 0
 
     def _hand_over(self, obj: Obj) -> int:
         if self.gate is None:

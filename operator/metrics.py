@@ -69,6 +69,12 @@ class Metrics:
             "Workspaces whose last successful observation is older than the stale threshold.",
             registry=r,
         )
+        self.operations_overdue = Gauge(
+            "codehub_operations_overdue",
+            "Workspaces whose current operation started longer ago than its timeout "
+            "(as of the last HealthMonitor pass); the reconciler should have failed it.",
+            registry=r,
+        )
         self.health_failures = Counter(
             "codehub_health_observe_failures_total",
             "Workspaces the HealthMonitor failed to observe or to update.",

@@ -38,6 +38,7 @@ from .context import (
 from .negotiation import StatusServer, negotiation_middleware
 from .status import ApiError, status_body
 from .tls import ensure_certificate, server_ssl_context
+from .watch import refresh_backlog
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
             403,
             f'metrics are forbidden: User "{identity_of(request).user}" cannot get path "/metrics"',
         )
+    await refresh_backlog(ctx.metrics, ctx.store)
     body = generate_latest(ctx_of(request).metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -27,6 +27,14 @@ class ApiMetrics:
             ["resource"],
             registry=self.registry,
         )
+        self.watch_backlog = Gauge(
+            "codehub_api_watch_backlog_events",
+            "How many log revisions the slowest open watch of this replica is behind the "
+            "head revision (set on each scrape).",
+            registry=self.registry,
+        )
+        #: Open watch -> the highest revision it has examined (watch.WatchPosition).
+        self.watch_positions: dict[object, int] = {}
         self.open_sse = Gauge(
             "codehub_api_open_sse_streams", "Open SSE event streams.", registry=self.registry
         )

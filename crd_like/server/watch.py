@@ -20,6 +20,7 @@ from aiohttp import web
 from codehub.crd_like.store.interface import Gone, Obj, Selectors, Store, WatchEvent
 
 from .context import ResourceKind, ctx_of, query_bool, query_int, stream_slot, tracked_stream
+from .metrics import ApiMetrics
 from .status import ApiError, bad_request, status_body
 from .table import build_table
 
@@ -122,6 +123,22 @@ async def await_revision(store: Store, wanted: int) -> None:
         await asyncio.sleep(min(0.1, RV_WAIT_SECONDS))
 
 
+async def refresh_backlog(metrics: ApiMetrics, store: Store) -> None:
+    """Set ``codehub_api_watch_backlog_events``: the head revision minus the slowest open
+    watch's position (0 without watches). Called on scrape; reading the head costs a
+    query, so sending events only records positions."""
+    if not metrics.watch_positions:
+        metrics.watch_backlog.set(0)
+        return
+    try:
+        head = await store.current_revision()
+    except Exception as exc:  # a scrape still answers; the gauge keeps its last value
+        log.warning("cannot read the head revision for the watch backlog: %r", exc)
+        return
+    slowest = min(metrics.watch_positions.values(), default=head)
+    metrics.watch_backlog.set(max(head - slowest, 0))
+
+
 def parse_revision(raw: str, what: str = "resourceVersion") -> int:
     if not raw.isdigit():
         raise bad_request(f"{what} must be an integer, got {raw[:64]!r}", what)
@@ -170,6 +187,7 @@ async def stream_watch(
         gauge = ctx.metrics.open_watches.labels(rk.plural)
         gauge.inc()
         events = EventQueue(source)
+        stream.track(ctx.metrics.watch_positions, since)
         try:
             await stream.response.prepare(request)
             with tracked_stream(request):
@@ -179,6 +197,7 @@ async def stream_watch(
             pass
         finally:
             gauge.dec()
+            ctx.metrics.watch_positions.pop(stream, None)
             await events.close()
     with contextlib.suppress(ConnectionResetError, RuntimeError):
         await stream.response.write_eof()
@@ -205,6 +224,12 @@ class _WatchStream:
         self.response = web.StreamResponse(
             status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
         )
+        self._positions: dict[object, int] = {}
+
+    def track(self, positions: dict[object, int], since: int) -> None:
+        """Report the highest revision examined in ``positions`` (the backlog gauge)."""
+        self._positions = positions
+        positions[self] = since
 
     def shape(self, obj: Obj) -> Obj:
         if self.as_table:
@@ -239,6 +264,7 @@ class _WatchStream:
             if isinstance(item, Exception):
                 log.warning("watch of %s ended by a store error: %r", self.rk.plural, item)
                 break
+            self._positions[self] = max(self._positions.get(self, 0), item.revision)
             if item.type == "BOOKMARK":
                 if self.bookmarks:
                     await self.send("BOOKMARK", bookmark(self.rk, item.revision))
