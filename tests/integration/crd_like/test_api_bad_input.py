@@ -103,7 +103,7 @@ CASES: list[tuple[str, str, str, str, bytes, int, str]] = [
     ("strategic-merge-patch", "PATCH", "/base", "application/strategic-merge-patch+json",
      raw({"spec": {"desired_state": "PENDING"}}), 415, "merge-patch"),
     ("apply-patch", "PATCH", "/base", "application/apply-patch+yaml",
-     b"spec: {desired_state: PENDING}", 415, "merge-patch"),
+     b"spec: {desired_state: PENDING}", 400, "fieldManager"),
     ("patch-oversized", "PATCH", "/base", "application/merge-patch+json",
      raw({"spec": {"memo": "y" * (MAX_BODY + 1)}}), 413, "too large"),
     ("put-name-mismatch", "PUT", "/base", "application/json", raw(ws("other")), 400,
