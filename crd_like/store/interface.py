@@ -96,7 +96,9 @@ class AdmissionView(ABC):
 
 #: Receives a deep copy of the current object, returns the object to store. It may raise
 #: (Conflict for a stale resourceVersion, Invalid for bad content, anything else) to abort
-#: the write with nothing changed.
+#: the write with nothing changed. It must be pure: a store may call it more than once
+#: for one update (PostgresStore tries a compare-and-swap on the body it wrote last and
+#: redoes a failed or refused attempt under the row lock).
 Mutator = Callable[[Obj], Obj]
 
 #: Runs inside the transaction, after the change is computed, before it is committed:
@@ -173,7 +175,8 @@ class Store(ABC):
         subresource: Literal["status"] | None = None,
         admit: AdmissionCheck | None = None,
     ) -> Obj:
-        """Read-modify-write under a row lock.
+        """Read-modify-write, as if under a row lock (a compare-and-swap when the store
+        knows the current body).
 
         With ``subresource="status"`` only ``status`` is taken from the mutator's result;
         otherwise ``status`` is kept from the current object. ``uid``, ``name``,

@@ -11,7 +11,6 @@ import asyncio
 import bisect
 import builtins
 import contextlib
-import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
@@ -91,7 +90,7 @@ class MemoryStore(Store):
         obj = self._objects.get((kind, sem.ns_key(namespace), name))
         if obj is None:
             raise NotFound(f'{kind} "{name}" not found')
-        return copy.deepcopy(obj)
+        return sem.clone(obj)
 
     def _state_at(self, kind: str, revision: int) -> dict[Key, Obj]:
         state = {k: v for k, v in self._objects.items() if k[0] == kind}
@@ -144,7 +143,7 @@ class MemoryStore(Store):
             if limit is not None and len(items) >= limit:
                 more = True
                 break
-            items.append(copy.deepcopy(state[key]))
+            items.append(sem.clone(state[key]))
             last = (ns, name)
         token_out = None
         if more and last is not None:
@@ -176,7 +175,7 @@ class MemoryStore(Store):
                 continue
             if deleting is not None and bool(obj["metadata"].get("deletionTimestamp")) != deleting:
                 continue
-            out.append(copy.deepcopy(obj))
+            out.append(sem.clone(obj))
         return out
 
     # -- writes ----------------------------------------------------------------------
@@ -193,7 +192,7 @@ class MemoryStore(Store):
         self._revs.append(self._rev)
         self._wake.set()
         self._wake = asyncio.Event()
-        return copy.deepcopy(body)
+        return sem.clone(body)
 
     async def create(self, kind: str, obj: Obj, *, admit: AdmissionCheck | None = None) -> Obj:
         namespace = (obj.get("metadata") or {}).get("namespace")
@@ -203,7 +202,7 @@ class MemoryStore(Store):
             if key in self._objects:
                 raise AlreadyExists(f'{kind} "{key[2]}" already exists')
             if admit is not None:
-                await admit(_MemoryAdmissionView(self), None, copy.deepcopy(new))
+                await admit(_MemoryAdmissionView(self), None, sem.clone(new))
             return self._append(kind, key, "ADDED", new, None)
 
     async def update(
@@ -221,11 +220,11 @@ class MemoryStore(Store):
             current = self._objects.get(key)
             if current is None:
                 raise NotFound(f'{kind} "{name}" not found')
-            plan = sem.apply_update(current, mutate(copy.deepcopy(current)), subresource)
+            plan = sem.apply_update(current, mutate(sem.clone(current)), subresource)
             if plan is None:
-                return copy.deepcopy(current)
+                return sem.clone(current)
             if admit is not None:
-                await admit(_MemoryAdmissionView(self), copy.deepcopy(current), plan.obj)
+                await admit(_MemoryAdmissionView(self), sem.clone(current), plan.obj)
             return self._append(
                 kind, key, "DELETED" if plan.remove else "MODIFIED", plan.obj, current
             )
@@ -248,10 +247,10 @@ class MemoryStore(Store):
             m = sem.meta(current)
             if m.get("finalizers"):
                 if m.get("deletionTimestamp"):
-                    return copy.deepcopy(current), False
+                    return sem.clone(current), False
                 new = sem.mark_deleting(current, now_rfc3339())
                 return self._append(kind, key, "MODIFIED", new, current), False
-            return self._append(kind, key, "DELETED", copy.deepcopy(current), current), True
+            return self._append(kind, key, "DELETED", sem.clone(current), current), True
 
     # -- watch -----------------------------------------------------------------------
 
@@ -282,7 +281,7 @@ class MemoryStore(Store):
                 prev = entry.prev if entry.type != "ADDED" else None
                 type_ = sem.watch_type(entry.type, prev, entry.body, selectors)
                 if type_ is not None:
-                    yield WatchEvent(type_, entry.revision, copy.deepcopy(entry.body))
+                    yield WatchEvent(type_, entry.revision, sem.clone(entry.body))
                     last_sent = loop.time()
             examined = max(examined, self._rev)
             if batch:

@@ -149,7 +149,7 @@ class PostgresStore(Store):
     # -- writes ----------------------------------------------------------------------
 
     async def create(self, kind: str, obj: Obj, *, admit: AdmissionCheck | None = None) -> Obj:
-        return await writes.create(self._pool, self._hub.offer, self._recent, kind, obj, admit)
+        return await writes.create(self._pool, self._hub, self._recent, kind, obj, admit)
 
     async def update(
         self,
@@ -162,7 +162,7 @@ class PostgresStore(Store):
         admit: AdmissionCheck | None = None,
     ) -> Obj:
         return await writes.update(
-            self._pool, self._hub.offer, self._recent, kind, namespace, name, mutate,
+            self._pool, self._hub, self._recent, kind, namespace, name, mutate,
             subresource, admit,
         )
 
@@ -176,7 +176,7 @@ class PostgresStore(Store):
         expected_uid: str | None = None,
     ) -> tuple[Obj, bool]:
         return await writes.delete(
-            self._pool, self._hub.offer, self._recent, kind, namespace, name,
+            self._pool, self._hub, self._recent, kind, namespace, name,
             expected_resource_version, expected_uid,
         )
 
@@ -185,7 +185,7 @@ class PostgresStore(Store):
         events, which a real cluster expires after an hour), each with its DELETED event;
         returns how many went. Finalizers are honoured like any delete."""
         return await writes.expire(
-            self._pool, self._hub.offer, self._recent, kind, older_than_seconds, batch
+            self._pool, self._hub, self._recent, kind, older_than_seconds, batch
         )
 
     async def compact(self, keep_revisions: int) -> int:

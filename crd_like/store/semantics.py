@@ -12,7 +12,7 @@ import copy
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from codehub.crd_like.store.interface import (
     Conflict,
@@ -28,6 +28,23 @@ __all__ = ["RawListResult"]
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 IMMUTABLE_METADATA = ("uid", "name", "namespace", "creationTimestamp")
+_SCALARS = (str, int, float, bool, type(None))
+_T = TypeVar("_T")
+
+
+def clone(obj: _T) -> _T:
+    """A deep copy of a JSON-shaped value, about five times faster than ``copy.deepcopy``
+    (no memo: JSON has no cycles); other types are deep-copied the usual way. Every
+    write copies the object at least once, so this is on the hot path
+    (docs/adr/0007-api-write-path-performance.md)."""
+    kind = type(obj)
+    if kind is dict:
+        return {k: clone(v) for k, v in obj.items()}  # type: ignore[attr-defined,return-value]
+    if kind is list:
+        return [clone(v) for v in obj]  # type: ignore[attr-defined,return-value]
+    if kind in _SCALARS:
+        return obj
+    return copy.deepcopy(obj)
 
 
 def ns_key(namespace: str | None) -> str:
@@ -47,7 +64,7 @@ def prepare_create(obj: Obj, namespace: str | None, timestamp: str) -> Obj:
 
     A deletionTimestamp on a new object is meaningless and dropped, as Kubernetes does.
     """
-    new = copy.deepcopy(obj)
+    new = clone(obj)
     m = meta(new)
     name = m.get("name")
     if not isinstance(name, str) or not name:
@@ -108,9 +125,9 @@ def apply_update(current: Obj, result: Obj, subresource: str | None) -> UpdatePl
 
 
 def _status_update(current: Obj, result: Obj) -> Obj:
-    new = copy.deepcopy(current)
+    new = clone(current)
     if "status" in result and result["status"] is not None:
-        new["status"] = copy.deepcopy(result["status"])
+        new["status"] = clone(result["status"])
     else:
         new.pop("status", None)
     return new
@@ -118,9 +135,9 @@ def _status_update(current: Obj, result: Obj) -> Obj:
 
 def _main_update(current: Obj, result: Obj) -> Obj:
     cur_meta = meta(current)
-    new = copy.deepcopy(result)
+    new = clone(result)
     if "status" in current:
-        new["status"] = copy.deepcopy(current["status"])
+        new["status"] = clone(current["status"])
     else:
         new.pop("status", None)
     new_meta = meta(new)
@@ -183,7 +200,7 @@ def check_delete_preconditions(
 
 def mark_deleting(current: Obj, timestamp: str) -> Obj:
     """The object with deletionTimestamp set; generation goes up, as in Kubernetes."""
-    new = copy.deepcopy(current)
+    new = clone(current)
     m = meta(new)
     m["deletionTimestamp"] = timestamp
     m["deletionGracePeriodSeconds"] = 0

@@ -14,7 +14,7 @@ import asyncio
 import bisect
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
@@ -25,6 +25,9 @@ from codehub.crd_like.store.interface import Obj, Selectors, WatchEvent
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL, WATCH_BATCH, log
 
 Pool = AsyncConnectionPool[Any]
+#: How long the hub waits for this process's writes in flight to fill a gap before
+#: it reads the log (the gap may be another writer's).
+OFFER_GRACE = 0.01
 
 
 class LogRow:
@@ -92,6 +95,8 @@ class Hub:
         self._rows: list[LogRow] = []
         self._revs: list[int] = []
         self._pending: dict[int, LogRow] = {}  # offered, above a gap
+        self._offered = asyncio.Event()
+        self._writing = 0
         self.queries = 0  # log reads, for benchmarks
         self.offered = 0
         self._event = asyncio.Event()
@@ -115,8 +120,29 @@ class Hub:
             if len(self._pending) >= self.cache_size:
                 self._pending.clear()  # the loader is stuck; it reads the log instead
             self._pending[row.revision] = row
+            self._offered.set()
             self.advance(row.revision)
             self._dirty.set()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a write of this process until it is offered (or failed): while any
+        is open, a gap in the cache is most likely one of them, so the loader waits
+        for the offer instead of reading the log."""
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
+            if not self._writing:
+                self._offered.set()
+
+    async def _await_offer(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(OFFER_GRACE):
+                while self._writing and self.loaded + 1 not in self._pending:
+                    self._offered.clear()
+                    await self._offered.wait()
 
     def _take_pending(self) -> bool:
         """Move the offered entries that continue the cache into it."""
@@ -181,9 +207,11 @@ class Hub:
                 while self.loaded < self.head:
                     if self._take_pending():
                         continue
-                    # Let the other writes whose results just arrived offer theirs.
-                    await asyncio.sleep(0)
-                    if not self._take_pending() and self.loaded < self.head:
+                    if self._writing:
+                        await self._await_offer()
+                        if self._take_pending():
+                            continue
+                    if self.loaded < self.head:
                         await self._load_more()
                 for rev in [r for r in self._pending if r <= self.loaded]:
                     del self._pending[rev]

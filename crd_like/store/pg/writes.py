@@ -15,10 +15,9 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import psycopg
@@ -37,13 +36,11 @@ from codehub.crd_like.store.interface import (
     RunningRef,
 )
 from codehub.crd_like.store.pg.schema import ADMISSION_LOCK_KEY, NOTIFY_CHANNEL, columns
-from codehub.crd_like.store.pg.watch import LogRow
+from codehub.crd_like.store.pg.watch import Hub, LogRow
 from codehub.vocabulary.timestamps import now_rfc3339, rfc3339_before
 
 Pool = AsyncConnectionPool[Any]
 Conn = psycopg.AsyncConnection[Any]
-#: Hands the watch hub this process's own committed write (``Hub.offer``).
-Advance = Callable[[LogRow], None]
 Mode = Literal["insert", "update", "delete"]
 
 
@@ -247,8 +244,8 @@ class _NoCountView(AdmissionView):
         raise _NeedsLock
 
 
-async def create(
-    pool: Pool, advance: Advance, recent: Recent, kind: str, obj: Obj,
+async def _create(
+    pool: Pool, hub: Hub, recent: Recent, kind: str, obj: Obj,
     admit: AdmissionCheck | None,
 ) -> Obj:
     namespace = (obj.get("metadata") or {}).get("namespace")
@@ -263,13 +260,13 @@ async def create(
                 )
                 if await cur.fetchone() is not None:
                     raise AlreadyExists(f'{kind} "{name}" already exists')
-                await admit(PgAdmissionView(conn), None, copy.deepcopy(new))
+                await admit(PgAdmissionView(conn), None, sem.clone(new))
             cur, text = await write(conn, kind, ns, name, "ADDED", new, "insert")
     except psycopg.errors.UniqueViolation as exc:
         raise AlreadyExists(f'{kind} "{name}" already exists') from exc
     rev = await revision_of(cur)
     recent.put((kind, ns, name), rev, text)
-    advance(LogRow(rev, kind, ns, "ADDED", text, None))
+    hub.offer(LogRow(rev, kind, ns, "ADDED", text, None))
     return sem.with_revision(new, rev)
 
 
@@ -316,8 +313,8 @@ async def _update_cached(
     return sem.with_revision(plan.obj, rev), LogRow(rev, kind, ns, "MODIFIED", new_text, text)
 
 
-async def update(
-    pool: Pool, advance: Advance, recent: Recent, kind: str, namespace: str | None,
+async def _update(
+    pool: Pool, hub: Hub, recent: Recent, kind: str, namespace: str | None,
     name: str, mutate: Mutator, subresource: Literal["status"] | None,
     admit: AdmissionCheck | None,
 ) -> Obj:
@@ -325,15 +322,15 @@ async def update(
     key = (kind, ns, name)
     done = await _update_cached(pool, recent, key, mutate, subresource, admit)
     if done is not None:
-        advance(done[1])
+        hub.offer(done[1])
         return done[0]
     async with transaction(pool) as conn:
         current = await locked_body(conn, kind, ns, name)
-        plan = sem.apply_update(current, mutate(copy.deepcopy(current)), subresource)
+        plan = sem.apply_update(current, mutate(sem.clone(current)), subresource)
         if plan is None:
             return current
         if admit is not None:
-            await admit(PgAdmissionView(conn), copy.deepcopy(current), plan.obj)
+            await admit(PgAdmissionView(conn), sem.clone(current), plan.obj)
         type_ = "DELETED" if plan.remove else "MODIFIED"
         mode: Mode = "delete" if plan.remove else "update"
         cur, text = await write(conn, kind, ns, name, type_, plan.obj, mode)
@@ -342,12 +339,12 @@ async def update(
         recent.drop(key)
     else:
         recent.put(key, rev, text)
-    advance(LogRow(rev, kind, ns, type_, text, None, current))
+    hub.offer(LogRow(rev, kind, ns, type_, text, None, current))
     return sem.with_revision(plan.obj, rev)
 
 
-async def delete(
-    pool: Pool, advance: Advance, recent: Recent, kind: str, namespace: str | None,
+async def _delete(
+    pool: Pool, hub: Hub, recent: Recent, kind: str, namespace: str | None,
     name: str, expected_resource_version: str | None, expected_uid: str | None,
 ) -> tuple[Obj, bool]:
     ns = sem.ns_key(namespace)
@@ -364,17 +361,47 @@ async def delete(
             cur, text = await write(conn, kind, ns, name, type_, new, "update")
             removed = False
         else:
-            new = copy.deepcopy(current)
+            new = sem.clone(current)
             type_ = "DELETED"
             cur, text = await write(conn, kind, ns, name, type_, new, "delete")
             removed = True
     rev = await revision_of(cur)
-    advance(LogRow(rev, kind, ns, type_, text, None, current))
+    hub.offer(LogRow(rev, kind, ns, type_, text, None, current))
     return sem.with_revision(new, rev), removed
 
 
+async def create(
+    pool: Pool, hub: Hub, recent: Recent, kind: str, obj: Obj,
+    admit: AdmissionCheck | None,
+) -> Obj:
+    with hub.writing():
+        return await _create(pool, hub, recent, kind, obj, admit)
+
+
+async def update(
+    pool: Pool, hub: Hub, recent: Recent, kind: str, namespace: str | None,
+    name: str, mutate: Mutator, subresource: Literal["status"] | None,
+    admit: AdmissionCheck | None,
+) -> Obj:
+    with hub.writing():
+        return await _update(
+            pool, hub, recent, kind, namespace, name, mutate, subresource, admit
+        )
+
+
+async def delete(
+    pool: Pool, hub: Hub, recent: Recent, kind: str, namespace: str | None,
+    name: str, expected_resource_version: str | None, expected_uid: str | None,
+) -> tuple[Obj, bool]:
+    with hub.writing():
+        return await _delete(
+            pool, hub, recent, kind, namespace, name, expected_resource_version,
+            expected_uid,
+        )
+
+
 async def expire(
-    pool: Pool, advance: Advance, recent: Recent, kind: str, older_than_seconds: float,
+    pool: Pool, hub: Hub, recent: Recent, kind: str, older_than_seconds: float,
     batch: int,
 ) -> int:
     """Delete objects of ``kind`` created more than ``older_than_seconds`` ago, each with
@@ -394,7 +421,7 @@ async def expire(
         for ns, name in keys:
             with contextlib.suppress(NotFound):
                 _, gone = await delete(
-                    pool, advance, recent, kind, ns or None, name, None, None
+                    pool, hub, recent, kind, ns or None, name, None, None
                 )
                 removed += int(gone)
         if len(keys) < batch:
