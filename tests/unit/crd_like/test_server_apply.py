@@ -163,6 +163,8 @@ async def test_dry_run_apply_stores_nothing(api: Any) -> None:
             "extra",
         ),
         (manifest(), {"manager": ""}, 400, "BadRequest", "fieldManager"),
+        (manifest(), {"manager": "m" * 129}, 400, "BadRequest", "fieldManager"),
+        (manifest(), {"manager": "tab\there"}, 400, "BadRequest", "fieldManager"),
         (manifest(name="other"), {}, 400, "BadRequest", "does not match the name"),
         (manifest().replace("kind: Workspace\n", ""), {}, 400, "BadRequest", "kind"),
         (manifest(desired_state="FLYING"), {}, 422, "Invalid", "spec.desired_state"),
