@@ -189,6 +189,24 @@ class ErrorInfo(BaseModel):
     occurred_at: datetime | None = None
 
 
+class OperationProgress(BaseModel):
+    """Progress of a running archive or restore, removed when the operation ends."""
+
+    # written by the operator at most every few seconds (docs/operations.md#progress)
+
+    model_config = ConfigDict(extra="forbid")
+
+    operation: Operation
+    bytes_done: Annotated[StrictInt, Field(ge=0)]
+    bytes_total: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        default=None, description="Expected bytes; absent while unknown."
+    )
+    bytes_per_second: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Average rate since the archive or restore began."
+    )
+    updated_at: datetime
+
+
 class WorkspaceStatus(BaseModel):
     """What the controllers observe and do. Extra keys are kept: kopf stores its own
     bookkeeping under ``status`` (handler results, progress), as on a real cluster."""
@@ -216,6 +234,8 @@ class WorkspaceStatus(BaseModel):
     open_connections: Annotated[StrictInt, Field(ge=0)] | None = None
     idle_action: IdleAction | None = None
     idle_action_at: datetime | None = None
+    #: Bytes done of a running archive or restore; absent otherwise.
+    progress: OperationProgress | None = None
 
 
 class ObjectMeta(BaseModel):

@@ -15,6 +15,7 @@ from codehub.adapters.errors import DataLostError, ErrorCode, MismatchError
 from codehub.adapters.interfaces import InstanceSpec, Resources
 from codehub.operator.context import OperatorContext
 from codehub.operator.planning import Operation
+from codehub.operator.progress import reporting
 from codehub.operator.reconcile_view import View, call_adapter, own_archive
 from codehub.operator.status_writes import write_op_fenced, written_view
 
@@ -31,7 +32,9 @@ async def actuate(ctx: OperatorContext, w: View, op: Operation) -> tuple[View, b
         if not w.archive_key:
             raise MismatchError("RESTORING without an archive_key")
         await timed(ctx, "provision", ctx.storage.provision(uid, labels))
-        await timed(ctx, "restore", ctx.storage.restore(uid, w.archive_key))
+        async with reporting(ctx, w, op) as on_progress:
+            restore = ctx.storage.restore(uid, w.archive_key, on_progress=on_progress)
+            await timed(ctx, "restore", restore)
         return w, True
     elif op is Operation.STARTING:
         if not await call_adapter("volume_exists", ctx.storage.volume_exists(uid)):
@@ -46,7 +49,9 @@ async def actuate(ctx: OperatorContext, w: View, op: Operation) -> tuple[View, b
         key = own_archive(w)
         if key is None:
             assert w.op_id is not None
-            key = await timed(ctx, "archive", ctx.storage.archive(uid, w.op_id))
+            async with reporting(ctx, w, op) as on_progress:
+                archive = ctx.storage.archive(uid, w.op_id, on_progress=on_progress)
+                key = await timed(ctx, "archive", archive)
             w = await save_archive_key(ctx, w, key)
         await timed(ctx, "stop", ctx.instances.delete(uid))
         await timed(ctx, "delete_volume", ctx.storage.delete_volume(uid))

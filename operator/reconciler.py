@@ -130,6 +130,7 @@ async def _plan_and_claim(ctx: OperatorContext, w: View, facts: Facts) -> Outcom
     if w.operation is not Operation.NONE and w.operation is not target:
         op_id = str(uuid.uuid4())  # overriding another operation (deletion)
     status = dict(w.status)
+    status.pop("progress", None)  # left by a coordinator that died mid-transfer
     status.update(
         operation=target.value,
         op_id=op_id,
@@ -233,6 +234,8 @@ async def _complete(ctx: OperatorContext, w: View, op: Operation) -> Outcome:
         "error_info": None,
         "previous_status": None,
     }
+    if w.status.get("progress") is not None:
+        changes["progress"] = None  # left by a coordinator that died mid-transfer
     try:
         await write_op_fenced(ctx, w, changes)
     except LostOwnership:

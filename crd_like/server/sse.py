@@ -63,6 +63,8 @@ def state_of(obj: Obj, *, deleted: bool = False) -> dict[str, Any]:
         "display": display,
         "operation": status.get("operation"),
         "desired_state": spec.get("desired_state"),
+        # bytes done of a running archive or restore, for the loading page; None otherwise
+        "progress": None if deleted else status.get("progress"),
     }
 
 

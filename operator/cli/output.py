@@ -235,6 +235,10 @@ def _describe_status(status: Obj) -> list[str]:
     if not status:
         lines.append("  <not observed yet>")
     lines += [_field(key, status.get(key), 2) for key in STATUS_KEYS if key in status]
+    transfer = transfer_text(status.get("progress"))
+    if transfer:
+        op = _get(status, "progress", "operation")
+        lines.append(_field("progress", f"{op} {transfer}" if op else transfer, 2))
     error = status.get("error_info")
     if not (isinstance(error, dict) and error):
         return [*lines, _field("Error", None)]
@@ -322,10 +326,38 @@ def progress_text(obj: Obj | None) -> str:
         f"operation={_text(status.get('operation'))}",
         f"display={display_of(obj)}",
     ]
+    transfer = transfer_text(status.get("progress"))
+    if transfer:
+        parts.append(f"progress={transfer}")
     reason = _get(status, "error_info", "reason")
     if reason:
         parts.append(f"error={reason} (x{status.get('error_count') or 0})")
     return " ".join(parts)
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> "1.5 KiB" (binary units, one decimal from KiB up)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def transfer_text(progress: Any) -> str | None:
+    """status.progress as "42% (126.0 MiB of 300.0 MiB, 35.2 MiB/s)"; None without one."""
+    if not isinstance(progress, dict):
+        return None
+    done, total = progress.get("bytes_done"), progress.get("bytes_total")
+    if not isinstance(done, int):
+        return None
+    rate = progress.get("bytes_per_second")
+    speed = f", {human_bytes(rate)}/s" if isinstance(rate, int | float) else ""
+    if isinstance(total, int) and total > 0:
+        percent = min(100 * done // total, 100)
+        return f"{percent}% ({human_bytes(done)} of {human_bytes(total)}{speed})"
+    return f"{human_bytes(done)} done{speed}"
 
 
 class Progress:

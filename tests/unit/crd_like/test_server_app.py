@@ -231,6 +231,7 @@ async def test_sse_state_changes_errors_and_heartbeats(client: Client) -> None:
             "display": None,
             "operation": None,
             "desired_state": "STANDBY",
+            "progress": None,
         },
     )
     await client.patch(
