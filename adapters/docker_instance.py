@@ -41,9 +41,14 @@ log = logging.getLogger(__name__)
 ROLE_WORKSPACE = "workspace"
 _PORT_KEY = f"{naming.APP_PORT}/tcp"
 _LOOPBACK = "127.0.0.1"
-#: Capabilities a code-server user never needs; SETUID/SETGID stay so ``sudo`` in the
-#: image keeps working (the process itself runs as 1000 without capabilities anyway).
+#: Capabilities a code-server user never needs. The process runs as 1000 without
+#: effective capabilities anyway, and ``no-new-privileges`` below keeps set-uid binaries
+#: (``sudo``) from gaining any.
 CAP_DROP = ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"]
+#: Set-uid binaries cannot raise privileges (``no-new-privileges``), and a fork bomb in a
+#: workspace stops at this many processes instead of exhausting the host's (docs/security.md).
+SECURITY_OPT = ["no-new-privileges"]
+PIDS_LIMIT = 4096
 
 # --- Kubernetes quantities ---------------------------------------------------------------
 
@@ -242,6 +247,8 @@ class DockerInstanceController(InstanceController):
             "privileged": False,
             "restart_policy": {"Name": "no"},
             "cap_drop": list(CAP_DROP),
+            "security_opt": list(SECURITY_OPT),
+            "pids_limit": PIDS_LIMIT,
         }
         try:
             if spec.resources.cpu:
