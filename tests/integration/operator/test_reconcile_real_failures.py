@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import hashlib
 
-from test_reconcile_real import (
+from real_stack import (
     FILES,
     IMAGE,
     NS,
     Real,
     checksums,
     container_exists,
-    real,  # noqa: F401 - the fixture
     set_desired,
     settle,
     status,
@@ -22,7 +21,7 @@ from test_reconcile_real import (
 )
 
 
-async def test_corrupted_archive_is_data_lost_then_recovered(real: Real) -> None:  # noqa: F811
+async def test_corrupted_archive_is_data_lost_then_recovered(real: Real) -> None:
     obj = await real.client.create(
         NS,
         {
