@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
+from support.api import ApiFactory, Identity
 
 from codehub.adapters.errors import UnreachableError
 from codehub.adapters.fake_instance import FakeInstanceController
 from codehub.adapters.fake_storage import FakeStorageProvider
 from codehub.crd_like.client.api import ApiClient, ApiError
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator.clock import FakeClock
 from codehub.operator.context import OperatorContext
@@ -24,6 +20,7 @@ from codehub.operator.metrics import Metrics
 from codehub.operator.settings import Settings
 
 NS = "bob"
+OPERATOR_GROUPS = ("codehub:operator", "codehub:admin")
 TOKEN = "hm-operator"
 
 
@@ -55,24 +52,14 @@ class Env:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(f'{TOKEN},codehub-operator,op,"codehub:operator,codehub:admin"\n')
-    config = ApiConfig(
-        database_url="",
-        token_file=str(tokens),
+async def env(make_api: ApiFactory) -> Env:
+    harness = await make_api(
+        identities=[Identity(TOKEN, "codehub-operator", "op", OPERATOR_GROUPS)],
         max_running_per_user=10_000,
         max_running_global=10_000,
     )
-    store = MemoryStore()
-    server = TestServer(create_app(config, store), host="127.0.0.1")
-    await server.start_server()
-    client = ApiClient(str(server.make_url("")).rstrip("/"), TOKEN)
-    try:
-        yield Env(client, store)
-    finally:
-        await client.close()
-        await server.close()
+    assert isinstance(harness.store, MemoryStore)
+    return Env(harness.client("codehub-operator"), harness.store)
 
 
 async def add_workspaces(env: Env, n: int, prefix: str) -> list[dict[str, Any]]:

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 from prometheus_client import generate_latest
+from support.api import ApiFactory, ApiHarness, Identity
 
 from codehub.adapters import naming
 from codehub.adapters.errors import UnreachableError
 from codehub.adapters.fake_instance import FakeInstanceController
 from codehub.adapters.fake_storage import FakeEntry, FakeStorageProvider
 from codehub.crd_like.client.api import ApiClient
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
-from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator.clock import FakeClock
 from codehub.operator.context import OperatorContext
 from codehub.operator.gate import ReconcileGate
@@ -36,43 +31,26 @@ OPERATOR = "operator-token"
 
 
 class Api:
-    """The real server on 127.0.0.1 plus an operator and an admin client."""
+    """The real server on 127.0.0.1 (the shared harness) plus an operator and an admin client."""
 
-    def __init__(self, server: TestServer, store: MemoryStore) -> None:
-        url = str(server.make_url("")).rstrip("/")
-        self.server = server
-        self.store = store
-        self.operator = ApiClient(url, OPERATOR)
-        self.admin = ApiClient(url, ADMIN)
-
-    async def close(self) -> None:
-        await self.operator.close()
-        await self.admin.close()
+    def __init__(self, harness: ApiHarness) -> None:
+        self.store = harness.store
+        self.operator = harness.client("codehub-operator")
+        self.admin = harness.client("root")
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(
-        f'{OPERATOR},codehub-operator,op,"codehub:operator"\n'
-        f'{ADMIN},root,root,"codehub:admin"\n'
-        f"alice-token,{NS},alice\n"
-    )
-    config = ApiConfig(
-        database_url="",
-        token_file=str(tokens),
+async def api(make_api: ApiFactory) -> Api:
+    harness = await make_api(
+        identities=[
+            Identity(OPERATOR, "codehub-operator", "op", ("codehub:operator",)),
+            Identity(ADMIN, "root", "root", ("codehub:admin",)),
+            Identity("alice-token", NS, "alice"),
+        ],
         max_running_per_user=1000,
         max_running_global=1000,
     )
-    store = MemoryStore()
-    server = TestServer(create_app(config, store), host="127.0.0.1")
-    await server.start_server()
-    harness = Api(server, store)
-    try:
-        yield harness
-    finally:
-        await harness.close()
-        await server.close()
+    return Api(harness)
 
 
 class Node:

@@ -10,19 +10,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
-from aiohttp.test_utils import TestServer
+from support.api import ApiFactory, Identity
 
 from codehub.adapters.fake_instance import FakeInstanceController
 from codehub.adapters.fake_storage import FakeStorageProvider
 from codehub.crd_like.client.api import ApiClient, ApiError
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
-from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator import handlers
 from codehub.operator.context import OperatorContext
 from codehub.operator.gate import ReconcileGate
@@ -72,17 +68,17 @@ def display_is(value: str) -> Callable[[dict[str, Any] | None], bool]:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(
-        f'{OPERATOR},codehub-operator,op,"codehub:operator"\n{ADMIN},root,root,"codehub:admin"\n'
+async def stack(make_api: ApiFactory) -> AsyncIterator[Stack]:
+    api = await make_api(
+        identities=[
+            Identity(OPERATOR, "codehub-operator", "op", ("codehub:operator",)),
+            Identity(ADMIN, "root", "root", ("codehub:admin",)),
+        ],
+        bookmark_interval=2.0,
     )
-    config = ApiConfig(database_url="", token_file=str(tokens), bookmark_interval=2.0)
-    server = TestServer(create_app(config, MemoryStore()), host="127.0.0.1")
-    await server.start_server()
-    url = str(server.make_url("")).rstrip("/")
-    operator_client = ApiClient(url, OPERATOR)
-    admin = ApiClient(url, ADMIN)
+    url = api.url
+    operator_client = api.client("codehub-operator")
+    admin = api.client("root")
     storage = FakeStorageProvider()
     instances = FakeInstanceController(volume_exists=lambda uid: uid in storage.volumes)
     settings = Settings(
@@ -124,9 +120,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             await asyncio.wait_for(task, 20)
         with contextlib.suppress(asyncio.CancelledError):
             await monitor_task
-        await operator_client.close()
-        await admin.close()
-        await server.close()
 
 
 def manifest(name: str, desired: str) -> dict[str, Any]:
