@@ -61,6 +61,8 @@ def _resource_allowed(ident: Identity, attrs: dict[str, Any]) -> tuple[bool, str
     if verbs is None:
         return False, f'resource "{full}" in API group "{group}" is not granted to users'
     if resource == "namespaces":
+        if verb in ("list", "watch") and not attrs.get("name"):
+            return True, "a user may list namespaces and sees their own"
         target = str(attrs.get("name") or namespace)
         if target == ident.user and verb in verbs:
             return True, "a user may read their own namespace"
@@ -125,6 +127,7 @@ def rules(ident: Identity, namespace: str) -> dict[str, Any]:
             "resources": ["namespaces"],
             "resourceNames": [ident.user],
         },
+        {"verbs": ["list", "watch"], "apiGroups": [""], "resources": ["namespaces"]},
     ]
     if namespace == ident.user:
         resource_rules += [
