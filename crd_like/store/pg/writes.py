@@ -286,13 +286,11 @@ async def _update_cached(
     expected, text = hit
     current = sem.with_revision(json.loads(text), expected)
     try:
-        plan = sem.apply_update(
-            current, mutate(sem.with_revision(json.loads(text), expected)), subresource
-        )
+        plan = sem.apply_update(current, mutate(sem.clone(current)), subresource)
         if plan is None or plan.remove:
             return None
         if admit is not None:
-            await admit(_NoCountView(), sem.with_revision(json.loads(text), expected), plan.obj)
+            await admit(_NoCountView(), sem.clone(current), plan.obj)
     except Exception:
         return None
     kind, ns, name = key
