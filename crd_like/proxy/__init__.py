@@ -23,15 +23,15 @@ from codehub.crd_like.store.activity import (
 )
 from codehub.crd_like.store.memory import MemoryStore
 
-from . import signin
+from . import events, signin
 from .activity import ActivityTracker, WorkspaceRef
 from .forward import client_session
-from .gate import default_not_running
 from .handler import proxy
 from .metrics import ProxyMetrics
 from .routing import LINK_PATH, PREFIX, SIGNIN_PATH
 from .session import load_secret
 from .state import PROXY_KEY, Caller, NotRunning, ProxyState, state_of
+from .wake import wake_not_running
 
 __all__ = [
     "PROXY_KEY",
@@ -57,7 +57,9 @@ def add_routes(
     not_running: NotRunning | None = None,
     activity: ActivityStore | None = None,
 ) -> ProxyState:
-    """Mount the proxy and its sign-in pages; ``not_running`` answers sleeping workspaces.
+    """Mount the proxy and its pages; ``not_running`` answers sleeping workspaces.
+
+    The default wakes a workspace on a page load (``wake.py``).
 
     Without ``activity`` the store is PostgreSQL at ``config.database_url``, or memory
     for a server on a MemoryStore (unit tests), which also gets a throwaway secret.
@@ -78,7 +80,7 @@ def add_routes(
         activity=store,
         tracker=ActivityTracker(ctx.store, store, config, metrics),
         metrics=metrics,
-        not_running=not_running or default_not_running,
+        not_running=not_running or wake_not_running,
     )
     app[PROXY_KEY] = state
     app.router.add_get(SIGNIN_PATH, signin.signin_page)
@@ -86,6 +88,7 @@ def add_routes(
     app.router.add_get(SIGNIN_PATH + "/done", signin.signed_in_page)
     app.router.add_get(LINK_PATH + "{token}", signin.use_link)
     app.router.add_post(signin.LINKS_PATH, signin.mint_link)
+    app.router.add_get(events.ROUTE, events.workspace_events)
     app.router.add_route("*", "/w", proxy)
     app.router.add_route("*", PREFIX + "{tail:.*}", proxy)
     app.cleanup_ctx.append(_lifecycle(state, owns_store=activity is None))

@@ -145,4 +145,3 @@ def client_session() -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=None),
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
     )
-

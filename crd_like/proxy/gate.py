@@ -18,6 +18,8 @@ from .state import Caller, ProxyState
 
 log = logging.getLogger(__name__)
 
+NOT_RUNNING_HEADER = "X-Codehub-Not-Running"
+
 
 def identity_by_user(state: ProxyState, user: str) -> Identity | None:
     """The user's identity as the token file says now (revoked users have none)."""
@@ -135,13 +137,17 @@ def upstream_url(base: yarl.URL, fwd: Forward, *, websocket: bool = False) -> ya
 async def default_not_running(
     request: web.Request, obj: Obj, caller: Caller, fwd: Forward
 ) -> web.StreamResponse:
-    """Until auto-wake exists: the workspace is asleep, come back later (no state change)."""
+    """The workspace is asleep, come back later (no state change).
+
+    ``X-Codehub-Not-Running`` tells the loading page's probe that the answer is the
+    proxy's and not the app's.
+    """
     return pages.error(
         request,
         503,
         "workspace_not_running",
         f'workspace "{fwd.namespace}/{fwd.name}" is not running',
-        {"Retry-After": "10"},
+        {"Retry-After": "10", NOT_RUNNING_HEADER: "1"},
     )
 
 

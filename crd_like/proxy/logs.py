@@ -22,4 +22,3 @@ class RedactingAccessLogger(AbstractAccessLogger):
             response.status,
             time,
         )
-

@@ -30,5 +30,15 @@ class ProxyMetrics:
             registry=registry,
         )
 
+        self.wakes = Counter(
+            "codehub_proxy_wakes",
+            "Wakes asked by page loads of sleeping workspaces: woken, limited (at the "
+            "running limit) or failed.",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("woken", "limited", "failed"):
+            self.wakes.labels(result)
+
     def observe(self, status: int) -> None:
         self.requests.labels(f"{status // 100}xx").inc()
