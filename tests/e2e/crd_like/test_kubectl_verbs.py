@@ -188,20 +188,28 @@ async def test_diff_server_side_and_client_side(
     bob.ok("delete", "ws", name)
 
 
-async def test_delete_by_label_and_all(bob: Kubectl, api_server: Any) -> None:
+async def test_delete_by_label_and_all(bob: Kubectl, admin: Kubectl, api_server: Any) -> None:
+    batch = uuid.uuid4().hex[:8]
     names = [_name("kdel") for _ in range(3)]
     for i, n in enumerate(names):
-        bob.ok("apply", "-f", "-", stdin=_manifest(n, labels={"batch": "b" if i else "a"}))
-    out = bob.ok("delete", "ws", "-l", "batch=b")
+        labels = {"batch": f"{batch}-{'b' if i else 'a'}"}
+        bob.ok("apply", "-f", "-", stdin=_manifest(n, labels=labels))
+    out = bob.ok("delete", "ws", "-l", f"batch={batch}-b")
     assert set(out.splitlines()) == {f'workspace.codehub.io "{n}" deleted' for n in names[1:]}
     async with _client(api_server) as api:
         left = [o["metadata"]["name"] for o in (await api.list("bob"))["items"]]
     assert names[0] in left
     assert not set(names[1:]) & set(left)
-    assert bob.ok("delete", "ws", "-l", "batch=none").strip() == "No resources found"
-    bob.ok("delete", "ws", "--all")
-    async with _client(api_server) as api:
-        assert (await api.list("bob"))["items"] == []
+    assert bob.ok("delete", "ws", "-l", f"batch={batch}-none").strip() == "No resources found"
+    bob.ok("delete", "ws", names[0])
+    # --all in a namespace of this test's own (an administrator may use any).
+    ns = f"verbs-{batch}"
+    for n in names:
+        admin.ok("apply", "-n", ns, "-f", "-", stdin=_manifest(n))
+    out = admin.ok("delete", "ws", "--all", "-n", ns)
+    assert set(out.splitlines()) == {f'workspace.codehub.io "{n}" deleted' for n in names}
+    async with _client(api_server, "admin") as api:
+        assert (await api.list(ns))["items"] == []
 
 
 @pytest.mark.parametrize(
