@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from codehub.operator.cli import config, lifecycle, resources, services
 from codehub.operator.cli import gc as archive_gc
+from codehub.operator.cli import open as open_cmd
 from codehub.operator.cli.arguments import duration_arg, listen_arg
 from codehub.operator.cli.connection import DEFAULT_CONFIG
 
@@ -129,6 +130,12 @@ def _add_lifecycle_commands(add: _Add) -> None:
     p.add_argument("name")
     _ns(p)
     p.set_defaults(func=lifecycle.cmd_recover)
+
+    p = add("open", "print a single-use sign-in link to a workspace in the browser")
+    p.add_argument("name")
+    _ns(p)
+    p.add_argument("--browser", action="store_true", help="open the link in a browser")
+    p.set_defaults(func=open_cmd.cmd_open)
 
     p = add("wait", "wait for a workspace condition, e.g. --for=display=RUNNING")
     p.add_argument("resource")

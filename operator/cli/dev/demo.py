@@ -13,6 +13,7 @@ from typing import Any
 from codehub.crd_like.client.api import ApiClient, ApiError
 from codehub.crd_like.client.manifests import load_manifests
 from codehub.operator.cli.dev.state import DEMO_NAMESPACE, DevStackError, Paths, say
+from codehub.operator.cli.open import signin_link, workspace_url
 from codehub.vocabulary.timestamps import parse_rfc3339
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "workspace.yaml"
@@ -93,13 +94,36 @@ async def follow(
             await asyncio.sleep(0.5)
 
 
-def usage(paths: Paths, server: str, coord: str, ns: str, name: str, detach: bool) -> None:
+async def demo_link(server: str, token: str, ca_file: str, ns: str, name: str) -> str | None:
+    """A single-use sign-in link to the demo workspace; None (and a note) if refused."""
+    async with ApiClient(server, token, ca_file=ca_file) as api:
+        try:
+            return await signin_link(api, ns, name)
+        except ApiError as exc:
+            say(f"    no sign-in link: {exc}")
+            return None
+
+
+def usage(
+    paths: Paths,
+    server: str,
+    coord: str,
+    ns: str,
+    name: str,
+    detach: bool,
+    link: str | None = None,
+) -> None:
     env = paths.cli_env
     kc = paths.kubeconfig(DEMO_NAMESPACE)
     akc = paths.kubeconfig("admin")
     say(
         f"""
 codehub dev stack is up. The demo workspace {ns}/{name} is RUNNING.
+
+  Open it in a browser (the certificate is self-signed: accept the browser's warning):
+    {workspace_url(server, ns, name)}
+    sign-in link (works once, within a minute): {link or "-"}
+    a fresh link any time:  codehub open {name} --browser
 
   Use the CLI as user `dev`:
     source {env}

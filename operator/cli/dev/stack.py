@@ -15,7 +15,7 @@ from pathlib import Path
 from codehub.crd_like.client.kubeconfig import render_kubeconfig
 from codehub.crd_like.server.tls import ensure_certificate
 from codehub.operator.cli.dev import processes as proc
-from codehub.operator.cli.dev.demo import Freshness, apply_demo, follow, usage
+from codehub.operator.cli.dev.demo import Freshness, apply_demo, demo_link, follow, usage
 from codehub.operator.cli.dev.state import (
     DEMO_NAMESPACE,
     IDENTITIES,
@@ -86,7 +86,8 @@ def _up(settings: Settings, paths: Paths, detach: bool) -> int:
     token, ca = base.tokens[DEMO_NAMESPACE], str(base.cert)
     ns, name = asyncio.run(apply_demo(server_url, token, ca))
     asyncio.run(follow(server_url, token, ca, ns, name, fresh))
-    usage(paths, server_url, coord_url, ns, name, detach)
+    link = asyncio.run(demo_link(server_url, token, ca, ns, name))
+    usage(paths, server_url, coord_url, ns, name, detach, link)
     if detach:
         return 0
     return _foreground(paths, base.services_were_up)
