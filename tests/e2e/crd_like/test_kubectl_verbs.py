@@ -20,6 +20,7 @@ import yaml
 
 from codehub.crd_like.client.api import ApiClient
 
+CODEHUB = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "codehub"
 KUBECTL = os.environ.get("CODEHUB_KUBECTL") or shutil.which("kubectl") or "/usr/bin/kubectl"
 
 pytestmark = pytest.mark.skipif(
@@ -163,6 +164,50 @@ async def test_server_side_apply_takes_over_from_client_side_apply(
     assert out["spec"]["display_name"] == "two"
     managers = {e["manager"] for e in out["metadata"]["managedFields"]}
     assert "kubectl" in managers
+    bob.ok("delete", "ws", name)
+
+
+def _codehub_apply(api_server: Any, home: Path, manifest: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEHUB_")}
+    env.pop("KUBECONFIG", None)
+    env.update(
+        HOME=str(home),
+        CODEHUB_SERVER=api_server.url,
+        CODEHUB_TOKEN=api_server.tokens["bob"],
+        CODEHUB_CA_FILE=api_server.ca_file,
+    )
+    proc = subprocess.run(
+        [str(CODEHUB), "apply", "-f", "-"],
+        input=manifest,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+async def test_codehub_and_kubectl_share_the_last_applied_record(
+    bob: Kubectl, api_server: Any, homes: Path
+) -> None:
+    """A field removed from the manifest is reset on the next apply, whichever of
+    ``codehub apply`` and ``kubectl apply`` applied before."""
+    name = _name("klast")
+    home = homes / "codehub"
+    home.mkdir(exist_ok=True)
+    full = _manifest(name, {"tier": "x"}, display_name="one", memo="m")
+    assert _codehub_apply(api_server, home, full).endswith("created")
+    bob.ok("apply", "-f", "-", stdin=_manifest(name, {"tier": "x"}, display_name="one"))
+    async with _client(api_server) as api:
+        obj = await api.get("bob", name)
+    assert "memo" not in obj["spec"]
+    assert _codehub_apply(api_server, home, _manifest(name)).endswith("configured")
+    async with _client(api_server) as api:
+        obj = await api.get("bob", name)
+    assert "display_name" not in obj["spec"]
+    assert "tier" not in (obj["metadata"].get("labels") or {})
     bob.ok("delete", "ws", name)
 
 
