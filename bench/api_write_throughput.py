@@ -10,6 +10,9 @@ then measures, in one run on one server:
 2. API: N writers sending merge PATCHes over HTTPS keep-alive to N objects;
 3. one writer sending PATCHes one after another: p50 and p99 of the request.
 
+``--servers N`` runs N API server processes on the one database (the API is stateless)
+and spreads the writers over them; CPU per PATCH is then the sum over the servers.
+
 It prints both throughputs, their ratio and the goals (docs/adr/0007). Nothing is
 asserted; the machine may be shared, so compare ratios of one run and repeat it.
 
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -78,7 +82,7 @@ async def api_writer(
     latencies: list[float],
 ) -> int:
     done = 0
-    ctx = server.ssl()
+    ctx = server.ssl()  # one per writer: several servers have several certificates
     headers = {"Content-Type": "application/merge-patch+json"}
     while time.perf_counter() < until:
         t0 = time.perf_counter()
@@ -95,9 +99,12 @@ async def api_writer(
     return done
 
 
-async def run(args: argparse.Namespace, server: Server) -> None:
-    assert server.proc is not None
-    pid = server.proc.pid
+def cpu_of(servers: list[Server]) -> float:
+    return sum(cpu_seconds(s.proc.pid) for s in servers if s.proc is not None)
+
+
+async def run(args: argparse.Namespace, servers: list[Server]) -> None:
+    server = servers[0]
     headers = {"Authorization": f"Bearer {server.token}"}
     async with aiohttp.ClientSession(
         headers=headers, connector=aiohttp.TCPConnector(limit=0)
@@ -117,24 +124,27 @@ async def run(args: argparse.Namespace, server: Server) -> None:
             raw = await raw_phase(server, bodies, args.seconds)
             until = time.perf_counter() + args.seconds
             started = time.perf_counter()
-            cpu0, own0 = cpu_seconds(pid), time.process_time()
+            cpu0, own0 = cpu_of(servers), time.process_time()
             counts = await asyncio.gather(
-                *(api_writer(session, server, f"w{i}", until, []) for i in range(args.writers))
+                *(
+                    api_writer(session, servers[i % len(servers)], f"w{i}", until, [])
+                    for i in range(args.writers)
+                )
             )
             api = sum(counts) / (time.perf_counter() - started)
-            cpu = (cpu_seconds(pid) - cpu0) / sum(counts) * 1000
+            cpu = (cpu_of(servers) - cpu0) / sum(counts) * 1000
             own = (time.process_time() - own0) / sum(counts) * 1000
             results.append((raw, api))
             print(
-                f"{args.writers} writers: raw PostgreSQL {raw:7.0f} writes/s | "
+                f"{args.writers} writers, {len(servers)} server(s): "
+                f"raw PostgreSQL {raw:7.0f} writes/s | "
                 f"API merge PATCH over HTTPS {api:6.0f} writes/s | ratio {api / raw:.3f} | "
                 f"CPU per PATCH: server {cpu:.2f} ms, this client {own:.2f} ms"
             )
         single: list[float] = []
         await api_writer(session, server, "w0", time.perf_counter() + args.seconds, single)
         p50, p99 = percentile(single, 0.5), percentile(single, 0.99)
-        ratios = sorted(api / raw for raw, api in results)
-        ratio = ratios[len(ratios) // 2]
+        ratio = statistics.median(api / raw for raw, api in results)
         print(
             f"single writer PATCH: {len(single)} requests, p50 {p50:.2f} ms  p99 {p99:.2f} ms"
         )
@@ -150,6 +160,10 @@ def main() -> int:
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=2, help="raw/API pairs")
+    parser.add_argument(
+        "--servers", type=int, default=1,
+        help="API server processes on the one database, writers spread over them",
+    )
     args = parser.parse_args()
     admin_url = os.environ.get("CODEHUB_DATABASE_URL")
     if not admin_url:
@@ -157,12 +171,18 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="codehub-bench-") as tmp:
         server = Server(admin_url, Path(tmp))
+        servers = [server]
         try:
             server.start()
             asyncio.run(server.wait_ready())
-            asyncio.run(run(args, server))
+            for i in range(1, args.servers):
+                servers.append(server.replica(Path(tmp) / f"replica{i}"))
+                servers[-1].start()
+                asyncio.run(servers[-1].wait_ready())
+            asyncio.run(run(args, servers))
         finally:
-            server.stop()
+            for s in reversed(servers):
+                s.stop()
     return 0
 
 
