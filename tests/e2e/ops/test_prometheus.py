@@ -19,8 +19,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from operator_e2e import USER, CoordinatorProcess, Stack, status
-from prometheus_e2e import Prometheus, dashboard_queries, render_config, start_prometheus
+from prometheus_e2e import (
+    SHIPPED_RULES,
+    Prometheus,
+    dashboard_queries,
+    render_config,
+    start_prometheus,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -155,7 +162,19 @@ async def test_prometheus_scrapes_the_stack_and_every_panel_has_data(
     assert prometheus.query("codehub_proxy_requests_total")
     assert prometheus.query("codehub_workspace_errors_total")
 
+    _check_rules(prometheus)
     _check_dashboard(prometheus)
+
+
+def _check_rules(prom: Prometheus) -> None:
+    """The shipped alert rules are loaded and evaluate; with a leader, none is firing
+    for leadership."""
+    groups = prom.api("/api/v1/rules")["groups"]
+    rules = {r["name"]: r for g in groups for r in g["rules"] if r["type"] == "alerting"}
+    shipped = yaml.safe_load(SHIPPED_RULES.read_text())["groups"]
+    assert set(rules) == {r["alert"] for g in shipped for r in g["rules"]}
+    assert all(r["health"] == "ok" for r in rules.values()), rules
+    assert rules["CodehubNoLeader"]["state"] == "inactive"
 
 
 def _check_dashboard(prom: Prometheus) -> None:
