@@ -40,7 +40,9 @@ def html_response(
         "Content-Security-Policy": CSP,
         "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        # Not no-referrer: with it Chromium sends ``Origin: null`` on the sign-in form's
+        # POST, which the cross-site check must refuse. Same-origin keeps referrers home.
+        "Referrer-Policy": "same-origin",
     }
     all_headers.update(headers or {})
     return web.Response(
