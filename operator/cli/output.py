@@ -148,7 +148,18 @@ def render_list(items: list[Obj], fmt: str, resource_version: str | None = None)
     return render_object(doc, fmt)
 
 
+def _hide_managed_fields(obj: Obj) -> Obj:
+    """kubectl prints without metadata.managedFields unless asked; so does codehub."""
+    if isinstance(obj.get("items"), list):
+        return {**obj, "items": [_hide_managed_fields(i) for i in obj["items"]]}
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
+
+
 def render_object(obj: Obj, fmt: str) -> str:
+    obj = _hide_managed_fields(obj)
     if fmt == "json":
         return json.dumps(obj, indent=2, sort_keys=True) + "\n"
     return str(yaml.safe_dump(obj, sort_keys=True, default_flow_style=False))
@@ -214,7 +225,7 @@ def _describe_metadata(obj: Obj, now: datetime) -> list[str]:
         lines.append(_field("Deleting since", meta.get("deletionTimestamp")))
     lines += [
         _field("Labels", _kv(meta.get("labels"))),
-        _field("Annotations", _kv(meta.get("annotations"))),
+        _field("Annotations", _kv(_shown_annotations(meta.get("annotations")))),
         _field("Finalizers", ", ".join(meta.get("finalizers") or []) or None),
         _field("Resource Version", meta.get("resourceVersion")),
         _field("Generation", meta.get("generation")),
@@ -284,6 +295,16 @@ def _event_time_raw(ev: Obj) -> Any:
 
 def _event_time(ev: Obj) -> datetime:
     return parse_rfc3339(_event_time_raw(ev)) or datetime.min.replace(tzinfo=UTC)
+
+
+def _shown_annotations(annotations: Any) -> Any:
+    """Without the last-applied record, as ``kubectl describe`` prints them."""
+    if not isinstance(annotations, dict):
+        return annotations
+    return {k: v for k, v in annotations.items() if k != _LAST_APPLIED}
+
+
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def _kv(mapping: Any) -> str | None:

@@ -77,3 +77,20 @@ async def test_object_without_record_gets_one_and_keeps_its_fields(make_api: Api
     obj = await client.get("alice", "w")
     assert obj["spec"]["memo"] == "made by create"
     assert LAST_APPLIED in obj["metadata"]["annotations"]
+
+
+def test_output_hides_managed_fields_and_the_record_like_kubectl() -> None:
+    from datetime import UTC, datetime
+
+    from codehub.operator.cli import output
+
+    obj = doc({"a": "1"})
+    obj["metadata"]["managedFields"] = [{"manager": "m", "operation": "Update"}]
+    obj["metadata"]["annotations"] = {LAST_APPLIED: "{}\n", "note": "kept"}
+    for fmt in ("yaml", "json"):
+        assert "managedFields" not in output.render_object(obj, fmt)
+        assert "managedFields" not in output.render_list([obj], fmt)
+    described = output.describe(obj, [], datetime(2026, 1, 1, tzinfo=UTC))
+    assert "note=kept" in described
+    assert LAST_APPLIED not in described
+    assert obj["metadata"]["managedFields"]  # the object itself is not changed
