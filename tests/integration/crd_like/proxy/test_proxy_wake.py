@@ -59,11 +59,14 @@ async def test_page_load_wakes_standby_once(cluster: Cluster) -> None:
     assert resp.status == 200
     assert resp.headers["X-Codehub-Wake"] == "woken"
     text = await resp.text()
-    assert "Waking up your workspace" in text and "/w/-/events/alice/ws" in text
+    assert "Waking up your workspace" in text
+    assert "/w/-/events/alice/ws" in text
     assert "Starting" in text
     csp = resp.headers["Content-Security-Policy"]
-    assert "script-src 'nonce-" in csp and "default-src 'none'" in csp
-    assert "http://" not in text and "https://" not in text, "no external assets"
+    assert "script-src 'nonce-" in csp
+    assert "default-src 'none'" in csp
+    assert "http://" not in text, "no external assets"
+    assert "https://" not in text, "no external assets"
     obj = await cluster.store.get("workspaces", "alice", "ws")
     assert obj["spec"]["desired_state"] == "RUNNING"
     assert obj["metadata"]["annotations"][SOURCE] == "wake"
@@ -167,7 +170,8 @@ async def test_at_the_limit_nothing_changes(
     resp = await cluster.replicas[0].client.get("/w/alice/ws/", headers={**PAGE, **cookie("alice")})
     assert resp.status == 429
     text = await resp.text()
-    assert "/w/alice/busy/" in text and "kubectl patch workspace busy -n alice" in text
+    assert "/w/alice/busy/" in text
+    assert "kubectl patch workspace busy -n alice" in text
     after = await cluster.store.get("workspaces", "alice", "ws")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
@@ -179,7 +183,8 @@ async def test_error_page_explains_and_changes_nothing(cluster: Cluster) -> None
     )
     assert resp.status == 503
     text = await resp.text()
-    assert "ContainerGone" in text and "the &lt;container&gt; vanished" in text
+    assert "ContainerGone" in text
+    assert "the &lt;container&gt; vanished" in text
     assert "codehub recover bad -n alice" in text
     assert "kubectl annotate ws bad -n alice codehub.io/recover=" in text
     assert "<script" not in text
@@ -217,7 +222,8 @@ async def test_event_stream_takes_the_cookie_for_one_workspace_only(cluster: Clu
         assert resp.status == 200
         assert resp.content_type == "text/event-stream"
         event = await first_event(resp)
-    assert "event: state_changed" in event and '"workspace":"ws"' in event
+    assert "event: state_changed" in event
+    assert '"workspace":"ws"' in event
     assert '"observed_status":"STANDBY"' in event
     for path, creds in (
         ("/w/-/events/bob/theirs", cookie("alice")),
