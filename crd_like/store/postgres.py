@@ -62,24 +62,29 @@ class PostgresStore(Store):
         database_url: str,
         *,
         watch_poll_interval: float = 1.0,
-        min_size: int = 2,
+        min_size: int = 8,
         max_size: int = 10,
         listen: bool = True,
         run_migrations: bool = True,
         watch_cache_size: int = 10_000,
     ) -> PostgresStore:
         """Connect, migrate and start the watch hub. ``listen=False`` disables NOTIFY
-        (watchers then rely on polling alone; used to prove polling suffices)."""
+        (watchers then rely on polling alone; used to prove polling suffices).
+
+        ``min_size`` connections are kept open (made in the background, so opening does
+        not wait for all of them): a pool that grows on demand makes a burst of writes
+        wait for connection set-ups one after another, hundreds of milliseconds on a
+        loaded machine (docs/adr/0007-api-write-path-performance.md)."""
         if run_migrations:
             await migrate(database_url)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             database_url,
-            min_size=min_size,
+            min_size=min(min_size, max_size),
             max_size=max_size,
             kwargs={"autocommit": True},
             open=False,
         )
-        await pool.open(wait=True)
+        await pool.open(wait=False)
         hub = watching.Hub(database_url, pool, watch_poll_interval, listen, watch_cache_size)
         try:
             await hub.start()
