@@ -52,6 +52,9 @@ def pct(values: list[float], p: float) -> float:
 
 
 def report(label: str, samples: list[float]) -> None:
+    if not samples:
+        print(f"{label:<44} n=0 (fewer objects than a page)")
+        return
     ms = [s * 1000 for s in samples]
     print(
         f"{label:<44} n={len(ms):<4} p50={pct(ms, 50):8.2f} ms  p99={pct(ms, 99):8.2f} ms"
