@@ -103,3 +103,27 @@ async def test_link_from_codehub_open_signs_in(browser_stack: Stack, browser: An
     assert again is not None
     assert again.status == 401, "the link works once"
     await context.close()
+
+
+async def test_archived_workspace_restores_then_opens(browser_stack: Stack, browser: Any) -> None:
+    """A page load of an ARCHIVED workspace restores it first; the page says so."""
+    stack = browser_stack
+    await stack.create("old", desired="RUNNING")
+    await stack.wait_display("old", "RUNNING")
+    await stack.set_desired("old", "PENDING")
+    await stack.wait_display("old", "ARCHIVED")
+    link = stack.cli("open", "old").stdout.strip()
+    context = await browser.new_context(ignore_https_errors=True)
+    page = await context.new_page()
+    await page.goto(link)
+    if (await page.title()).startswith("Waking up"):
+        phase = await page.text_content("#phase")
+        assert phase in ("Restoring from the archive", "Starting", "Ready, opening it"), phase
+        shot = artifact("loading-page-restoring.png")
+        await page.screenshot(path=str(shot))
+        print(f"loading page (archived) screenshot: {shot}")
+    await land(page, WORKSPACE_TITLE)
+    obj = await stack.get("old")
+    assert obj["metadata"]["annotations"]["codehub.io/desired-state-source"] == "wake"
+    assert status(obj)["observed_status"] == "RUNNING"
+    await context.close()
