@@ -142,3 +142,39 @@ async def test_reporting_shows_progress_during_the_call_and_clears_it_after(
             seen.append(await _until_written(client, "c", done * 1000))
     assert seen == [1000, 2000, 3000]
     assert await _progress(client, "c") is None
+
+
+async def test_progress_left_by_a_dead_coordinator_is_cleared_by_the_reconciler(
+    client: ApiClient,
+) -> None:
+    """A claim never copies an old progress; completing an operation removes one that a
+    coordinator killed mid-transfer left behind."""
+    from codehub.operator.reconciler import reconcile
+    from codehub.vocabulary.timestamps import format_rfc3339
+
+    clock = FakeClock()
+    ctx = _ctx(client, clock)
+    stale = progress_body(Operation.RESTORING, 5, 10, 1.0, "2026-01-01T00:00:00Z")
+    for name in ("claimed", "idle"):
+        await client.create(
+            NS,
+            {
+                "apiVersion": "codehub.io/v1alpha1",
+                "kind": "Workspace",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"desired_state": "STANDBY"},
+            },
+        )
+    claimed = await client.get(NS, "claimed")
+    await ctx.storage.provision(claimed["metadata"]["uid"])  # the operation's work is done
+    started = format_rfc3339(clock.now(), micro=True)
+    status = {"operation": "PROVISIONING", "op_id": "op-9", "op_started_at": started}
+    for name, value in (("claimed", {**status, "progress": stale}), ("idle", {"progress": stale})):
+        ops = [{"op": "add", "path": "/status", "value": value}]
+        await client.patch_json(NS, name, ops, status=True)
+    for name in ("claimed", "idle"):
+        outcome = await reconcile(ctx, await client.get(NS, name))
+        assert outcome.result == "done", outcome
+        after = (await client.get(NS, name))["status"]
+        assert after.get("observed_status") == "STANDBY"
+        assert after.get("progress") is None
