@@ -301,13 +301,15 @@ class S3Access:
 
 
 def _read_part(reader: Readable, size: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < size:
-        chunk = reader.read(size - len(buf))
+    chunks: list[bytes] = []
+    got = 0
+    while got < size:
+        chunk = reader.read(size - got)
         if not chunk:
             break
-        buf += chunk
-    return bytes(buf)
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one copy, not two
 
 
 def put_parallel(
