@@ -13,7 +13,9 @@ import pytest
 from conftest import artifact
 
 from codehub.crd_like.proxy.routing import Forward
-from codehub.crd_like.proxy.wake_pages import loading_page
+from codehub.crd_like.proxy.wake_pages import error_page, limited_page, loading_page
+from codehub.crd_like.server.admission import LimitExceeded
+from codehub.crd_like.store.interface import RunningRef
 
 pytestmark = [pytest.mark.e2e]
 
@@ -77,4 +79,41 @@ async def test_progress_phase_and_csp(browser: Any) -> None:
     await page.screenshot(path=str(shot))
     print(f"loading page (progress) screenshot: {shot}")
     assert violations == []
+    await context.close()
+
+
+def serving(answer: Any) -> Any:
+    async def serve(route: Any) -> None:
+        await route.fulfill(status=answer.status, headers=dict(answer.headers), body=answer.text)
+
+    return serve
+
+
+async def test_limit_and_error_pages_render_without_script(browser: Any) -> None:
+    """The 429 and ERROR pages are readable and run nothing (screenshots kept)."""
+    limit = LimitExceeded(
+        "per_user", 2, 2, [RunningRef("alice", "one"), RunningRef("alice", "two")]
+    )
+    broken = {
+        "metadata": {"namespace": "alice", "name": "w", "uid": "u"},
+        "spec": {"desired_state": "RUNNING"},
+        "status": {
+            "observed_status": "ERROR",
+            "error_info": {"reason": "ContainerGone", "message": "the container disappeared"},
+        },
+    }
+    context = await browser.new_context()
+    page = await context.new_page()
+    for name, answer in (
+        ("limit", limited_page(limit, "alice", "w")),
+        ("error", error_page(broken)),
+    ):
+        await page.route(f"{ORIGIN}/w/alice/w/", serving(answer))
+        await page.goto(f"{ORIGIN}/w/alice/w/")
+        assert await page.query_selector("script") is None
+        shot = artifact(f"{name}-page.png")
+        await page.screenshot(path=str(shot))
+        print(f"{name} page screenshot: {shot}")
+        await page.unroute(f"{ORIGIN}/w/alice/w/")
+    assert "codehub recover w -n alice" in (await page.text_content("body") or "")
     await context.close()
