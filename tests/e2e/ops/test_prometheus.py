@@ -4,8 +4,9 @@ shipped alert rules loaded), every target is up, the codehub metrics reflect a w
 lifecycle, and every query of the shipped Grafana dashboard is valid and has data.
 
 The lifecycle: ``life`` is created RUNNING, opened through the proxy with a bearer token,
-sent to STANDBY and then to its archive by the TTL Manager (TTLs of 3 s), started again
-(restore) and deleted; ``broken`` (an image that does not exist) records an error.
+sent to STANDBY and then to its archive by the TTL Manager (TTLs of 3 s), woken by a page
+load through the proxy (restore) and deleted; ``broken`` (an image that does not exist)
+records an error.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ COORDINATOR_ENV = {"TTL_MANAGER_INTERVAL": "1", "GC_INTERVAL": "2"}
 #: Metrics of components this tree does not run yet. A dashboard panel may lack data only
 #: if every metric it reads is unknown to Prometheus and listed here; the test prints it.
 NOT_RUNNING = {
-    "codehub_proxy_wakes_total": "the proxy's auto-wake is not built (crd_like/proxy/gate.py "
-    "answers a sleeping workspace with 503), so no wake is counted",
     "codehub_gc_": "the Archive GC is not among the coordinator's leader components "
     "(operator/components.py), so no pass runs",
 }
@@ -95,8 +94,13 @@ async def _workspace(stack: Stack, name: str, spec: dict[str, Any]) -> None:
 
 
 async def _open_through_proxy(stack: Stack, name: str) -> int:
+    """A browser's page load (HTML navigation) of the workspace: wakes it if asleep."""
     ctx = ssl.create_default_context(cafile=stack.server.ca_file)
-    headers = {"Authorization": f"Bearer {stack.server.tokens[USER]}"}
+    headers = {
+        "Authorization": f"Bearer {stack.server.tokens[USER]}",
+        "Accept": "text/html",
+        "Sec-Fetch-Mode": "navigate",
+    }
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"{stack.server.url}/w/{USER}/{name}/", headers=headers, ssl=ctx) as resp,
@@ -106,7 +110,8 @@ async def _open_through_proxy(stack: Stack, name: str) -> int:
 
 
 async def _lifecycle(stack: Stack) -> None:
-    """create -> RUNNING -> (TTL) STANDBY -> (TTL) PENDING+archive -> RUNNING -> delete."""
+    """create -> RUNNING -> (TTL) STANDBY -> (TTL) PENDING+archive -> (page load wakes
+    it) RUNNING -> delete."""
     await _workspace(stack, "broken", {"image_ref": MISSING_IMAGE})
     await _workspace(stack, "life", {"standby_ttl_seconds": 3, "archive_ttl_seconds": 3})
     await stack.wait_display("life", "RUNNING")
@@ -115,8 +120,9 @@ async def _lifecycle(stack: Stack) -> None:
     archived = await stack.wait_display("life", "ARCHIVED")
     assert status(archived)["archive_key"]
     async with stack.api() as api:
-        spec = {"desired_state": "RUNNING", "standby_ttl_seconds": 0, "archive_ttl_seconds": 0}
+        spec = {"standby_ttl_seconds": 0, "archive_ttl_seconds": 0}
         await api.patch_merge(USER, "life", {"spec": spec})
+    assert await _open_through_proxy(stack, "life") < 500  # the loading page: a wake
     await stack.wait_display("life", "RUNNING")
     await stack.wait_for("broken", lambda o: bool(status(o).get("error_info")), "an error recorded")
     async with stack.api() as api:
@@ -160,6 +166,9 @@ async def test_prometheus_scrapes_the_stack_and_every_panel_has_data(
     assert prometheus.query("codehub_api_watch_backlog_events")
     assert prometheus.query('codehub_ttl_actions_total{action="standby"}')
     assert prometheus.query("codehub_proxy_requests_total")
+    woken = prometheus.query('codehub_proxy_wakes_total{result="woken"}')
+    assert woken
+    assert float(woken[0]["value"][1]) >= 1
     assert prometheus.query("codehub_workspace_errors_total")
 
     _check_rules(prometheus)
