@@ -11,9 +11,14 @@ The idle period starts at the latest of:
 - a change of ``spec.desired_state`` by anyone but the TTL itself (the API server stamps
   ``codehub.io/desired-state-changed-at`` and ``codehub.io/desired-state-source`` on each
   change): a user's decision made after the idle period began resets it, so it wins;
-- for the standby step, the time the workspace became RUNNING (``status.observed_at``,
-  which changes with the observation; its creation if it has none); for the archive
-  step, the time it became STANDBY only if it was never accessed.
+- the time the workspace became settled at this level (for the archive step only if it
+  was never accessed). No field records that transition (``observed_at`` is refreshed
+  by every confirming observation), so the announcement stands for it: the first pass
+  that finds the step applying announces it from ``now``, and later passes never bring
+  an announced time forward (``idle_action_at - ttl`` is a lower bound of the start).
+  The step therefore acts at most one pass later than the exact transition would give,
+  never earlier, and a workspace whose start took longer than its TTL is not sent back
+  the moment it arrives.
 """
 
 from __future__ import annotations
@@ -50,12 +55,13 @@ class TtlView:
     deleting: bool
     open_connections: int
     last_access_at: datetime | None
-    observed_at: datetime | None
-    created_at: datetime | None
     desired_changed_at: datetime | None
     desired_source: str | None
     standby_ttl: int
     archive_ttl: int
+    #: The announcement stored by an earlier pass.
+    idle_action: str | None = None
+    idle_action_at: datetime | None = None
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> TtlView:
@@ -71,12 +77,12 @@ class TtlView:
             deleting=bool(meta.get("deletionTimestamp")),
             open_connections=_int(status.get("open_connections")),
             last_access_at=parse_rfc3339(status.get("last_access_at")),
-            observed_at=parse_rfc3339(status.get("observed_at")),
-            created_at=parse_rfc3339(meta.get("creationTimestamp")),
             desired_changed_at=parse_rfc3339(notes.get(CHANGED_AT_ANNOTATION)),
             desired_source=notes.get(SOURCE_ANNOTATION),
             standby_ttl=_int(spec.get("standby_ttl_seconds")),
             archive_ttl=_int(spec.get("archive_ttl_seconds")),
+            idle_action=status.get("idle_action"),
+            idle_action_at=parse_rfc3339(status.get("idle_action_at")),
         )
 
     @property
@@ -119,17 +125,24 @@ def step_of(view: TtlView) -> tuple[IdleAction, int] | None:
     return None
 
 
-def idle_start(view: TtlView, action: IdleAction, *, with_user: bool = True) -> datetime | None:
-    """When the idle period began (see the module docstring); None if nothing is known."""
-    if action is IdleAction.STANDBY:
-        marks = [view.last_access_at, view.observed_at or view.created_at]
-    else:
-        base = view.last_access_at
-        marks = [base if base is not None else (view.observed_at or view.created_at)]
+def settled_since(view: TtlView, action: IdleAction, ttl: int, now: datetime) -> datetime:
+    """A lower bound of the time the step began to apply: the start behind the stored
+    announcement of this step, else ``now`` (first seen settled)."""
+    if view.idle_action == action.value and view.idle_action_at is not None:
+        return view.idle_action_at - timedelta(seconds=ttl)
+    return now
+
+
+def idle_start(
+    view: TtlView, action: IdleAction, ttl: int, now: datetime, *, with_user: bool = True
+) -> datetime:
+    """When the idle period began (see the module docstring)."""
+    marks = [view.last_access_at]
+    if action is IdleAction.STANDBY or view.last_access_at is None:
+        marks.append(settled_since(view, action, ttl, now))
     if with_user:
         marks.append(view.user_changed_at)
-    known = [m for m in marks if m is not None]
-    return max(known) if known else None
+    return max(m for m in marks if m is not None)
 
 
 def decide(view: TtlView, now: datetime) -> Decision:
@@ -142,13 +155,10 @@ def decide(view: TtlView, now: datetime) -> Decision:
         return NOTHING  # 0 disables the step
     if action is IdleAction.STANDBY and view.open_connections > 0:
         return NOTHING  # kept alive by an open connection
-    start = idle_start(view, action)
-    if start is None:
-        return NOTHING
-    at = start + timedelta(seconds=ttl)
+    at = idle_start(view, action, ttl, now) + timedelta(seconds=ttl)
     if now < at:
-        earlier = idle_start(view, action, with_user=False)
-        if earlier is not None and now >= earlier + timedelta(seconds=ttl):
+        earlier = idle_start(view, action, ttl, now, with_user=False)
+        if now >= earlier + timedelta(seconds=ttl):
             return Decision(skipped=SkipReason.USER_CHANGED, next_action=action, next_at=at)
         return Decision(next_action=action, next_at=at)
     if view.busy:

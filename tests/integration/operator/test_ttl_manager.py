@@ -130,6 +130,7 @@ async def test_an_open_connection_keeps_it_running(stack: Stack) -> None:
 
 async def test_a_user_start_after_the_ttl_standby_is_not_overridden(stack: Stack) -> None:
     await stack.create("mine", standby_ttl_seconds=300)
+    await stack.ttl.pass_once()  # first seen RUNNING: idle from now
     stack.clock.advance(301)
     assert (await stack.ttl.pass_once()).acted == 1
     await stack.converge("mine")
@@ -137,11 +138,10 @@ async def test_a_user_start_after_the_ttl_standby_is_not_overridden(stack: Stack
     await stack.user.patch_merge(NS, "mine", {"spec": {"desired_state": "RUNNING"}})
     started = await stack.converge("mine")
     assert started["metadata"]["annotations"][SOURCE_ANNOTATION] == "api"
-    stack.clock.advance(60)
     report = await stack.ttl.pass_once()
     assert report.acted == 0
     assert (await stack.client.get(NS, "mine"))["spec"]["desired_state"] == "RUNNING"
-    stack.clock.advance(300)
+    stack.clock.advance(301)
     assert (await stack.ttl.pass_once()).acted == 1  # idle again, the TTL may act
 
 

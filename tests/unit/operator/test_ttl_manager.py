@@ -47,9 +47,16 @@ class Env:
         return self.ctx.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
     async def workspace(
-        self, name: str, state: str, idle_for: float, standby_ttl: int = 300, **status: Any
+        self,
+        name: str,
+        state: str,
+        idle_for: float,
+        standby_ttl: int = 300,
+        announced: bool = True,
+        **status: Any,
     ) -> dict[str, Any]:
-        """A settled workspace (observed == desired) last used ``idle_for`` seconds ago."""
+        """A settled workspace (observed == desired) last used ``idle_for`` seconds ago;
+        ``announced``: a pass saw it settled then and stored its announcement."""
         await self.client.create(
             NS,
             {
@@ -59,9 +66,13 @@ class Env:
                 "spec": {"desired_state": state, "standby_ttl_seconds": standby_ttl},
             },
         )
-        since = format_rfc3339(self.clock.now() - timedelta(seconds=idle_for))
-        body = {"observed_status": state, "operation": "NONE", "observed_at": since}
-        body["last_access_at"] = since
+        since = self.clock.now() - timedelta(seconds=idle_for)
+        body: dict[str, Any] = {"observed_status": state, "operation": "NONE"}
+        body["last_access_at"] = format_rfc3339(since)
+        if announced:
+            action, ttl = ("standby", standby_ttl) if state == "RUNNING" else ("archive", 86400)
+            body["idle_action"] = action
+            body["idle_action_at"] = format_rfc3339(since + timedelta(seconds=ttl))
         body.update(status)
         return await self.client.patch_merge(NS, name, {"status": body}, status=True)
 
@@ -108,16 +119,18 @@ async def test_an_idle_running_workspace_goes_to_standby_recorded_three_ways(env
 
 
 async def test_not_yet_due_announces_the_next_action_once(env: Env) -> None:
-    await env.workspace("soon", "RUNNING", idle_for=100)
+    # First seen settled now (the last access is older): idle from now, not from then.
+    await env.workspace("soon", "RUNNING", idle_for=100, announced=False)
     first = await env.ttl.pass_once()
     assert (first.acted, first.writes) == (0, 1)
     status = (await env.get("soon"))["status"]
     assert status["idle_action"] == "standby"
-    expected = env.clock.now() + timedelta(seconds=200)
+    expected = env.clock.now() + timedelta(seconds=300)
     assert parse_rfc3339(status["idle_action_at"]) == expected.replace(microsecond=0)
-    again = await env.ttl.pass_once()
-    assert again.writes == 0  # nothing changed, nothing written
     env.clock.advance(200)
+    again = await env.ttl.pass_once()
+    assert again.writes == 0  # nothing changed, nothing written; never brought forward
+    env.clock.advance(100)
     assert (await env.ttl.pass_once()).acted == 1
     assert (await env.get("soon"))["spec"]["desired_state"] == "STANDBY"
 

@@ -37,8 +37,6 @@ def view(**kw: object) -> TtlView:
         deleting=False,
         open_connections=0,
         last_access_at=None,
-        observed_at=at(-1000),
-        created_at=at(-2000),
         desired_changed_at=None,
         desired_source=None,
         standby_ttl=300,
@@ -46,6 +44,13 @@ def view(**kw: object) -> TtlView:
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
+
+def since(action: str, start: float, ttl: int) -> dict[str, object]:
+    """An announcement stored by an earlier pass: the step applies since ``start``."""
+    return {"idle_action": action, "idle_action_at": at(start + ttl)}
+
+
+RUNNING_SINCE = since("standby", -1000, 300)  # RUNNING, announced, since at(-1000)
 
 STATES = ("PENDING", "STANDBY", "RUNNING")
 OBSERVED = (*STATES, "ERROR", "DELETED", None)
@@ -55,7 +60,7 @@ OBSERVED = (*STATES, "ERROR", "DELETED", None)
 def test_only_a_settled_running_or_standby_workspace_has_a_step(
     desired: str, observed: str | None
 ) -> None:
-    v = view(desired=desired, observed=observed)
+    v = view(desired=desired, observed=observed, **RUNNING_SINCE)
     settled: dict[tuple[str, str | None], tuple[IdleAction, int]] = {
         ("RUNNING", "RUNNING"): (IdleAction.STANDBY, 300),
         ("STANDBY", "STANDBY"): (IdleAction.ARCHIVE, 86400),
@@ -71,80 +76,107 @@ def test_a_workspace_being_deleted_has_no_step() -> None:
     assert decide(view(deleting=True), at(10**7)) == NOTHING
 
 
+def standby(at_: float) -> Decision:
+    return Decision(next_action=IdleAction.STANDBY, next_at=at(at_))
+
+
+def act_standby(at_: float) -> Decision:
+    return Decision(act=IdleAction.STANDBY, next_action=IdleAction.STANDBY, next_at=at(at_))
+
+
 # (name, view changes, now, expected decision)
 STANDBY_TABLE: list[tuple[str, dict[str, object], float, Decision]] = [
+    ("first seen settled: announced from now", {}, 0, standby(300)),
     (
-        "idle since it became RUNNING, not yet due",
-        {},
-        -701,
-        Decision(next_action=IdleAction.STANDBY, next_at=at(-700)),
+        "first seen settled long after the last access (a slow start): from now",
+        {"last_access_at": at(-5000), "desired_changed_at": at(-4000)},
+        0,
+        standby(300),
     ),
+    ("announced earlier, not yet due", RUNNING_SINCE, -701, standby(-700)),
+    ("announced earlier, due exactly at the TTL", RUNNING_SINCE, -700, act_standby(-700)),
     (
-        "idle since it became RUNNING, due exactly at the TTL",
-        {},
-        -700,
-        Decision(act=IdleAction.STANDBY, next_action=IdleAction.STANDBY, next_at=at(-700)),
-    ),
-    (
-        "last access later than RUNNING counts",
-        {"last_access_at": at(0)},
+        "an announced time is never brought forward",
+        {**since("standby", 0, 300), "last_access_at": at(-100)},
         299,
-        Decision(next_action=IdleAction.STANDBY, next_at=at(300)),
+        standby(300),
     ),
     (
-        "last access, due",
-        {"last_access_at": at(0)},
-        300,
-        Decision(act=IdleAction.STANDBY, next_action=IdleAction.STANDBY, next_at=at(300)),
+        "a later access moves it later",
+        {**RUNNING_SINCE, "last_access_at": at(0)},
+        299,
+        standby(300),
     ),
+    ("last access, due", {**RUNNING_SINCE, "last_access_at": at(0)}, 300, act_standby(300)),
     (
         "an open connection keeps it up",
-        {"open_connections": 1, "last_access_at": at(0)},
+        {**RUNNING_SINCE, "open_connections": 1, "last_access_at": at(0)},
         10**6,
         NOTHING,
     ),
-    ("a standby TTL of 0 disables the step", {"standby_ttl": 0}, 10**6, NOTHING),
+    ("a standby TTL of 0 disables the step", {**RUNNING_SINCE, "standby_ttl": 0}, 10**6, NOTHING),
     (
         "due but an operation is in progress",
-        {"operation": "STOPPING"},
+        {**RUNNING_SINCE, "operation": "STOPPING"},
         0,
         Decision(skipped=SkipReason.BUSY, next_action=IdleAction.STANDBY, next_at=at(-700)),
     ),
     (
         "due but an error is recorded",
-        {"has_error": True},
+        {**RUNNING_SINCE, "has_error": True},
         0,
         Decision(skipped=SkipReason.BUSY, next_action=IdleAction.STANDBY, next_at=at(-700)),
     ),
     (
         "a user's change after the idle period began wins",
-        {"last_access_at": at(0), "desired_changed_at": at(100), "desired_source": "api"},
+        {
+            **RUNNING_SINCE,
+            "last_access_at": at(0),
+            "desired_changed_at": at(100),
+            "desired_source": "api",
+        },
         350,
         Decision(skipped=SkipReason.USER_CHANGED, next_action=IdleAction.STANDBY, next_at=at(400)),
     ),
     (
         "an unlabelled change (absent source counts as api) moves the deadline too",
-        {"last_access_at": at(0), "desired_changed_at": at(100)},
+        {**RUNNING_SINCE, "last_access_at": at(0), "desired_changed_at": at(100)},
         400,
-        Decision(act=IdleAction.STANDBY, next_action=IdleAction.STANDBY, next_at=at(400)),
+        act_standby(400),
     ),
     (
         "a user's change before the last access changes nothing",
-        {"last_access_at": at(0), "desired_changed_at": at(-50), "desired_source": "user"},
+        {
+            **RUNNING_SINCE,
+            "last_access_at": at(0),
+            "desired_changed_at": at(-50),
+            "desired_source": "user",
+        },
         300,
-        Decision(act=IdleAction.STANDBY, next_action=IdleAction.STANDBY, next_at=at(300)),
+        act_standby(300),
     ),
     (
         "the TTL's own change does not reset the idle period",
-        {"last_access_at": at(0), "desired_changed_at": at(100), "desired_source": "ttl"},
+        {
+            **RUNNING_SINCE,
+            "last_access_at": at(0),
+            "desired_changed_at": at(100),
+            "desired_source": "ttl",
+        },
         300,
-        Decision(act=IdleAction.STANDBY, next_action=IdleAction.STANDBY, next_at=at(300)),
+        act_standby(300),
     ),
     (
         "a user's change and busy: the user wins first",
-        {"desired_changed_at": at(0), "operation": "STARTING"},
+        {**RUNNING_SINCE, "desired_changed_at": at(0), "operation": "STARTING"},
         100,
         Decision(skipped=SkipReason.USER_CHANGED, next_action=IdleAction.STANDBY, next_at=at(300)),
+    ),
+    (
+        "another step's announcement is no floor",
+        {**since("archive", -1000, 300), "last_access_at": at(-5000)},
+        0,
+        standby(300),
     ),
 ]
 
@@ -159,36 +191,32 @@ def test_standby_step(changes: dict[str, object], now: float, expected: Decision
 
 
 DAY = 86400
+STANDBY_SINCE = since("archive", 0, DAY)
+
+
+def archive(at_: float) -> Decision:
+    return Decision(next_action=IdleAction.ARCHIVE, next_at=at(at_))
+
+
+def act_archive(at_: float) -> Decision:
+    return Decision(act=IdleAction.ARCHIVE, next_action=IdleAction.ARCHIVE, next_at=at(at_))
+
+
 ARCHIVE_TABLE: list[tuple[str, dict[str, object], float, Decision]] = [
     (
-        "since last access (not since it became STANDBY)",
-        {"last_access_at": at(0), "observed_at": at(300)},
+        "since last access, not since it became STANDBY (first seen later)",
+        {"last_access_at": at(0)},
         DAY,
-        Decision(act=IdleAction.ARCHIVE, next_action=IdleAction.ARCHIVE, next_at=at(DAY)),
+        act_archive(DAY),
     ),
-    (
-        "since last access, not yet",
-        {"last_access_at": at(0), "observed_at": at(300)},
-        DAY - 1,
-        Decision(next_action=IdleAction.ARCHIVE, next_at=at(DAY)),
-    ),
-    (
-        "never accessed: since it became STANDBY",
-        {"observed_at": at(0)},
-        DAY,
-        Decision(act=IdleAction.ARCHIVE, next_action=IdleAction.ARCHIVE, next_at=at(DAY)),
-    ),
-    (
-        "never accessed, never observed: since creation",
-        {"observed_at": None, "created_at": at(0)},
-        DAY,
-        Decision(act=IdleAction.ARCHIVE, next_action=IdleAction.ARCHIVE, next_at=at(DAY)),
-    ),
+    ("since last access, not yet", {"last_access_at": at(0)}, DAY - 1, archive(DAY)),
+    ("never accessed: since it became STANDBY", STANDBY_SINCE, DAY, act_archive(DAY)),
+    ("never accessed, first seen STANDBY now", {}, 0, archive(DAY)),
     (
         "the TTL's own standby does not restart the archive clock",
         {"last_access_at": at(0), "desired_changed_at": at(300), "desired_source": "ttl"},
         DAY,
-        Decision(act=IdleAction.ARCHIVE, next_action=IdleAction.ARCHIVE, next_at=at(DAY)),
+        act_archive(DAY),
     ),
     (
         "a user's stop restarts it",
@@ -202,17 +230,17 @@ ARCHIVE_TABLE: list[tuple[str, dict[str, object], float, Decision]] = [
         "open connections do not matter to the archive step",
         {"last_access_at": at(0), "open_connections": 2},
         DAY,
-        Decision(act=IdleAction.ARCHIVE, next_action=IdleAction.ARCHIVE, next_at=at(DAY)),
+        act_archive(DAY),
     ),
     (
         "an archive TTL of 0 disables the step",
-        {"archive_ttl": 0, "observed_at": at(0)},
+        {**STANDBY_SINCE, "archive_ttl": 0},
         10**8,
         NOTHING,
     ),
     (
         "due but busy",
-        {"observed_at": at(0), "operation": "ARCHIVING"},
+        {**STANDBY_SINCE, "operation": "ARCHIVING"},
         DAY,
         Decision(skipped=SkipReason.BUSY, next_action=IdleAction.ARCHIVE, next_at=at(DAY)),
     ),
@@ -229,10 +257,11 @@ def test_archive_step(changes: dict[str, object], now: float, expected: Decision
     assert decide(v, at(now)) == expected
 
 
-def test_nothing_known_about_time_means_no_action() -> None:
-    v = view(observed_at=None, created_at=None)
-    assert idle_start(v, IdleAction.STANDBY) is None
-    assert decide(v, at(10**8)) == NOTHING
+def test_the_start_is_the_latest_mark() -> None:
+    v = view(**since("standby", -5000, 300), last_access_at=at(-10), desired_changed_at=at(-20))
+    assert idle_start(v, IdleAction.STANDBY, 300, at(0)) == at(-10)
+    assert idle_start(v, IdleAction.STANDBY, 300, at(0), with_user=False) == at(-10)
+    assert idle_start(view(), IdleAction.STANDBY, 300, at(0)) == at(0)  # first seen
 
 
 def test_view_of_reads_the_resource() -> None:
@@ -253,6 +282,8 @@ def test_view_of_reads_the_resource() -> None:
             "last_access_at": "2026-03-01T09:00:00Z",
             "observed_at": "2026-03-01T09:02:00Z",
             "error_info": None,
+            "idle_action": "archive",
+            "idle_action_at": "2026-03-02T09:00:00Z",
         },
     }
     v = TtlView.of(obj)
@@ -264,12 +295,12 @@ def test_view_of_reads_the_resource() -> None:
         deleting=False,
         open_connections=3,
         last_access_at=T0,
-        observed_at=at(120),
-        created_at=at(-3600),
         desired_changed_at=at(60),
         desired_source="ttl",
         standby_ttl=5,
         archive_ttl=7,
+        idle_action="archive",
+        idle_action_at=at(86400),
     )
     assert not v.busy
     assert v.user_changed_at is None
