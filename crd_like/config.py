@@ -40,6 +40,11 @@ class ApiConfig:
     idle_warning_seconds: float = 60.0
     #: Server-side limit of a watch without ``timeoutSeconds`` (clients re-watch).
     default_watch_timeout: float = 1800.0
+    #: Slow and idle clients (docs/security.md): a connection must complete its request
+    #: headers within this many seconds, and an idle keep-alive connection is closed after
+    #: it; a request body must arrive within ``body_timeout`` (408 otherwise).
+    header_timeout: float = 30.0
+    body_timeout: float = 60.0
     #: Upper bound for a ``limit`` on list requests.
     max_list_limit: int = 10_000
     #: core/v1 events older than this are deleted (a real cluster keeps them an hour).

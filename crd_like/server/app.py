@@ -233,6 +233,10 @@ async def open_store(config: ApiConfig) -> Store:
     )
 
 
+#: Listen backlog of the API server (docs/security.md).
+BACKLOG = 2048
+
+
 async def serve(
     config: ApiConfig,
     host: str,
@@ -255,10 +259,21 @@ async def serve(
         ssl_context = server_ssl_context(cert, key)
     store = await open_store(config)
     app = create_app(config, store, compaction=True, close_store=True)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=1.0,
+        # aiohttp closes a connection still waiting for (the rest of) its request headers
+        # when this runs out, from the moment it connects: slowloris and idle sockets are
+        # bounded by it (docs/security.md). Its default is an hour.
+        keepalive_timeout=config.header_timeout,
+    )
     await runner.setup()
     use_status_errors(runner)
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    # A burst of connections (a thousand idle sockets, say) must not overflow the accept
+    # queue and refuse everyone else; aiohttp's default backlog is 128.
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=BACKLOG)
     try:
         await site.start()
     except BaseException:

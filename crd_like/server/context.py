@@ -228,11 +228,16 @@ async def read_body(request: web.Request) -> bytes:
         raise too_large(request.content_length, limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise too_large(size, limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(ctx_of(request).config.body_timeout):
+            async for chunk in request.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(size, limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        # A client trickling its body would hold a handler for ever (docs/security.md).
+        raise ApiError(408, "the request body did not arrive in time", reason="Timeout") from None
     return b"".join(chunks)
 
 
