@@ -12,6 +12,8 @@ the same run measures:
 - provider archive: ``VolumeS3StorageProvider.archive`` (``tar c | gzip`` in the job
   container; the member check on an inflated copy, sha256 and a bounded parallel
   multipart upload in this process);
+- with ``--filter-path``, the filtering fallback (plain tar from the job; member filter,
+  zlib, sha256 and upload in this process: the data path before ADR 0008);
 - raw restore: ``get_object`` piped into ``tar xz`` in a container on a fresh volume;
 - provider restore: ``VolumeS3StorageProvider.restore`` (download to a temp file with
   sha256, member validation, re-emitted tar into the job, staging + swap).
@@ -102,6 +104,11 @@ async def main() -> int:
     parser.add_argument("--compress-level", type=int, default=6)
     parser.add_argument("--reps", type=int, default=2, help="alternating runs of each")
     parser.add_argument("--keep", action="store_true", help="keep volumes and bucket")
+    parser.add_argument(
+        "--filter-path",
+        action="store_true",
+        help="also time the filtering fallback (the data path before ADR 0008)",
+    )
     args = parser.parse_args()
 
     services_env()
@@ -109,6 +116,7 @@ async def main() -> int:
 
     from codehub.adapters.config import DockerConfig, S3Config
     from codehub.adapters.s3_object_store import PART_SIZE, S3Access, make_minio
+    from codehub.adapters.storage_streams import Progress
     from codehub.adapters.volume_s3_storage import VolumeS3StorageProvider
 
     run = uuid.uuid4().hex[:8]
@@ -137,7 +145,8 @@ async def main() -> int:
         data_mb = int(out.strip().splitlines()[-1]) / 1024
 
         level = args.compress_level
-        results: dict[str, list[float]] = {k: [] for k in ("raw_a", "prov_a", "raw_r", "prov_r")}
+        keys = ("raw_a", "prov_a", "filt_a", "raw_r", "prov_r")
+        results: dict[str, list[float]] = {k: [] for k in keys}
         # CPU seconds of this process (all threads): what the operator would spend.
         cpu: dict[str, list[float]] = {k: [] for k in results}
         raw_size = arch_size = 0
@@ -176,6 +185,17 @@ async def main() -> int:
             key = await provider.archive(src, f"bench-{rep}")
             results["prov_a"].append(time.monotonic() - t0)
             cpu["prov_a"].append(time.process_time() - c0)
+            if args.filter_path:
+                t0, c0 = time.monotonic(), time.process_time()
+                await asyncio.to_thread(
+                    provider._archive_filtered,  # the pre-ADR-0008 path, kept as fallback
+                    src,
+                    f"filter-{rep}",
+                    f"filter/{src}/{rep}/home.tar.gz",
+                    Progress(None),
+                )
+                results["filt_a"].append(time.monotonic() - t0)
+                cpu["filt_a"].append(time.process_time() - c0)
         raw_size = client.stat_object(s3.bucket, raw_key).size or 0
         arch_size = client.stat_object(s3.bucket, key).size or 0
         for rep in range(args.reps):
@@ -193,16 +213,19 @@ async def main() -> int:
         def mbps(seconds: float) -> float:
             return data_mb / seconds if seconds else float("inf")
 
-        best = {k: min(v) for k, v in results.items()}
+        best = {k: min(v) for k, v in results.items() if v}
         print(f"\ndata: {data_mb:.0f} MB in the volume; gzip level {level}; reps {args.reps}")
         print(f"archive size: provider {arch_size / 2**20:.0f} MB, raw {raw_size / 2**20:.0f} MB")
         print(f"{'(best of reps)':22}{'seconds':>9}{'MB/s':>9}{'cpu s':>8}   all runs (s)")
         for label, k in (
             ("raw archive", "raw_a"),
             ("provider archive", "prov_a"),
+            ("filter path archive", "filt_a"),
             ("raw restore", "raw_r"),
             ("provider restore", "prov_r"),
         ):
+            if k not in best:
+                continue
             runs = " ".join(f"{x:.1f}" for x in results[k])
             print(f"{label:22}{best[k]:9.1f}{mbps(best[k]):9.1f}{min(cpu[k]):8.1f}   {runs}")
         for what, raw, prov, goal in (
