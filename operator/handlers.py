@@ -39,7 +39,7 @@ FINALIZER = "codehub.io/finalizer"
 ANNOTATION_PREFIX = "kopf.codehub.io"
 #: Annotation a writer of spec.desired_state may set to say who it is (metric label).
 DESIRED_SOURCE_ANNOTATION = "codehub.io/desired-state-source"
-DESIRED_SOURCES = frozenset({"user", "ttl", "autowake", "api", "recovery"})
+DESIRED_SOURCES = frozenset({"user", "ttl", "wake", "api", "recovery"})
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, gate: ReconcileGate) -> None:
