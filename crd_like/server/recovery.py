@@ -9,7 +9,7 @@ with ``codehub recover``. The server then, within the one request:
    ``error_count`` 0, ``operation`` NONE, ``op_id`` kept (an archive the failed operation
    already uploaded is reused), and an ``observed_status`` of ERROR replaced by the
    ``previous_status`` recorded with the error (or removed when there is none), with the
-   matching ``display``;
+   matching ``display`` and without ``observed_at`` (not confirmed by an observation yet);
 3. writes the metadata change without ``codehub.io/recover`` but with
    ``codehub.io/recovered-at`` (the time). That annotation change is what the operator's
    watch reacts to (a status-only change starts no reconcile), and the reconcile it
@@ -25,9 +25,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from codehub.crd_like.models import derive_display
-from codehub.crd_like.store.interface import Store
+from codehub.crd_like.store.interface import Store, StoreError
 
 from .auth import Identity
+from .context import ResourceKind, store_error
 from .status import ApiError
 
 RECOVER_ANNOTATION = "codehub.io/recover"
@@ -79,6 +80,9 @@ def recovered_status(status: Mapping[str, Any] | None) -> Obj:
     out["error_count"] = 0
     out["operation"] = "NONE"
     if out.get("observed_status") == "ERROR":
+        # What comes back is what was seen before the error, not a fresh observation:
+        # without observed_at it reads as unconfirmed until the operator observes it.
+        out.pop("observed_at", None)
         previous = out.get("previous_status")
         if previous and previous != "ERROR":
             out["observed_status"] = previous
@@ -100,6 +104,34 @@ def with_recovered_status(obj: Obj) -> Obj:
 async def write_recovered_status(store: Store, plural: str, namespace: str, name: str) -> Obj:
     """Step 2, on the status subresource: its own revision, before the metadata write."""
     return await store.update(plural, namespace, name, with_recovered_status, subresource="status")
+
+
+async def begin(
+    store: Store,
+    identity: Identity | None,
+    rk: ResourceKind,
+    namespace: str,
+    name: str,
+    *,
+    dry_run: bool,
+) -> None:
+    """Steps 1 and 2, before the request's own write (which then calls ``finish``)."""
+    refuse_unless_admin(identity, rk.plural, rk.group, name)
+    if dry_run:
+        return
+    try:
+        await write_recovered_status(store, rk.plural, namespace, name)
+    except StoreError as exc:
+        raise store_error(exc, rk, name) from None
+
+
+def finish(result: Obj, recovering: bool, now: str) -> Obj:
+    """Step 3 on the metadata write's result; on any other write, drop a request
+    annotation that got in some other way (a JSON Patch ``copy``), never storing it."""
+    if recovering:
+        return consume(result, now)
+    strip(result)
+    return result
 
 
 def consume(obj: Obj, now: str) -> Obj:

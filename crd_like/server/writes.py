@@ -18,7 +18,7 @@ from codehub.crd_like.models import SpecDefaults, apply_spec_defaults
 from codehub.crd_like.store.interface import Obj, StoreError
 from codehub.vocabulary.timestamps import now_rfc3339
 
-from . import desired_source
+from . import desired_source, recovery
 from .bodies import media_type, parse_document, require_body_type
 from .context import (
     WORKSPACES,
@@ -144,6 +144,7 @@ def create_handler(rk: ResourceKind) -> Handler:
         body["apiVersion"], body["kind"] = rk.api_version, rk.kind
         if rk is WORKSPACES:
             body.pop("status", None)
+            recovery.strip(body)
             body["spec"] = apply_spec_defaults(body.get("spec"), spec_defaults(request))
         validate(rk, body, check_status=False)
         name = meta["name"]
@@ -217,6 +218,9 @@ def _write_handler(rk: ResourceKind, subresource: str, method: str) -> Handler:
         dry_run = dry_run_of(request)
         defaults = spec_defaults(request) if rk is WORKSPACES else None
         manager = field_manager(request)
+        recovering = rk is WORKSPACES and subresource == "" and recovery.requested(doc)
+        if recovering:  # docs/errors.md#recovery
+            await recovery.begin(ctx.store, identity, rk, namespace, name, dry_run=dry_run)
 
         def mutate(current: Obj) -> Obj:
             changed = _apply(rk, name, method, media, current, doc)
@@ -232,12 +236,14 @@ def _write_handler(rk: ResourceKind, subresource: str, method: str) -> Handler:
                 identity=identity,
                 replacing=method == "PUT",
             )
+            if rk is WORKSPACES and subresource == "":
+                recovery.finish(result, recovering, now_rfc3339())
             if subresource == "":
                 if rk is WORKSPACES:
                     desired_source.stamp(current, result, doc if method == "PATCH" else None)
                 stamp_managed_fields(rk, manager, current, result, sent)
             if dry_run:
-                raise DryRun(result)
+                raise DryRun(recovery.with_recovered_status(result) if recovering else result)
             return result
 
         try:

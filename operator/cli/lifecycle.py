@@ -6,19 +6,17 @@ from __future__ import annotations
 import argparse
 import os
 
-from codehub.crd_like.client.api import ApiClient, ApiError
 from codehub.operator.cli.arguments import resource_and_names
-from codehub.operator.cli.connection import fatal, resolve_connection, resolve_namespace, run
+from codehub.operator.cli.connection import resolve_connection, resolve_namespace, run
 from codehub.operator.cli.console import CliError, out
 from codehub.operator.cli.output import Obj, resource_name
 from codehub.operator.cli.waiting import display_is, parse_condition, wait_for
 from codehub.vocabulary.timestamps import now_rfc3339
 
 DESIRED_FOR = {"start": "RUNNING", "stop": "STANDBY", "archive": "PENDING"}
-#: A metadata change so kopf runs the update handler at once (status-only changes do not);
-#: outside the ``codehub.io/`` prefix, whose annotations kopf treats as its own bookkeeping.
-RECOVER_ANNOTATION = "recovery.codehub.io/requested-at"
-RECOVER_ATTEMPTS = 5
+#: Setting it asks the API server to recover the workspace (docs/errors.md#recovery);
+#: the server does it in the same request and never stores the annotation.
+RECOVER_ANNOTATION = "codehub.io/recover"
 
 
 def cmd_set_desired(args: argparse.Namespace) -> int:
@@ -71,19 +69,13 @@ def cmd_recover(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with conn.client() as api:
             ns = await resolve_namespace(api, args, conn)
-            before = await _clear_error(api, ns, args.name)
-            if before is None:
+            before = (await api.get(ns, args.name)).get("status") or {}
+            if not _needs_recovery(before):
                 out(f"{resource_name(args.name)} has no error to recover from\n")
                 return 0
-            try:
-                await api.patch_merge(
-                    ns,
-                    args.name,
-                    {"metadata": {"annotations": {RECOVER_ANNOTATION: now_rfc3339()}}},
-                )
-            except ApiError as exc:
-                if fatal(exc):
-                    raise
+            await api.patch_merge(
+                ns, args.name, {"metadata": {"annotations": {RECOVER_ANNOTATION: now_rfc3339()}}}
+            )
             out(f"{resource_name(args.name)} recovered: {', '.join(_changes(before))}\n")
         return 0
 
@@ -97,32 +89,6 @@ def _needs_recovery(status: Obj) -> bool:
         or (status.get("operation") or "NONE") != "NONE"
         or status.get("observed_status") == "ERROR"
     )
-
-
-async def _clear_error(api: ApiClient, ns: str, name: str) -> Obj | None:
-    """Clear error_info, error_count and operation with a JSON Patch guarded by the
-    resourceVersion, retried while the workspace changes; the status it replaced, or None
-    when there was nothing to recover. op_id stays, so an uploaded archive is reused."""
-    for _attempt in range(RECOVER_ATTEMPTS):
-        obj = await api.get(ns, name)
-        status = obj.get("status") or {}
-        if not _needs_recovery(status):
-            return None
-        rv = obj["metadata"]["resourceVersion"]
-        ops = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-            {"op": "add", "path": "/status/error_info", "value": None},
-            {"op": "add", "path": "/status/error_count", "value": 0},
-            {"op": "add", "path": "/status/operation", "value": "NONE"},
-        ]
-        try:
-            await api.patch_json(ns, name, ops, status=True)
-        except ApiError as exc:
-            if _is_stale(exc):
-                continue
-            raise
-        return status
-    raise CliError(f"{name} kept changing; recover not applied, try again")
 
 
 def _changes(status: Obj) -> list[str]:
@@ -141,13 +107,3 @@ def _changes(status: Obj) -> list[str]:
         changes.append(f"operation {operation} -> NONE")
     changes.append(f"op_id kept ({status.get('op_id') or '<none>'})")
     return changes
-
-
-def _is_stale(exc: ApiError) -> bool:
-    """The guard failed: a 409, or a 422 whose ``test`` of the resourceVersion did not hold."""
-    if exc.conflict:
-        return True
-    if not exc.invalid:
-        return False
-    text = (exc.message + " " + str(exc.causes)).lower()
-    return "resourceversion" in text or "test" in text
