@@ -42,6 +42,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_write_throughput import cpu_seconds
 from watch_latency import Server, free_port
 
 IMAGE = "codehub/workspace-test:local"
@@ -132,6 +133,7 @@ async def ws_round_trip(session: aiohttp.ClientSession, url: str, n: int, **kw: 
 class Api:
     def __init__(self, session: aiohttp.ClientSession, server: Server, ctx: ssl.SSLContext):
         self.session, self.base, self.ctx = session, server.url, ctx
+        self.pid = server.proc.pid if server.proc is not None else None
 
     async def call(self, method: str, path: str, body: Any = None, merge: bool = False) -> Any:
         headers = {"Content-Type": "application/merge-patch+json"} if merge else {}
@@ -178,12 +180,13 @@ async def bench_http(
     async with aiohttp.ClientSession(connector=connector) as plain:
         await latency(plain, direct + "/healthz", 50)
         await latency(api.session, proxied + "/healthz", 50, **kw)
-        rps = {
-            "direct": await throughput(plain, direct + "/healthz", args.clients, args.seconds),
-            "proxy": await throughput(
-                api.session, proxied + "/healthz", args.clients, args.seconds, **kw
-            ),
-        }
+        rps = {"direct": await throughput(plain, direct + "/healthz", args.clients, args.seconds)}
+        assert api.pid is not None
+        cpu0 = cpu_seconds(api.pid)
+        rps["proxy"] = await throughput(
+            api.session, proxied + "/healthz", args.clients, args.seconds, **kw
+        )
+        rps["cpu_ms"] = (cpu_seconds(api.pid) - cpu0) * 1000 / (rps["proxy"] * args.seconds)
         p50 = {
             "direct": await latency(plain, direct + "/healthz", args.requests),
             "proxy": await latency(api.session, proxied + "/healthz", args.requests, **kw),
@@ -257,6 +260,7 @@ def report(
     print(f"HTTP GET /healthz   direct {rps['direct']:8.0f} req/s   p50 {p50['direct']:6.2f} ms")
     print(f"                    proxy  {rps['proxy']:8.0f} req/s   p50 {p50['proxy']:6.2f} ms")
     print(f"  throughput ratio {ratio:.2f}x (goal >= 0.70)   p50 {extra:+.2f} ms (goal <= +2 ms)")
+    print(f"  server CPU per proxied request {rps['cpu_ms']:.2f} ms (TLS, auth, forward)")
     ws_extra = p50["ws_proxy"] - p50["ws_direct"]
     print(
         f"WebSocket echo p50  direct {p50['ws_direct']:.2f} ms   proxy {p50['ws_proxy']:.2f} ms"

@@ -25,6 +25,7 @@ from codehub.crd_like.store.memory import MemoryStore
 
 from . import events, signin
 from .activity import ActivityTracker, WorkspaceRef
+from .endpoints import EndpointCache
 from .forward import client_session
 from .handler import proxy
 from .metrics import ProxyMetrics
@@ -102,11 +103,16 @@ def _lifecycle(
         if isinstance(state.activity, _LazyPostgres):
             await state.activity.start()
         state.session = client_session()
-        loop = asyncio.create_task(state.tracker.run())
+        state.endpoints = EndpointCache(state.ctx.store, state.ctx.config.bookmark_interval)
+        loops = [
+            asyncio.create_task(state.tracker.run()),
+            asyncio.create_task(state.endpoints.run()),
+        ]
         yield
-        loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop
+        for loop in loops:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
         await state.tracker.close()
         await state.session.close()
         if owns_store:

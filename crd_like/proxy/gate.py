@@ -86,6 +86,9 @@ async def find_workspace(
     """The workspace if ``caller`` may use it; otherwise exactly the answer for a missing one."""
     if not may_pass(caller.identity, namespace):
         return pages.not_found(request, namespace, name)
+    cached = state.endpoints.get(namespace, name) if state.endpoints is not None else None
+    if cached is not None:
+        return cached
     try:
         obj = await state.ctx.store.get("workspaces", namespace, name)
     except NotFound:

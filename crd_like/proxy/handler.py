@@ -55,10 +55,15 @@ async def _serve(request: web.Request, upgrade: bool) -> web.StreamResponse:
     if upgrade:
         await state.tracker.connection_opened(ref)
         try:
-            return await forward_websocket(
+            response = await forward_websocket(
                 request, state.client, upstream_url(base, found, websocket=True), found
             )
         finally:
             await state.tracker.connection_closed(ref)
-    state.tracker.touch_soon(ref, "http")
-    return await forward_http(request, state.client, upstream_url(base, found), found)
+    else:
+        state.tracker.touch_soon(ref, "http")
+        response = await forward_http(request, state.client, upstream_url(base, found), found)
+    if response.status == 502 and state.endpoints is not None:
+        # Maybe a stale endpoint: the next request asks the store.
+        state.endpoints.forget(found.namespace, found.name)
+    return response

@@ -15,6 +15,7 @@ from codehub.crd_like.store.activity import ActivityStore
 from codehub.crd_like.store.interface import Obj
 
 from .activity import ActivityTracker
+from .endpoints import EndpointCache
 from .metrics import ProxyMetrics
 from .routing import Forward
 
@@ -40,6 +41,8 @@ class ProxyState:
     metrics: ProxyMetrics
     not_running: NotRunning
     session: aiohttp.ClientSession | None = None
+    #: Running workspaces from a store watch; None (tests, or not started) reads the store.
+    endpoints: EndpointCache | None = None
     clock: Callable[[], float] = time.time
 
     @property
