@@ -10,9 +10,10 @@ a workspace whose fresh observation looks unsettled (drift from desired, or an E
 terminal error explains yet) is added to the gate, whose reconcile repairs it or records
 the error and then observes it. It never calls the reconciler and installs nothing.
 
-Staleness: ``observed_at`` is written with each change, so on a stable workspace it is
-the time the current status was first seen. Whether observation is still happening is
-tracked in memory (the last successful observation of each workspace) and reported as
+Staleness: ``observed_at`` is written with each change and, on an unchanged workspace,
+again once it is older than half the stale threshold (docs/observation.md). Ages are
+measured from it, read from the listing before the engine is asked anything, so a new
+leader sees the same ages as the old one and a pass that fails still reports them:
 ``codehub_observation_age_seconds`` (the oldest) and a warning for every workspace not
 observed within the stale threshold.
 """
@@ -23,6 +24,7 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from codehub.adapters.interfaces import InstanceInfo
 from codehub.operator import observer
@@ -32,6 +34,7 @@ from codehub.operator.observation import instance_state_of
 from codehub.operator.observer import Seen
 from codehub.operator.planning import Operation
 from codehub.operator.reconcile_view import Facts, View, needs_reconcile, remaining
+from codehub.vocabulary.timestamps import parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class PassReport:
 
     workspaces: int = 0
     written: int = 0
+    #: Unchanged observations written again because observed_at was getting old.
+    refreshed: int = 0
     confirmed: int = 0
     failures: int = 0
     stale: list[str] = field(default_factory=list)
@@ -56,7 +61,7 @@ class HealthMonitor:
     def __init__(self, ctx: OperatorContext, gate: ReconcileGate | None = None) -> None:
         self.ctx = ctx
         self.gate = gate
-        self._last_seen: dict[str, float] = {}  # uid -> monotonic time of last observation
+        self._observed_at: dict[str, datetime] = {}  # uid -> last confirmed observation
         self._started = ctx.clock.monotonic()
 
     async def run(self) -> None:
@@ -85,10 +90,11 @@ class HealthMonitor:
     async def _pass(self, report: PassReport) -> None:
         ctx = self.ctx
         listing = await ctx.api.list(None)
+        items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
+        self._note_observed_at(items)  # before the engine: a failed pass still knows ages
         instances, volumes = await asyncio.gather(
             ctx.instances.list_instances(), ctx.storage.list_volumes()
         )
-        items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
         report.workspaces = len(items)
         counts: Counter[tuple[str, str]] = Counter()
         live: set[str] = set()
@@ -107,9 +113,9 @@ class HealthMonitor:
             status = {**(obj.get("status") or {}), "observed_status": seen.observed.value}
             if seen.unexplained or needs_reconcile({**obj, "status": status}):
                 report.nudged += self._hand_over(obj)
-        for uid in list(self._last_seen):
+        for uid in list(self._observed_at):
             if uid not in live:
-                del self._last_seen[uid]
+                del self._observed_at[uid]
         ctx.metrics.operations_overdue.set(sum(1 for obj in items if self._overdue(obj)))
         ctx.metrics.workspaces.clear()
         for (observed_value, display_value), n in counts.items():
@@ -128,9 +134,9 @@ class HealthMonitor:
         info = instances.get(uid)
         facts = Facts(instance_state_of(info), uid in volumes, info.upstream if info else None)
         seen = observer.compute(obj, facts)
-        if seen.unexplained or (
-            observer.changed(obj, seen) and not await observer.write(self.ctx, obj, seen)
-        ):
+        now = self.ctx.clock.now()
+        due = observer.needs_write(obj, seen, now, observer.refresh_after(self.ctx))
+        if seen.unexplained or (due and not await observer.write(self.ctx, obj, seen)):
             # an unexplained ERROR needs a still picture; a refused write a fresh look
             report.confirmed += 1
             meta = obj.get("metadata") or {}
@@ -140,15 +146,26 @@ class HealthMonitor:
             return fresh
         if observer.changed(obj, seen):
             report.written += 1
-        self._last_seen[uid] = self.ctx.clock.monotonic()
+        elif due:
+            report.refreshed += 1
+        if due:
+            self._observed_at[uid] = now
         return seen
 
     async def observe_one(self, ns: str, name: str) -> Seen | None:
         """Observe one workspace now (``observer.observe_one``), noting it as seen."""
         seen = await observer.observe_one(self.ctx, ns, name)
         if seen is not None:
-            self._last_seen[seen.uid] = self.ctx.clock.monotonic()
+            self._observed_at[seen.uid] = self.ctx.clock.now()
         return seen
+
+    def _note_observed_at(self, items: list[Obj]) -> None:
+        """Ages come from the resource: what any leader wrote counts."""
+        for obj in items:
+            at = parse_rfc3339((obj.get("status") or {}).get("observed_at"))
+            uid = _uid(obj)
+            if at is not None and (uid not in self._observed_at or at > self._observed_at[uid]):
+                self._observed_at[uid] = at
 
     def _overdue(self, obj: Obj) -> bool:
         """A non-terminal operation older than its timeout: the reconciler should have
@@ -170,12 +187,12 @@ class HealthMonitor:
 
     def _report_staleness(self) -> list[str]:
         ctx = self.ctx
-        now = ctx.clock.monotonic()
+        now = ctx.clock.now()
         threshold = ctx.settings.health_monitor_stale_threshold
-        oldest = now - self._started if not self._last_seen else 0.0
+        oldest = ctx.clock.monotonic() - self._started if not self._observed_at else 0.0
         stale: list[str] = []
-        for uid, seen in self._last_seen.items():
-            age = now - seen
+        for uid, seen in self._observed_at.items():
+            age = max((now - seen).total_seconds(), 0.0)
             oldest = max(oldest, age)
             if age > threshold:
                 stale.append(uid)

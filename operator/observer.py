@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from codehub.crd_like.client.api import ApiError
@@ -24,7 +25,7 @@ from codehub.operator.context import Obj, OperatorContext
 from codehub.operator.observation import observe_detail
 from codehub.operator.planning import Display, InstanceState, ObservedStatus, Operation, parse_enum
 from codehub.operator.reconcile_view import Facts, gather_facts
-from codehub.vocabulary.timestamps import format_rfc3339
+from codehub.vocabulary.timestamps import format_rfc3339, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,20 @@ def changed(obj: Obj, seen: Seen) -> bool:
     )
 
 
+def refresh_after(ctx: OperatorContext) -> float:
+    """Seconds after which an unchanged status is confirmed again (docs/observation.md)."""
+    return ctx.settings.health_monitor_stale_threshold / 2
+
+
+def needs_write(obj: Obj, seen: Seen, now: datetime, refresh: float) -> bool:
+    """A change, or a confirmation worth writing: ``observed_at`` missing (never
+    confirmed, or just recovered) or at least ``refresh`` seconds old."""
+    if changed(obj, seen):
+        return True
+    at = parse_rfc3339((obj.get("status") or {}).get("observed_at"))
+    return at is None or (now - at).total_seconds() >= refresh
+
+
 async def write(ctx: OperatorContext, obj: Obj, seen: Seen) -> bool:
     """Write ``seen`` onto the status it was computed from; False if the workspace moved
     meanwhile (then it must be observed afresh). A vanished workspace counts as written."""
@@ -124,7 +139,9 @@ async def observe_one(ctx: OperatorContext, ns: str, name: str) -> Seen | None:
             if rv(await ctx.api.get(ns, name)) != rv(obj):
                 continue  # read status, facts, status: trust only a still picture
             return seen
-        if changed(obj, seen) and not await write(ctx, obj, seen):
+        if needs_write(obj, seen, ctx.clock.now(), refresh_after(ctx)) and not await write(
+            ctx, obj, seen
+        ):
             continue
         return seen
     log.info("%s/%s kept changing; observation deferred to the next pass", ns, name)

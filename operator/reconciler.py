@@ -125,6 +125,8 @@ async def _plan_and_claim(ctx: OperatorContext, w: View, facts: Facts) -> Outcom
         return await fail(ctx, w, Operation.NONE, observed_error(obs.error_rule), observed=failure)
     target = plan(obs.status, w.desired, Operation.NONE, w.archive_key, w.deleting)
     if target is Operation.NONE:
+        if not w.status.get("observed_at"):  # never confirmed, or just recovered
+            await observe_now(ctx, w)
         return Outcome("done", detail="converged")
     op_id = w.op_id or str(uuid.uuid4())
     if w.operation is not Operation.NONE and w.operation is not target:
