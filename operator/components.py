@@ -2,8 +2,7 @@
 
 Each component is independent: it gets the term's context (API, adapters, clock,
 metrics) and the term's one ``ReconcileGate``, and talks to the others only through the
-resource or that gate (docs/adr/0005-one-reconcile-gate.md). The TTL Manager and the
-Archive GC will be added here as plain imports.
+resource or that gate (docs/adr/0005-one-reconcile-gate.md).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from codehub.operator import handlers
+from codehub.operator.archive_gc import run_archive_gc
 from codehub.operator.clock import SystemClock
 from codehub.operator.context import OperatorContext
 from codehub.operator.health_monitor import HealthMonitor
@@ -116,6 +116,7 @@ def leader_components() -> list[LeaderComponent]:
         LeaderComponent("safety-net", run_safety_net),
         LeaderComponent("ttl-manager", run_ttl_manager),
         LeaderComponent("orphan-sweeper", run_orphan_sweeper),
+        LeaderComponent("archive-gc", run_archive_gc),
         LeaderComponent("kopf", run_kopf, grace=KOPF_GRACE),
     ]
 

@@ -203,3 +203,11 @@ async def test_protection_falls_back_to_one_list_for_api_fakes() -> None:
     protection = await load_protection(ListOnly())
     assert protection.covers(CURRENT)
     assert protection.workspaces == 1
+
+
+def test_the_leader_runs_the_archive_gc() -> None:
+    from codehub.operator.archive_gc import run_archive_gc
+    from codehub.operator.components import leader_components
+
+    runs = {c.name: c.run for c in leader_components()}
+    assert runs["archive-gc"] is run_archive_gc
