@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import psycopg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -86,6 +87,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except asyncio.CancelledError:
         code = 499
         raise
+    except psycopg.OperationalError as exc:  # the pool's timeout included
+        # The database is down or unreachable: a retryable 503, not an internal error
+        # (docs/security.md); the write was not committed.
+        code = 503
+        log.warning("database unavailable in %s %s: %s", request.method, request.path, exc)
+        body = status_body(503, "the database is unavailable; retry later", "ServiceUnavailable")
+        response = json_response(body, 503)
+        response.headers["Retry-After"] = "1"
+        return response
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_response(status_body(500, "an internal error occurred", "InternalError"), 500)
