@@ -145,6 +145,10 @@ def _upstream_url(port: int | None) -> str | None:
     return f"http://{_LOOPBACK}:{port}" if port else None
 
 
+#: Seconds of polling /healthz at the base interval before backing off.
+_FAST_POLL_WINDOW = 3.0
+
+
 class DockerInstanceController(InstanceController):
     """Workspace containers on a Docker engine; see the module docstring for the rules."""
 
@@ -155,7 +159,7 @@ class DockerInstanceController(InstanceController):
         *,
         client: docker.DockerClient | None = None,
         pull_missing_images: bool = True,
-        poll_interval: float = 0.1,
+        poll_interval: float = 0.02,
     ) -> None:
         self.config = config
         self.engine = engine or DockerEngine(config, client)
@@ -327,14 +331,20 @@ class DockerInstanceController(InstanceController):
     async def _wait_ready(self, uid: str, port: int) -> None:
         """Poll the health path on the published port until it answers 2xx/3xx.
 
-        Checks now and then that the container still runs, so a crashing image fails
-        fast with ActionFailed instead of burning the whole start timeout.
+        The engine has no event for "the app answers", so this is the one poll left on
+        the start path: every ``poll_interval`` (a loopback request) for the first
+        ``_FAST_POLL_WINDOW`` seconds, where a typical app becomes ready, then backing
+        off to 1 s. A doubling from 0.1 s used to overshoot readiness by up to a third
+        of the start (docs/adr/0009-lifecycle-and-scale-performance.md). Checks now and
+        then that the container still runs, so a crashing image fails fast with
+        ActionFailed instead of burning the whole start timeout.
         """
         url = f"http://{_LOOPBACK}:{port}{self.config.health_path}"
         session = await self._http_session()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.start_timeout
         interval = self.poll_interval
+        fast_until = loop.time() + _FAST_POLL_WINDOW
         next_state_check = loop.time() + 1.0
         while True:
             try:
@@ -363,7 +373,8 @@ class DockerInstanceController(InstanceController):
                         context={"exit_code": state.get("ExitCode")},
                     )
             await asyncio.sleep(min(interval, max(0.0, deadline - now)))
-            interval = min(interval * 1.5, 1.0)
+            if now >= fast_until:
+                interval = min(interval * 1.5, 1.0)
 
     # --- InstanceController --------------------------------------------------------------
 

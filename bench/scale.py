@@ -229,6 +229,50 @@ class CountingFakes:
         return Counter(self.by_method)
 
 
+class CountingApi:
+    """Counts the coordinator's own API requests by method and kind (kopf's are apart)."""
+
+    def __init__(self) -> None:
+        self.by_kind: Counter[str] = Counter()
+
+    def wrap(self, api: Any) -> Any:
+        request = api.request
+
+        async def counted(method: str, path: str, **kwargs: Any) -> Any:
+            self.by_kind[f"{method} {_kind_of(method, path)}"] += 1
+            return await request(method, path, **kwargs)
+
+        api.request = counted
+        return api
+
+    def snapshot(self) -> Counter[str]:
+        return Counter(self.by_kind)
+
+
+def _settled_running(obj: Mapping[str, Any]) -> bool:
+    """Displayed RUNNING with no operation left: the reconciler is done with it too."""
+    status = obj.get("status") or {}
+    return status.get("display") == "RUNNING" and (status.get("operation") or "NONE") == "NONE"
+
+
+def _kind_of(method: str, path: str) -> str:
+    if "/events" in path:
+        return "event"
+    if path.endswith("/status"):
+        return "status"
+    if "/workspaces/" in path:
+        return "workspace"
+    return "list" if method == "GET" else "other"
+
+
+def _per(counts: Counter[str], n: float) -> str:
+    if n <= 0:
+        return "n/a"
+    total = sum(counts.values())
+    parts = ", ".join(f"{k}={v / n:.2f}" for k, v in sorted(counts.items()))
+    return f"{total / n:.2f} ({parts})" if parts else "0"
+
+
 async def bench(args: argparse.Namespace) -> None:
     from prometheus_client import CollectorRegistry
 
@@ -256,13 +300,14 @@ async def bench(args: argparse.Namespace) -> None:
             node_id="bench",
         )
         fakes = CountingFakes()
+        api_calls = CountingApi()
         registry = CollectorRegistry()
         metrics = Metrics(registry)
 
         async def context(s: Settings, labels: Mapping[str, str], m: Any) -> Any:
             return OperatorContext(
                 settings=s,
-                api=ApiClient(s.server, s.token, ca_file=s.ca_file),
+                api=api_calls.wrap(ApiClient(s.server, s.token, ca_file=s.ca_file)),
                 instances=fakes.instances,
                 storage=fakes.storage,
                 clock=SystemClock(),
@@ -278,6 +323,7 @@ async def bench(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.1)
         await asyncio.sleep(2)  # kopf connected and watching
         rss_before = rss_mb()
+        api0 = api_calls.snapshot()
 
         admin = ApiClient(server.url, server.tokens["admin"], ca_file=server.ca_file)
         n = args.workspaces
@@ -303,7 +349,7 @@ async def bench(args: argparse.Namespace) -> None:
         while running < n:
             await asyncio.sleep(1)
             items = (await admin.list())["items"]
-            running = sum(1 for o in items if (o.get("status") or {}).get("display") == "RUNNING")
+            running = sum(1 for o in items if _settled_running(o))
             errors = sum(1 for o in items if (o.get("status") or {}).get("display") == "ERROR")
             log(f"  {running}/{n} RUNNING, {errors} ERROR ({time.monotonic() - t0:.0f}s)")
             if running + errors >= n:
@@ -312,17 +358,20 @@ async def bench(args: argparse.Namespace) -> None:
                 log("giving up waiting")
                 break
         t_converged = time.monotonic() - t0
+        converge_api = api_calls.snapshot() - api0
         await admin.close()
 
         # Idle: nothing changes; only the periodic passes run.
         await asyncio.sleep(3)
         passes0 = registry.get_sample_value("codehub_health_pass_seconds_count") or 0.0
         calls0 = fakes.snapshot()
+        idle_api0 = api_calls.snapshot()
         cpu0, wall0 = cpu_seconds(), time.monotonic()
         await asyncio.sleep(args.idle)
         cpu1, wall1 = cpu_seconds(), time.monotonic()
         passes1 = registry.get_sample_value("codehub_health_pass_seconds_count") or 0.0
         calls1 = fakes.snapshot()
+        idle_api = api_calls.snapshot() - idle_api0
         rss_after = rss_mb()
         stop.set()
         await asyncio.wait_for(runner, 60)
@@ -335,6 +384,7 @@ async def bench(args: argparse.Namespace) -> None:
         f"  PENDING -> RUNNING ({running}/{n}, {errors} ERROR): {t_converged:8.1f} s  "
         f"({running / t_converged:.1f} workspaces/s)"
     )
+    print(f"  coordinator API requests per workspace to converge: {_per(converge_api, n)}")
     print(f"  idle window:                  {wall1 - wall0:8.1f} s")
     cpu_pct = 100 * (cpu1 - cpu0) / (wall1 - wall0)
     print(f"  coordinator idle CPU:         {cpu_pct:8.2f} % of one core")
@@ -350,6 +400,7 @@ async def bench(args: argparse.Namespace) -> None:
             f"  engine calls per pass:        {listings / passes:8.2f}"
             "  (list_instances + list_volumes)"
         )
+        print(f"  API requests per pass (idle requests / passes): {_per(idle_api, passes)}")
     else:
         print("  HealthMonitor passes:         none in the idle window (interval too long?)")
     per_method = ", ".join(f"{m}={c}" for m, c in sorted(idle.items())) or "none"

@@ -95,6 +95,12 @@ def needs_write(obj: Obj, seen: Seen, now: datetime, refresh: float) -> bool:
 async def write(ctx: OperatorContext, obj: Obj, seen: Seen) -> bool:
     """Write ``seen`` onto the status it was computed from; False if the workspace moved
     meanwhile (then it must be observed afresh). A vanished workspace counts as written."""
+    return await _write(ctx, obj, seen) is not None
+
+
+async def _write(ctx: OperatorContext, obj: Obj, seen: Seen) -> Obj | None:
+    """``write``, answering the server's copy of the written workspace (``{}`` if it
+    vanished) or None if the write was refused."""
     meta = obj.get("metadata") or {}
     status = dict(obj.get("status") or {})
     status.update(
@@ -107,17 +113,18 @@ async def write(ctx: OperatorContext, obj: Obj, seen: Seen) -> bool:
         {"op": "test", "path": "/metadata/resourceVersion", "value": rv(obj)},
         {"op": "add", "path": "/status", "value": status},
     ]
+    written: Obj = {}
     try:
-        await ctx.api.patch_json(
+        written = await ctx.api.patch_json(
             str(meta.get("namespace")), str(meta.get("name")), ops, status=True
         )
     except ApiError as exc:
         if exc.conflict or exc.invalid:
-            return False
+            return None
         if not exc.not_found:
             raise
     log.info("%s: observed %s (display %s)", ref(obj), seen.observed.value, seen.display.value)
-    return True
+    return written if isinstance(written, dict) else {}
 
 
 async def observe_one(ctx: OperatorContext, ns: str, name: str) -> Seen | None:
@@ -126,26 +133,44 @@ async def observe_one(ctx: OperatorContext, ns: str, name: str) -> Seen | None:
     None if it is gone or kept moving. An unexplained ERROR is returned unwritten, and
     only from a still picture (status, facts, status with the same resourceVersion).
     """
+    seen, _ = await observe_latest(ctx, ns, name)
+    return seen
+
+
+async def observe_latest(
+    ctx: OperatorContext, ns: str, name: str, *, known: Obj | None = None
+) -> tuple[Seen | None, Obj | None]:
+    """``observe_one``, also answering the newest copy of the workspace it saw (the
+    server's answer to its write, else what it read), so a caller can plan from it
+    without reading again.
+
+    ``known``: the server's answer to a write the caller just made; it stands in for the
+    first read (the facts are still gathered after it, so they are the newer of the two).
+    """
     for _ in range(_CONSISTENT_READ_ATTEMPTS):
-        try:
-            obj = await ctx.api.get(ns, name)
-        except ApiError as exc:
-            if exc.not_found:
-                return None
-            raise
+        if known is not None and rv(known):
+            obj, known = known, None
+        else:
+            try:
+                obj = await ctx.api.get(ns, name)
+            except ApiError as exc:
+                if exc.not_found:
+                    return None, None
+                raise
         uid = str((obj.get("metadata") or {}).get("uid") or "")
         seen = compute(obj, await gather_facts(ctx, uid))
         if seen.unexplained:
             if rv(await ctx.api.get(ns, name)) != rv(obj):
                 continue  # read status, facts, status: trust only a still picture
-            return seen
-        if needs_write(obj, seen, ctx.clock.now(), refresh_after(ctx)) and not await write(
-            ctx, obj, seen
-        ):
-            continue
-        return seen
+            return seen, obj
+        if needs_write(obj, seen, ctx.clock.now(), refresh_after(ctx)):
+            written = await _write(ctx, obj, seen)
+            if written is None:
+                continue
+            return seen, (written if rv(written) else None)
+        return seen, obj
     log.info("%s/%s kept changing; observation deferred to the next pass", ns, name)
-    return None
+    return None, None
 
 
 def is_terminal(obj: Obj) -> bool:

@@ -18,13 +18,14 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from codehub.adapters.errors import CodehubError, MismatchError
 from codehub.crd_like.client.api import ApiError
-from codehub.operator import kube_events
+from codehub.operator import kube_events, observer
 from codehub.operator.actuation import actuate
-from codehub.operator.context import OperatorContext
+from codehub.operator.context import Obj, OperatorContext
 from codehub.operator.failures import (
     ObservationFailure,
     fail,
@@ -63,19 +64,31 @@ log = logging.getLogger(__name__)
 MAX_STEPS = 24
 
 
+@dataclass(frozen=True)
+class _Again(Outcome):
+    """AGAIN after a completion, carrying the server's copy of the workspace as the
+    observation wrote it: the next step plans from it instead of reading it again
+    (every later write is a compare-and-set or fenced, so a copy that went stale
+    meanwhile is refused, never acted on blindly)."""
+
+    latest: Obj | None = None
+
+
 async def reconcile(ctx: OperatorContext, obj: Mapping[str, Any]) -> Outcome:
     """Converge one workspace as far as possible now; see the module docstring."""
     meta = obj.get("metadata") or {}
     ns, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
+    known: Obj | None = None
     for _ in range(MAX_STEPS):
         try:
-            outcome = await _step(ctx, ns, name, uid)
+            outcome = await _step(ctx, ns, name, uid, known)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("reconcile of %s/%s failed unexpectedly", ns, name)
             outcome = Outcome("retry", delay=ctx.settings.reconciler_interval, detail="bug")
-        if outcome is AGAIN:
+        known = outcome.latest if isinstance(outcome, _Again) else None
+        if outcome is AGAIN or isinstance(outcome, _Again):
             continue
         ctx.metrics.reconcile_total.labels(
             operation=outcome.operation.value, result=outcome.detail or outcome.result
@@ -84,9 +97,11 @@ async def reconcile(ctx: OperatorContext, obj: Mapping[str, Any]) -> Outcome:
     return Outcome("retry", delay=1.0, detail="more")
 
 
-async def _step(ctx: OperatorContext, ns: str, name: str, uid: str) -> Outcome:
+async def _step(
+    ctx: OperatorContext, ns: str, name: str, uid: str, known: Obj | None = None
+) -> Outcome:
     try:
-        obj = await ctx.api.get(ns, name)
+        obj = known if known is not None else await ctx.api.get(ns, name)
     except ApiError as exc:
         if exc.not_found:
             return Outcome("done", detail="gone")
@@ -239,12 +254,26 @@ async def _complete(ctx: OperatorContext, w: View, op: Operation) -> Outcome:
     if w.status.get("progress") is not None:
         changes["progress"] = None  # left by a coordinator that died mid-transfer
     try:
-        await write_op_fenced(ctx, w, changes)
+        written = await write_op_fenced(ctx, w, changes)
     except LostOwnership:
         return Outcome("done", operation=op, detail="lost")
     except CodehubError as exc:
         return Outcome("retry", delay=api_retry_delay(ctx), operation=op, reason=str(exc))
     log.info("%s/%s: %s completed", w.ns, w.name, op.value)
     await kube_events.post(ctx, w.obj, kube_events.OPERATION_COMPLETED, f"{op.value} completed")
-    await observe_now(ctx, w)
-    return AGAIN
+    return _Again("done", detail="again", latest=await _observe_after(ctx, w, written))
+
+
+async def _observe_after(ctx: OperatorContext, w: View, written: Obj) -> Obj | None:
+    """Observe right after the completion was written, starting from the server's answer
+    to that write (no second read); a failure never fails the reconcile. Answers the
+    newest copy of the workspace, or None (the next step reads it)."""
+    try:
+        known = written if isinstance(written, dict) and written.get("metadata") else None
+        _, latest = await observer.observe_latest(ctx, w.ns, w.name, known=known)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("observation of %s/%s failed: %s", w.ns, w.name, exc)
+        return None
+    return latest
