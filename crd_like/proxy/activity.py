@@ -71,6 +71,7 @@ class ActivityTracker:
         self._pending: dict[WorkspaceRef, str] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[bool]] = set()
+        self._closing: set[asyncio.Future[None]] = set()
 
     async def touch(self, ref: WorkspaceRef, source: str) -> bool:
         """Record use of ``ref`` (source http|websocket|wake|api); True if status was written.
@@ -137,8 +138,17 @@ class ActivityTracker:
         await self.touch(ref, "websocket")
 
     async def connection_closed(self, ref: WorkspaceRef) -> None:
-        await self._set_open(ref, -1)
+        """Count the connection as closed, even when the caller is being cancelled.
+
+        A client that disconnects cancels its handler, usually while this runs in the
+        handler's ``finally``. Were the decrement cancelled too, the replica's row would
+        keep counting an open connection and, heartbeated, keep the workspace awake forever.
+        """
+        task = asyncio.ensure_future(self._set_open(ref, -1))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
         self._pending[ref] = "websocket"
+        await asyncio.shield(task)
 
     async def _set_open(self, ref: WorkspaceRef, delta: int) -> None:
         async with self._lock:
