@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Scale benchmark (ARCHITECTURE A6): thousands of workspaces on fake adapters.
+"""Scale benchmark (docs/architecture.md): thousands of workspaces on fake adapters.
 
 The real API server (a subprocess on a throwaway PostgreSQL database) and the real
 coordinator (in this process: leader election, kopf, reconciler, HealthMonitor) drive

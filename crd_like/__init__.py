@@ -1,1 +1,1 @@
-"""The Workspace resource and its Kubernetes-compatible API on PostgreSQL (ARCHITECTURE A1)."""
+"""The Workspace resource and its Kubernetes-compatible API on PostgreSQL (docs/architecture.md)."""
