@@ -108,6 +108,7 @@ class ApiFactory(Protocol):
         identities: Mapping[str, Identity] | Sequence[Identity] | None = None,
         store: Store | None = None,
         store_options: Mapping[str, Any] | None = None,
+        serve: Mapping[str, Any] | None = None,
         **config: Any,
     ) -> Awaitable[ApiHarness]: ...
 
@@ -119,11 +120,14 @@ async def start_api(
     identities: Mapping[str, Identity] | Sequence[Identity] | None = None,
     store: Store | None = None,
     store_options: Mapping[str, Any] | None = None,
+    serve: Mapping[str, Any] | None = None,
     **config: Any,
 ) -> ApiHarness:
     """Start one server. Without ``store``, a new MemoryStore (``database_url`` None) or
     PostgresStore (``store_options`` go to ``PostgresStore.open``; the default polls
-    every 0.5 s) that the harness closes; a given ``store`` is left open."""
+    every 0.5 s) that the harness closes; a given ``store`` is left open. ``serve`` goes
+    to aiohttp's server start as ``codehub server`` sets it (``ssl``, ``access_log_class``,
+    ``access_log``); with ``ssl`` the URL is https."""
     named = _named(identities)
     tokens = _token_file(tmp_path, named)
     owns = store is None
@@ -135,8 +139,10 @@ async def start_api(
         state_dir=tmp_path / "state",
     )
     settings = dataclasses.replace(settings, **config)
-    http = TestClient(TestServer(create_app(settings, store), host="127.0.0.1"))
+    server = TestServer(create_app(settings, store), host="127.0.0.1")
+    http = TestClient(server)
     try:
+        await server.start_server(**(serve or {}))
         await http.start_server()
     except BaseException:
         if owns:

@@ -4,18 +4,14 @@ code and Status reason, and the stored object is unchanged afterwards."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from support.api import ApiFactory
 
-from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.server import watch as watch_module
-from codehub.crd_like.server.app import create_app
-from codehub.crd_like.store.postgres import PostgresStore
 
 BASE = "/apis/codehub.io/v1alpha1/namespaces/alice/workspaces"
 SSE = "/api/v1/namespaces/alice/workspaces/events"
@@ -32,22 +28,9 @@ class Api:
 
 
 @pytest.fixture
-async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text('alice-token,alice,u1\nadmin-token,admin,u2,"codehub:admin"\n')
-    store = await PostgresStore.open(database_url, watch_poll_interval=0.5)
-    config = ApiConfig(database_url=database_url, token_file=str(tokens), max_streams_per_user=1)
-    client = TestClient(TestServer(create_app(config, store)))
-    await client.start_server()
-    try:
-        yield Api(
-            client,
-            {"Authorization": "Bearer alice-token"},
-            {"Authorization": "Bearer admin-token"},
-        )
-    finally:
-        await client.close()
-        await store.close()
+async def api(make_api: ApiFactory) -> Api:
+    harness = await make_api("postgres", max_streams_per_user=1)
+    return Api(harness.http, harness.headers("alice"), harness.headers("admin"))
 
 
 def ws(name: str, **meta: Any) -> dict[str, Any]:

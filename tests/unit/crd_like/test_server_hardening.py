@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from support.api import ApiFactory, Identity
 
-from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.server import watch as watch_module
-from codehub.crd_like.server.app import create_app, use_status_errors
+from codehub.crd_like.server.app import use_status_errors
 from codehub.crd_like.server.bodies import MAX_DEPTH
 from codehub.crd_like.server.context import CTX_KEY
-from codehub.crd_like.store.memory import MemoryStore
 
 G = "/apis/codehub.io/v1alpha1"
 NS = f"{G}/namespaces/alice/workspaces"
@@ -31,24 +28,21 @@ Client = TestClient[Any, Any]
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text('a,alice,1\nb,bob,2\no,op,3,"codehub:operator"\n')
-    config = ApiConfig(
-        database_url="",
-        token_file=str(tokens),
+async def client(make_api: ApiFactory) -> Client:
+    api = await make_api(
+        identities=[
+            Identity("a", "alice", "1"),
+            Identity("b", "bob", "2"),
+            Identity("o", "op", "3", ("codehub:operator",)),
+        ],
         bookmark_interval=0.2,
         sse_heartbeat_interval=0.2,
         default_image="img:1",
         max_streams_per_user=2,
     )
-    app = create_app(config, MemoryStore())
-    c = TestClient(TestServer(app))
-    await c.start_server()
-    assert c.server.runner is not None
-    use_status_errors(c.server.runner)
-    yield c
-    await c.close()
+    assert api.http.server.runner is not None
+    use_status_errors(api.http.server.runner)
+    return api.http
 
 
 async def create(client: Client, name: str = "w", **meta: Any) -> dict[str, Any]:

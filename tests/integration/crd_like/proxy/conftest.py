@@ -1,7 +1,7 @@
 """The real server app (PostgreSQL store, proxy mounted) and real upstreams.
 
-- ``replicas(n)``: n server apps on one fresh database, each with its own replica id,
-  served on 127.0.0.1 by aiohttp's test server, sharing one session secret.
+- ``cluster_factory(n)``: n server apps on one fresh database (the shared ``make_api``
+  harness), each with its own replica id, sharing one session secret.
 - ``upstream``: a local aiohttp app that echoes requests, streams big bodies, resets
   connections, echoes WebSockets (text, binary, close codes) and counts connections.
 - ``workspace_container``: a real codehub/workspace-test:local container (busybox httpd
@@ -21,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from proxykit import SECRET, TOKENS, Cluster, Replica, Upstream, _upstream_app
+from proxykit import PROXY_USERS, SECRET, Cluster, Replica, Upstream, _upstream_app
+from support.api import ApiFactory, serve_app
 
-from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.proxy import PROXY_KEY
 from codehub.crd_like.proxy.logs import RedactingAccessLogger
-from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.postgres import PostgresStore
 
 IMAGE = "codehub/workspace-test:local"
@@ -36,43 +33,33 @@ IMAGE = "codehub/workspace-test:local"
 
 @pytest.fixture
 async def cluster_factory(
-    database_url: str, tmp_path: Path
+    database_url: str, make_api: ApiFactory
 ) -> AsyncIterator[Callable[..., Awaitable[Cluster]]]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(TOKENS)
-    opened: list[Cluster] = []
+    opened: list[PostgresStore] = []
+    serve = {
+        "access_log_class": RedactingAccessLogger,
+        "access_log": logging.getLogger("codehub.proxy.access"),
+    }
 
     async def make(n: int = 1, **overrides: Any) -> Cluster:
         store = await PostgresStore.open(database_url, watch_poll_interval=0.5)
+        opened.append(store)
         replicas = []
         for i in range(n):
-            config = ApiConfig(
-                database_url=database_url,
-                token_file=str(tokens),
-                state_dir=tmp_path,
+            api = await make_api(
+                "postgres",
+                identities=PROXY_USERS,
+                serve=serve,
                 session_secret=SECRET,
                 replica_id=f"replica-{i}",
                 **overrides,
             )
-            app_store = await PostgresStore.open(database_url, watch_poll_interval=0.5)
-            app = create_app(config, app_store, close_store=True)
-            server = TestServer(app, host="127.0.0.1")
-            await server.start_server(
-                access_log_class=RedactingAccessLogger,
-                access_log=logging.getLogger("codehub.proxy.access"),
-            )
-            client = TestClient(server)
-            await client.start_server()
-            replicas.append(Replica(client, app[PROXY_KEY]))
-        cluster = Cluster(store, replicas)
-        opened.append(cluster)
-        return cluster
+            replicas.append(Replica(api.http, api.http.app[PROXY_KEY]))
+        return Cluster(store, replicas)
 
     yield make
-    for cluster in opened:
-        for replica in cluster.replicas:
-            await replica.client.close()
-        await cluster.store.close()
+    for store in opened:
+        await store.close()
 
 
 @pytest.fixture
@@ -83,12 +70,7 @@ async def cluster(cluster_factory: Callable[..., Awaitable[Cluster]]) -> Cluster
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     up = Upstream(url="")
-    runner = web.AppRunner(_upstream_app(up))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    up.url = f"http://127.0.0.1:{port}"
+    runner, up.url = await serve_app(_upstream_app(up))
     yield up
     await runner.cleanup()
 

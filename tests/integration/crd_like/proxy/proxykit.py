@@ -10,16 +10,19 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from support.api import IDENTITIES
+from support.api import bearer as api_bearer
 
 from codehub.crd_like.proxy import ProxyState
 from codehub.crd_like.store.postgres import PostgresStore
 
-TOKENS = 'alice-t,alice,u-alice\nbob-t,bob,u-bob\nadmin-t,admin,u-admin,"codehub:admin"\n'
+#: The users of the proxy tests (support.api's alice, bob and admin).
+PROXY_USERS = [IDENTITIES[name] for name in ("alice", "bob", "admin")]
 SECRET = "test-session-secret-shared-by-replicas"
 
 
 def bearer(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {user}-t"}
+    return api_bearer(IDENTITIES[user].token)
 
 
 @dataclass

@@ -9,34 +9,28 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
-from proxykit import SECRET, TOKENS, Upstream
+from proxykit import PROXY_USERS, SECRET, Upstream
+from support.api import ApiFactory
 
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
 from codehub.crd_like.server.tls import ensure_certificate, server_ssl_context
 from codehub.crd_like.store.postgres import PostgresStore
 
 
 @pytest.fixture
 async def https_server(
-    database_url: str, tmp_path: Path, upstream: Upstream
+    database_url: str, tmp_path: Path, make_api: ApiFactory
 ) -> AsyncIterator[tuple[str, ssl.SSLContext, PostgresStore]]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(TOKENS)
     cert, key = ensure_certificate(tmp_path)
-    config = ApiConfig(
-        database_url=database_url, token_file=str(tokens), state_dir=tmp_path, session_secret=SECRET
-    )
     store = await PostgresStore.open(database_url, watch_poll_interval=0.5)
-    app_store = await PostgresStore.open(database_url, watch_poll_interval=0.5)
-    server = TestServer(create_app(config, app_store, close_store=True), host="127.0.0.1")
-    await server.start_server(ssl=server_ssl_context(cert, key))
-    client_ctx = ssl.create_default_context(cafile=str(cert))
     try:
-        yield f"https://127.0.0.1:{server.port}", client_ctx, store
+        api = await make_api(
+            "postgres",
+            identities=PROXY_USERS,
+            serve={"ssl": server_ssl_context(cert, key)},
+            session_secret=SECRET,
+        )
+        yield api.url, ssl.create_default_context(cafile=str(cert)), store
     finally:
-        await server.close()
         await store.close()
 
 
