@@ -27,7 +27,8 @@ class Freshness:
     """When a status read back is current. A coordinator this ``dev up`` (re)started has
     not observed anything yet: until it writes an ``observed_at`` after ``since``, the
     status is what the previous one saw (RUNNING before ``dev down`` removed the container).
-    ``observed_at`` is written only on change, so once ``confirm_after`` seconds (two
+    An unchanged status gets a new ``observed_at`` only once the old one is half the
+    stale threshold old (docs/observation.md), so once ``confirm_after`` seconds (two
     health monitor passes) have gone without a write, the status stands as current."""
 
     since: datetime | None = None
