@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import aiohttp
@@ -38,6 +40,8 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "x-forwarded-prefix",
 }
 CHUNK = 64 * 1024
+#: Bodies up to this size (with a Content-Length) are read whole and sent in one write.
+SMALL_BODY = CHUNK
 
 
 def strip_session_cookie(header: str) -> str:
@@ -110,11 +114,14 @@ async def forward_http(
             "the workspace did not answer; try again in a moment",
         )
     async with upstream:
+        length = upstream.content_length
+        if length is not None and length <= SMALL_BODY and _has_body(request, upstream):
+            return await _relay_small(request, upstream, fwd, length)
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=response_headers(upstream, fwd)
         )
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
+        if length is not None:
+            response.content_length = length
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_chunked(CHUNK):
@@ -125,12 +132,51 @@ async def forward_http(
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # The status line is gone already: the only honest signal left is to cut the
             # connection so the client sees a truncated body, not a complete one.
-            log.info("proxy: upstream of %s broke mid-body: %r", redact(request.raw_path), exc)
-            if request.transport is not None:
-                request.transport.close()
+            _cut(request, exc)
             return response
         await response.write_eof()
     return response
+
+
+def _has_body(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """Whether the Content-Length announces bytes that follow (not for HEAD, 1xx, 204, 304)."""
+    return request.method != "HEAD" and upstream.status >= 200 and upstream.status not in (204, 304)
+
+
+class _CoalescedResponse(web.StreamResponse):
+    """Headers wait for the body and leave with it: one write, one TLS record."""
+
+    _send_headers_immediately = False
+
+
+async def _relay_small(
+    request: web.Request, upstream: aiohttp.ClientResponse, fwd: Forward, length: int
+) -> web.StreamResponse:
+    """A body of known small size: read it, then send status, headers and body at once.
+
+    Most of an app's requests are small (scripts, JSON, icons); sending the headers
+    apart from the body costs a second TLS record and system call per request. The body
+    is bounded (``SMALL_BODY``), so memory stays bounded too.
+    """
+    response = _CoalescedResponse(
+        status=upstream.status, reason=upstream.reason, headers=response_headers(upstream, fwd)
+    )
+    response.content_length = length
+    try:
+        body = await upstream.content.readexactly(length) if length else b""
+    except (TimeoutError, aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+        _cut(request, exc)  # nothing was sent: the client sees the connection end
+        return response
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError):  # the client left
+        await response.write_eof(body)
+    return response
+
+
+def _cut(request: web.Request, exc: BaseException) -> None:
+    log.info("proxy: upstream of %s broke mid-body: %r", redact(request.raw_path), exc)
+    if request.transport is not None:
+        request.transport.close()
 
 
 def client_session() -> aiohttp.ClientSession:
