@@ -5,8 +5,8 @@ proxy and SSE stream.
 - RUNNING -> STANDBY -> ARCHIVED by TTL, recorded as Events, the source annotation and
   metrics, with an ``idle_warning`` on the SSE stream before the standby;
 - an open WebSocket through the proxy keeps a workspace up while another one is sent to
-  standby (that closing it lets the TTL act is tested with the proxy's real activity
-  tracker in tests/integration/operator/test_ttl_manager.py);
+  standby, and closing it lets the TTL act (the close is counted even when the client's
+  disconnect cancels the proxy's handler);
 - a user's start after the TTL's standby is not overridden.
 """
 
@@ -180,3 +180,9 @@ async def test_open_websocket_keeps_it_up_and_a_users_start_wins(
                 "mine", lambda _: up in history.states["mine"][mark:], "RUNNING again"
             )
             assert (await stack.get("kept"))["spec"]["desired_state"] == "RUNNING"
+    # Connection closed: "kept" is idle from now on, and the TTL acts.
+    await stack.wait_for(
+        "kept", lambda o: (status(o).get("open_connections") or 0) == 0, "disconnected"
+    )
+    await stack.wait_for("kept", by_ttl("STANDBY"), "sent to standby after the close")
+    assert "IdleStandby" in await reasons(stack, "kept")
