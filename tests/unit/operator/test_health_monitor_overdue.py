@@ -4,20 +4,13 @@ leaving out terminal errors (they wait for an administrator, another alert's bus
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
+from support.workspaces import create_workspace, fake_adapters
 
-from codehub.adapters.fake_instance import FakeInstanceController
-from codehub.adapters.fake_storage import FakeStorageProvider
 from codehub.crd_like.client.api import ApiClient
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
-from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator.clock import FakeClock
 from codehub.operator.context import OperatorContext
 from codehub.operator.health_monitor import HealthMonitor
@@ -26,47 +19,25 @@ from codehub.operator.settings import Settings
 from codehub.vocabulary.timestamps import format_rfc3339
 
 NS = "ovd"
-TOKEN = "hm-operator"
 ARCHIVE_TIMEOUT = 600.0
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[tuple[ApiClient, OperatorContext]]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(f'{TOKEN},codehub-operator,op,"codehub:operator,codehub:admin"\n')
-    config = ApiConfig(database_url="", token_file=str(tokens))
-    server = TestServer(create_app(config, MemoryStore()), host="127.0.0.1")
-    await server.start_server()
-    client = ApiClient(str(server.make_url("")).rstrip("/"), TOKEN)
-    storage = FakeStorageProvider()
+def env(operator_client: ApiClient) -> tuple[ApiClient, OperatorContext]:
+    instances, storage = fake_adapters()
     ctx = OperatorContext(
         settings=Settings(timeout_archiving=ARCHIVE_TIMEOUT),
-        api=client,
-        instances=FakeInstanceController(volume_exists=lambda uid: uid in storage.volumes),
+        api=operator_client,
+        instances=instances,
         storage=storage,
         clock=FakeClock(),
         metrics=Metrics(),
     )
-    try:
-        yield client, ctx
-    finally:
-        await client.close()
-        await server.close()
+    return operator_client, ctx
 
 
 async def _workspace(client: ApiClient, name: str, status: dict[str, Any] | None) -> None:
-    await client.create(
-        NS,
-        {
-            "apiVersion": "codehub.io/v1alpha1",
-            "kind": "Workspace",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"desired_state": "PENDING"},
-        },
-    )
-    if status:
-        ops = [{"op": "add", "path": "/status", "value": status}]
-        await client.patch_json(NS, name, ops, status=True)
+    await create_workspace(client, NS, name, status=status)
 
 
 async def test_overdue_counts_only_live_operations_past_their_timeout(

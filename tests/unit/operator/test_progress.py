@@ -4,20 +4,13 @@ the data path's reports at most every interval, fenced on the operation, cleared
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
+from support.workspaces import create_workspace, fake_adapters
 
-from codehub.adapters.fake_instance import FakeInstanceController
-from codehub.adapters.fake_storage import FakeStorageProvider
 from codehub.crd_like.client.api import ApiClient
-from codehub.crd_like.config import ApiConfig
 from codehub.crd_like.models import WorkspaceStatus
-from codehub.crd_like.server.app import create_app
-from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator.clock import FakeClock, SystemClock
 from codehub.operator.context import OperatorContext
 from codehub.operator.planning import Operation
@@ -26,50 +19,23 @@ from codehub.operator.reconcile_view import View
 from codehub.operator.settings import Settings
 
 NS = "prog"
-TOKEN = "op-token"
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[ApiClient]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(f'{TOKEN},codehub-operator,op,"codehub:operator,codehub:admin"\n')
-    server = TestServer(
-        create_app(ApiConfig(database_url="", token_file=str(tokens)), MemoryStore()),
-        host="127.0.0.1",
-    )
-    await server.start_server()
-    api = ApiClient(str(server.make_url("")).rstrip("/"), TOKEN)
-    try:
-        yield api
-    finally:
-        await api.close()
-        await server.close()
+def client(operator_client: ApiClient) -> ApiClient:
+    return operator_client
 
 
 def _ctx(client: ApiClient, clock: Any) -> OperatorContext:
-    storage = FakeStorageProvider()
+    instances, storage = fake_adapters()
     return OperatorContext(
-        settings=Settings(),
-        api=client,
-        instances=FakeInstanceController(volume_exists=lambda uid: uid in storage.volumes),
-        storage=storage,
-        clock=clock,
+        settings=Settings(), api=client, instances=instances, storage=storage, clock=clock
     )
 
 
 async def _archiving(client: ApiClient, name: str) -> View:
-    await client.create(
-        NS,
-        {
-            "apiVersion": "codehub.io/v1alpha1",
-            "kind": "Workspace",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"desired_state": "PENDING"},
-        },
-    )
     claim = {"operation": "ARCHIVING", "op_id": "op-1"}
-    ops = [{"op": "add", "path": "/status", "value": claim}]
-    return View.of(await client.patch_json(NS, name, ops, status=True))
+    return View.of(await create_workspace(client, NS, name, status=claim))
 
 
 async def _until_written(client: ApiClient, name: str, done: int) -> int:
@@ -156,15 +122,7 @@ async def test_progress_left_by_a_dead_coordinator_is_cleared_by_the_reconciler(
     ctx = _ctx(client, clock)
     stale = progress_body(Operation.RESTORING, 5, 10, 1.0, "2026-01-01T00:00:00Z")
     for name in ("claimed", "idle"):
-        await client.create(
-            NS,
-            {
-                "apiVersion": "codehub.io/v1alpha1",
-                "kind": "Workspace",
-                "metadata": {"name": name, "namespace": NS},
-                "spec": {"desired_state": "STANDBY"},
-            },
-        )
+        await create_workspace(client, NS, name, "STANDBY")
     claimed = await client.get(NS, "claimed")
     await ctx.storage.provision(claimed["metadata"]["uid"])  # the operation's work is done
     started = format_rfc3339(clock.now(), micro=True)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
+from support.api import ApiFactory
+from support.workspaces import create_workspace
 
 from codehub.adapters.fake_instance import FakeInstanceController
 from codehub.adapters.fake_storage import FakeStorageProvider
 from codehub.crd_like.client.api import ApiClient
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator.clock import FakeClock
 from codehub.operator.context import OperatorContext
@@ -25,7 +22,6 @@ from codehub.operator.ttl_policy import CHANGED_AT_ANNOTATION, SOURCE_ANNOTATION
 from codehub.vocabulary.timestamps import format_rfc3339, parse_rfc3339, utc_now
 
 NS = "bob"
-TOKEN = "ttl-operator"
 
 
 class Env:
@@ -57,15 +53,7 @@ class Env:
     ) -> dict[str, Any]:
         """A settled workspace (observed == desired) last used ``idle_for`` seconds ago;
         ``announced``: a pass saw it settled then and stored its announcement."""
-        await self.client.create(
-            NS,
-            {
-                "apiVersion": "codehub.io/v1alpha1",
-                "kind": "Workspace",
-                "metadata": {"name": name, "namespace": NS},
-                "spec": {"desired_state": state, "standby_ttl_seconds": standby_ttl},
-            },
-        )
+        await create_workspace(self.client, NS, name, state, standby_ttl_seconds=standby_ttl)
         since = self.clock.now() - timedelta(seconds=idle_for)
         body: dict[str, Any] = {"observed_status": state, "operation": "NONE"}
         body["last_access_at"] = format_rfc3339(since)
@@ -84,24 +72,10 @@ class Env:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(f'{TOKEN},codehub-operator,op,"codehub:operator,codehub:admin"\n')
-    config = ApiConfig(
-        database_url="",
-        token_file=str(tokens),
-        max_running_per_user=10_000,
-        max_running_global=10_000,
-    )
-    store = MemoryStore()
-    server = TestServer(create_app(config, store), host="127.0.0.1")
-    await server.start_server()
-    client = ApiClient(str(server.make_url("")).rstrip("/"), TOKEN)
-    try:
-        yield Env(client, store)
-    finally:
-        await client.close()
-        await server.close()
+async def env(make_api: ApiFactory) -> Env:
+    api = await make_api(max_running_per_user=10_000, max_running_global=10_000)
+    assert isinstance(api.store, MemoryStore)
+    return Env(api.client("operator"), api.store)
 
 
 async def test_an_idle_running_workspace_goes_to_standby_recorded_three_ways(env: Env) -> None:
