@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import statistics
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,9 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from support.api import IDENTITIES
+from support.private_services import ServerThread
 
 from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import serve
 
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0
@@ -38,36 +36,6 @@ class Served:
     port: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerThread:
-    """``serve`` in a thread with its own event loop, as a separate server would be: the
-    attack's thousand sockets and the server do not share one loop."""
-
-    def __init__(self, config: ApiConfig, port: int) -> None:
-        self.config = config
-        self.port = port
-        self.loop = asyncio.new_event_loop()
-        self.stop: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self._main, name="slow-clients-api", daemon=True)
-
-    def _main(self) -> None:
-        async def run() -> None:
-            self.stop = asyncio.Event()
-            await serve(self.config, "127.0.0.1", self.port, True, self.stop)
-
-        self.loop.run_until_complete(run())
-
-    def close(self) -> None:
-        if self.stop is not None:
-            self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(PATIENCE)
-
-
 @pytest.fixture
 async def served(database_url: str, tmp_path: Path) -> AsyncIterator[Served]:
     tokens = tmp_path / "tokens.csv"
@@ -79,8 +47,8 @@ async def served(database_url: str, tmp_path: Path) -> AsyncIterator[Served]:
         header_timeout=HEADER_TIMEOUT,
         body_timeout=BODY_TIMEOUT,
     )
-    server = ServerThread(config, free_port())
-    server.thread.start()
+    server = ServerThread(config)
+    server.start()
     url = f"http://127.0.0.1:{server.port}"
     async with aiohttp.ClientSession() as http:
         for _ in range(300):
