@@ -61,7 +61,7 @@ def dead_engine(real: Real, tmp_path: Path) -> Real:
     return out
 
 
-async def test_engine_down_retries_to_a_clear_error_and_keeps_data(
+async def test_engine_down_claims_nothing_retries_and_keeps_data(
     real: Real, tmp_path: Path
 ) -> None:
     """Long because the story (healthy, engine gone, engine back) is the point."""
