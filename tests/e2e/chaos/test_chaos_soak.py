@@ -184,6 +184,8 @@ def report(ledger: Ledger, elapsed: float) -> str:
         *(f"    {name:<28} {n:>5}" for name, n in sorted(ledger.faults.items())),
         "  checks made:",
         *(f"    {name:<28} {n:>5}" for name, n in sorted(ledger.checks.items())),
+        "  not injected: restarts of PostgreSQL, S3 and the Docker engine (the stack uses the"
+        " shared dev services; see tests/e2e/outages and tests/integration/operator/test_outage_*)",
         f"  violations: {len(ledger.violations)}",
         *(f"    {v}" for v in ledger.violations[:20]),
     ]
