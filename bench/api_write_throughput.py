@@ -36,6 +36,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_seconds
 from watch_latency import NS_PATH, Server, percentile
 
 #: The store's write, minus the server: counter, row, log entry in one statement.
@@ -49,13 +50,6 @@ RAW_WRITE = (
     " SELECT b.rev, 'workspaces', 'bench', %(name)s, 'MODIFIED', b.body, %(prev)s FROM b)"
     " SELECT b.rev FROM b"
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process so far: the cost per write, unlike the rate,
-    hardly depends on what else the machine is running."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def raw_writer(url: str, name: str, body: dict[str, object], until: float) -> int:

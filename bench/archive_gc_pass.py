@@ -22,43 +22,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shlex
-import subprocess
 import sys
 import time
 import tracemalloc
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
+from _common import service_env
 
 from codehub.adapters.fake_object_store import MemoryObjectStore
 from codehub.operator.archive_gc import ArchiveGC
 from codehub.operator.archive_gc_store import FirstSeenStore
 from codehub.operator.clock import FakeClock
 
-REPO = Path(__file__).resolve().parent.parent
 DELAY = 7200.0
-
-
-def service_env() -> dict[str, str]:
-    out = subprocess.run(
-        [str(REPO / "scripts" / "dev-services"), "up"],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    ).stdout
-    env: dict[str, str] = {}
-    for line in out.splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export":
-            name, _, value = words[1].partition("=")
-            env[name] = value
-    return env
 
 
 class PagedApi:

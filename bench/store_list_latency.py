@@ -13,37 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
+from _common import service_env
 
 from codehub.crd_like.store.postgres import PostgresStore
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def service_env() -> dict[str, str]:
-    out = subprocess.run(
-        [str(REPO / "scripts" / "dev-services"), "up"],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    ).stdout
-    env: dict[str, str] = {}
-    for line in out.splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export":
-            name, _, value = words[1].partition("=")
-            env[name] = value
-    return env
 
 
 def pct(values: list[float], p: float) -> float:

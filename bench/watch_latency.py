@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import secrets
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -36,21 +35,9 @@ from pathlib import Path
 
 import aiohttp
 import psycopg
+from _common import REPO, cpu_seconds, free_port
 
-REPO = Path(__file__).resolve().parent.parent
 NS_PATH = "/apis/codehub.io/v1alpha1/namespaces/bench/workspaces"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
