@@ -7,10 +7,17 @@ websocketd echo) published on 127.0.0.1; services from ``eval "$(scripts/dev-ser
 Then, in one run:
 
 1. HTTP: C concurrent keep-alive clients for S seconds, GET /healthz, directly on the
-   published port and through ``/w/bench/direct/`` (bearer): requests/s and the p50 of
-   one client's sequential requests. Goals: proxy >= 0.7x the direct throughput and
-   p50 at most +2 ms.
-2. WebSocket: sequential echo round trips, direct (ws://) and through the proxy (wss://).
+   published port (plain HTTP) and through ``/w/bench/direct/`` (bearer) on the API's
+   HTTPS listener, as in production: requests/s, the server's CPU per proxied request
+   and the p50 of one client's sequential requests. The same client session and
+   concurrency serve every side, in R alternating rounds (direct, proxy, proxy over
+   plain HTTP), and ratios are taken within a round, so a change of machine load
+   between rounds does not favour either side. The extra line "proxy, plain HTTP" is a
+   second replica started with ``--insecure-http`` on the same database: the same proxy
+   without TLS, to tell TLS cost from the proxy's own. Goals: proxy >= 0.7x the direct
+   throughput and p50 at most +2 ms.
+2. WebSocket: sequential echo round trips, direct (ws://) and through the proxy (wss://,
+   and ws:// on the plain-HTTP replica).
 3. Wake: a page load (GET, Accept: text/html) of a STANDBY workspace, then polling its
    URL until the workspace itself answers: navigation to first workspace byte. Against
    ``docker run -d`` of the same image until its first byte. The loading page probes
@@ -19,7 +26,7 @@ Then, in one run:
 Everything is printed, ratios included; nothing is asserted (the machine may be shared:
 compare ratios of one run, repeat it).
 
-    .venv/bin/python bench/proxy_throughput.py --seconds 4 --clients 16 --wakes 3
+    .venv/bin/python bench/proxy_throughput.py --seconds 4 --clients 16 --rounds 3 --wakes 3
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_write_throughput import cpu_seconds
-from watch_latency import Server, free_port
+from watch_latency import REPO, Server, free_port
 
 IMAGE = "codehub/workspace-test:local"
 NS = "bench"
@@ -164,9 +171,64 @@ class Api:
         raise RuntimeError(f"{name} not {display} after {limit:.0f}s")
 
 
+class PlainServer(Server):
+    """A replica of ``primary`` (same database and token) serving plain HTTP."""
+
+    def __init__(self, primary: Server, workdir: Path) -> None:
+        super().__init__(primary.admin_url, workdir)
+        self.db, self.url_db, self.token = primary.db, primary.url_db, primary.token
+        self.owns_db = False
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        tokens = self.workdir / "tokens.csv"
+        tokens.write_text(f'{self.token},bench-admin,u1,"codehub:admin"\n')
+        env = {
+            **os.environ,
+            "CODEHUB_DATABASE_URL": self.url_db,
+            "CODEHUB_TOKEN_FILE": str(tokens),
+            "CODEHUB_STATE_DIR": str(self.workdir),
+        }
+        self.proc = subprocess.Popen(
+            [
+                str(REPO / ".venv/bin/python"),
+                *("-m", "codehub.crd_like.server", "--listen", f"127.0.0.1:{self.port}"),
+                "--insecure-http",
+            ],
+            env=env,
+            stdout=open(self.workdir / "server.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def wait_ready(self) -> None:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(600):
+                try:
+                    async with s.get(f"{self.url}/readyz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("plain-HTTP replica did not become ready")
+
+
+#: (label, what the client talks to) of the measured sides, in each round's order.
+SIDES = (
+    ("direct", "published port, plain HTTP"),
+    ("proxy", "the API's HTTPS listener (production)"),
+    ("plain", "a --insecure-http replica: the proxy without TLS (extra line)"),
+)
+
+
 async def bench_http(
-    api: Api, direct: str, args: argparse.Namespace
-) -> tuple[dict[str, float], dict[str, float]]:
+    api: Api, plain_server: Server, direct: str, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Per-round figures of every side; one client session and concurrency for all."""
     await api.create("direct", "RUNNING")
     await api.call(
         "PATCH",
@@ -174,28 +236,41 @@ async def bench_http(
         {"status": {"observed_status": "RUNNING", "endpoint": direct}},
         merge=True,
     )
-    proxied = f"{api.base}/w/{NS}/direct"
-    kw: dict[str, Any] = {"ssl": api.ctx}
+    auth = {"Authorization": f"Bearer {api.session.headers['Authorization'].split()[1]}"}
+    urls = {
+        "direct": (direct + "/healthz", {}),
+        "proxy": (f"{api.base}/w/{NS}/direct/healthz", {"ssl": api.ctx, "headers": auth}),
+        "plain": (f"{plain_server.url}/w/{NS}/direct/healthz", {"headers": auth}),
+    }
+    pids = {"proxy": api.pid, "plain": plain_server.proc.pid if plain_server.proc else None}
+    out: dict[str, list[float]] = {}
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as plain:
-        await latency(plain, direct + "/healthz", 50)
-        await latency(api.session, proxied + "/healthz", 50, **kw)
-        rps = {"direct": await throughput(plain, direct + "/healthz", args.clients, args.seconds)}
-        assert api.pid is not None
-        cpu0 = cpu_seconds(api.pid)
-        rps["proxy"] = await throughput(
-            api.session, proxied + "/healthz", args.clients, args.seconds, **kw
-        )
-        rps["cpu_ms"] = (cpu_seconds(api.pid) - cpu0) * 1000 / (rps["proxy"] * args.seconds)
-        p50 = {
-            "direct": await latency(plain, direct + "/healthz", args.requests),
-            "proxy": await latency(api.session, proxied + "/healthz", args.requests, **kw),
+    async with aiohttp.ClientSession(connector=connector) as client:
+        for url, kw in urls.values():
+            await latency(client, url, 50, **kw)  # warm: connections, endpoint cache
+        for _ in range(args.rounds):
+            for side, (url, kw) in urls.items():
+                pid = pids.get(side)
+                cpu0 = cpu_seconds(pid) if pid else 0.0
+                t0 = time.perf_counter()
+                rps = await throughput(client, url, args.clients, args.seconds, **kw)
+                served = rps * (time.perf_counter() - t0)
+                out.setdefault(f"{side}_rps", []).append(rps)
+                if pid:
+                    cpu = (cpu_seconds(pid) - cpu0) * 1000 / served
+                    out.setdefault(f"{side}_cpu_ms", []).append(cpu)
+                out.setdefault(f"{side}_p50", []).append(
+                    await latency(client, url, args.requests, **kw)
+                )
+        root = f"/w/{NS}/direct/"
+        ws = {
+            "direct": (direct.replace("http://", "ws://") + "/", {}),
+            "proxy": (api.base.replace("https://", "wss://") + root, urls["proxy"][1]),
+            "plain": (plain_server.url.replace("http://", "ws://") + root, urls["plain"][1]),
         }
-        ws_direct = direct.replace("http://", "ws://") + "/"
-        ws_proxy = proxied.replace("https://", "wss://") + "/"
-        p50["ws_direct"] = await ws_round_trip(plain, ws_direct, args.requests)
-        p50["ws_proxy"] = await ws_round_trip(api.session, ws_proxy, args.requests, **kw)
-    return rps, p50
+        for side, (url, kw) in ws.items():
+            out[f"{side}_ws"] = [await ws_round_trip(client, url, args.requests, **kw)]
+    return out
 
 
 async def timed(fn: Callable[[], Awaitable[None]]) -> float:
@@ -252,22 +327,30 @@ def start_coordinator(
     )
 
 
-def report(
-    rps: dict[str, float], p50: dict[str, float], woke: list[float], raw: list[float]
-) -> None:
-    ratio = rps["proxy"] / rps["direct"]
-    extra = p50["proxy"] - p50["direct"]
-    print(f"HTTP GET /healthz   direct {rps['direct']:8.0f} req/s   p50 {p50['direct']:6.2f} ms")
-    print(f"                    proxy  {rps['proxy']:8.0f} req/s   p50 {p50['proxy']:6.2f} ms")
-    print(f"  throughput ratio {ratio:.2f}x (goal >= 0.70)   p50 {extra:+.2f} ms (goal <= +2 ms)")
-    print(f"  server CPU per proxied request {rps['cpu_ms']:.2f} ms (TLS, auth, forward)")
-    ws_extra = p50["ws_proxy"] - p50["ws_direct"]
+def report(fig: dict[str, list[float]], woke: list[float], raw: list[float]) -> None:
+    med = statistics.median
+    rounds = len(fig["direct_rps"])
+    print(f"HTTP GET /healthz, {rounds} alternating rounds, same client and concurrency:")
+    for side, what in SIDES:
+        cpu = f"   server CPU {med(fig[side + '_cpu_ms']):.2f} ms/req" if side != "direct" else ""
+        rps, p50 = med(fig[side + "_rps"]), med(fig[side + "_p50"])
+        print(f"  {side:6} {rps:7.0f} req/s   p50 {p50:5.2f} ms{cpu}   ({what})")
+    for side, label in (("proxy", "proxy (HTTPS) "), ("plain", "plain-HTTP proxy")):
+        ratios = [p / d for p, d in zip(fig[side + "_rps"], fig["direct_rps"], strict=True)]
+        extras = [p - d for p, d in zip(fig[side + "_p50"], fig["direct_p50"], strict=True)]
+        print(
+            f"  {label} vs direct: throughput {med(ratios):.2f}x (goal >= 0.70;"
+            f" rounds {' '.join(f'{r:.2f}' for r in ratios)})"
+            f"   p50 {med(extras):+.2f} ms (goal <= +2 ms)"
+        )
+    d = fig["direct_ws"][0]
     print(
-        f"WebSocket echo p50  direct {p50['ws_direct']:.2f} ms   proxy {p50['ws_proxy']:.2f} ms"
-        f"   ({ws_extra:+.2f} ms, {p50['ws_proxy'] / p50['ws_direct']:.2f}x)"
+        f"WebSocket echo p50  direct {d:.2f} ms   proxy (wss) {fig['proxy_ws'][0]:.2f} ms"
+        f" ({fig['proxy_ws'][0] - d:+.2f} ms)   plain-HTTP proxy (ws)"
+        f" {fig['plain_ws'][0]:.2f} ms ({fig['plain_ws'][0] - d:+.2f} ms)"
     )
     if woke and raw:
-        w, r = statistics.median(woke), statistics.median(raw)
+        w, r = med(woke), med(raw)
         print(
             f"Wake to first byte  page load {w:.2f} s   docker run {r:.2f} s   ({w / r:.2f}x)"
             f"   rounds: {' '.join(f'{x:.2f}' for x in woke)} / {' '.join(f'{x:.2f}' for x in raw)}"
@@ -280,29 +363,33 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="codehub-bench-") as tmp:
         server = Server(admin_url, Path(tmp) / "server")
         server.start()
+        plain_server = PlainServer(server, Path(tmp) / "plain")
         operator_token = uuid.uuid4().hex
         with (server.workdir / "tokens.csv").open("a") as fh:
             fh.write(f'{operator_token},codehub-operator,u2,"codehub:operator"\n')
         coordinator = None
         try:
             await server.wait_ready()
+            plain_server.start()
+            await plain_server.wait_ready()
             _, direct = await asyncio.to_thread(run_container, labels)
             headers = {"Authorization": f"Bearer {server.token}"}
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
                 api = Api(session, server, server.ssl())
                 await first_byte(session, direct + "/healthz")
-                rps, p50 = await bench_http(api, direct, args)
+                fig = await bench_http(api, plain_server, direct, args)
                 woke: list[float] = []
                 raw: list[float] = []
                 if args.wakes:
                     coordinator = start_coordinator(server, operator_token, labels)
                     woke, raw = await bench_wake(api, labels, args.wakes)
-            report(rps, p50, woke, raw)
+            report(fig, woke, raw)
         finally:
             if coordinator is not None:
                 coordinator.terminate()
                 coordinator.wait(30)
+            plain_server.stop()
             server.stop()
             selector = f"label=codehub.io/bench={labels['codehub.io/bench']}"
             for kind in ("container", "volume"):
@@ -318,5 +405,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=4.0, help="per throughput run")
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     parser.add_argument("--requests", type=int, default=300, help="sequential, for p50")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating HTTP rounds")
     parser.add_argument("--wakes", type=int, default=3, help="wake rounds (0: skip)")
     asyncio.run(main(parser.parse_args()))

@@ -39,6 +39,10 @@ class ProxyMetrics:
         )
         for result in ("woken", "limited", "failed"):
             self.wakes.labels(result)
+        #: The labelled children, looked up once: ``labels()`` costs a lock and a
+        #: validation on every proxied request otherwise.
+        self._by_class = {c: self.requests.labels(f"{c}xx") for c in range(1, 6)}
 
     def observe(self, status: int) -> None:
-        self.requests.labels(f"{status // 100}xx").inc()
+        child = self._by_class.get(status // 100)
+        (child or self.requests.labels(f"{status // 100}xx")).inc()
