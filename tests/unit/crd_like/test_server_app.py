@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from support.api import ApiFactory, Identity
+from support.sse import next_sse_event
 
 from codehub.crd_like.store.memory import MemoryStore
 
@@ -209,18 +210,7 @@ async def test_sse_state_changes_errors_and_heartbeats(client: Client) -> None:
     assert stream.headers["Content-Type"].startswith("text/event-stream")
 
     async def next_event(kind: str | None = None) -> tuple[str, dict[str, Any]]:
-        while True:
-            event, data = "", ""
-            while True:
-                line = (await asyncio.wait_for(stream.content.readline(), 10)).decode()
-                if line == "\n":
-                    break
-                if line.startswith("event: "):
-                    event = line[7:].strip()
-                if line.startswith("data: "):
-                    data = line[6:].strip()
-            if kind is None or event == kind:
-                return event, json.loads(data)
+        return await next_sse_event(stream, kind)
 
     assert await next_event() == (
         "state_changed",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 import yaml
 from aiohttp import ClientResponse
 from support.api import ApiFactory, ApiHarness
+from support.sse import next_sse_event
 
 from codehub.crd_like.server import desired_source
 from codehub.crd_like.server.desired_source import CHANGED_AT, SOURCE
@@ -139,19 +139,7 @@ async def test_every_verb_stamps_a_desired_state_change(make_api: ApiFactory) ->
 
 
 async def _events(stream: ClientResponse, kind: str) -> dict[str, Any]:
-    while True:
-        event, data = "", ""
-        while True:
-            line = (await asyncio.wait_for(stream.content.readline(), 10)).decode()
-            if line == "\n":
-                break
-            if line.startswith("event: "):
-                event = line[7:].strip()
-            if line.startswith("data: "):
-                data = line[6:].strip()
-        if event == kind:
-            out: dict[str, Any] = json.loads(data)
-            return out
+    return (await next_sse_event(stream, kind))[1]
 
 
 async def _announce(api: ApiHarness, name: str, action: str | None, at: datetime | None) -> None:

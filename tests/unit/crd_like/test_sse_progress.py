@@ -4,12 +4,12 @@ removal sends ``progress: null``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from aiohttp import ClientResponse
 from support.api import ApiFactory, Identity
+from support.sse import next_sse_event
 
 NS = "/apis/codehub.io/v1alpha1/namespaces/alice/workspaces"
 ALICE = {"Authorization": "Bearer a"}
@@ -19,16 +19,7 @@ USERS = [Identity("a", "alice", "1"), Identity("o", "op", "3", ("codehub:operato
 
 async def _state(stream: ClientResponse) -> dict[str, Any]:
     """The next state_changed payload (heartbeats skipped)."""
-    while True:
-        event, data = "", ""
-        while (line := (await asyncio.wait_for(stream.content.readline(), 10)).decode()) != "\n":
-            if line.startswith("event: "):
-                event = line[7:].strip()
-            if line.startswith("data: "):
-                data = line[6:].strip()
-        if event == "state_changed":
-            out: dict[str, Any] = json.loads(data)
-            return out
+    return (await next_sse_event(stream, "state_changed"))[1]
 
 
 def _progress(done: int) -> dict[str, Any]:
