@@ -173,7 +173,10 @@ class VolumeS3StorageProvider(ArchivePaths, StorageProvider):
     def _provision_sync(self, uid: str, labels: Mapping[str, str] | None) -> None:
         self._create_volume_sync(uid, labels)
         # The first mount at /data of the job image copies the image's /data ownership
-        # (1000:1000) onto the fresh volume's root: no root job needed.
+        # (1000:1000) onto the fresh volume's root: no root job needed. Creating the job
+        # container does it; running the job only checks it, when that cannot be read.
+        if self.jobs.owned_after_create(uid):
+            return
         result, _, _ = self.jobs.run(uid, "provision", PROVISION_SCRIPT, read_only=False)
         if result.exit_code != 0 or result.fields.get("RESULT") != "OK":
             raise self._job_error(uid, "provision", result)
