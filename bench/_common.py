@@ -8,6 +8,7 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,3 +42,12 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU of a process so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def admin_database_url() -> str | None:
+    """CODEHUB_DATABASE_URL (the server's admin database), or None after saying how to
+    set it."""
+    url = os.environ.get("CODEHUB_DATABASE_URL")
+    if not url:
+        print('set CODEHUB_DATABASE_URL (eval "$(scripts/dev-services up)")', file=sys.stderr)
+    return url or None

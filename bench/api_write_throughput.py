@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_seconds
+from _common import admin_database_url, cpu_seconds
 from watch_latency import NS_PATH, Server, percentile
 
 #: The store's write, minus the server: counter, row, log entry in one statement.
@@ -159,9 +158,8 @@ def main() -> int:
         help="API server processes on the one database, writers spread over them",
     )
     args = parser.parse_args()
-    admin_url = os.environ.get("CODEHUB_DATABASE_URL")
-    if not admin_url:
-        print('set CODEHUB_DATABASE_URL (eval "$(scripts/dev-services up)")', file=sys.stderr)
+    admin_url = admin_database_url()
+    if admin_url is None:
         return 2
     with tempfile.TemporaryDirectory(prefix="codehub-bench-") as tmp:
         server = Server(admin_url, Path(tmp))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import aiohttp
 import psycopg
-from _common import REPO, cpu_seconds, free_port
+from _common import REPO, admin_database_url, cpu_seconds, free_port
 
 NS_PATH = "/apis/codehub.io/v1alpha1/namespaces/bench/workspaces"
 
@@ -317,9 +317,8 @@ def main() -> int:
     )
     parser.add_argument("--list-objects", type=int, default=0)
     args = parser.parse_args()
-    admin_url = os.environ.get("CODEHUB_DATABASE_URL")
-    if not admin_url:
-        print('set CODEHUB_DATABASE_URL (eval "$(scripts/dev-services up)")', file=sys.stderr)
+    admin_url = admin_database_url()
+    if admin_url is None:
         return 2
     with tempfile.TemporaryDirectory(prefix="codehub-bench-") as tmp:
         server = Server(admin_url, Path(tmp))
