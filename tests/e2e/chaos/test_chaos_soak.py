@@ -141,16 +141,21 @@ def kill_server(stack: Stack, rng: random.Random) -> str:
 
 
 def kill_job(stack: Stack, rng: random.Random) -> str:
+    """Wait a little for a running storage job (the loop has just asked for an archive
+    or a restore) and ``docker kill`` it."""
     case = stack.scope_labels[TEST_LABEL]
-    running = stack.docker.containers.list(
-        filters={"label": [f"{TEST_LABEL}={case}", "codehub.io/role=job"]}
-    )
-    if not running:
-        return "no job running"
-    victim = rng.choice(running)
-    with contextlib.suppress(Exception):
-        victim.kill()
-    return f"docker kill {victim.name}"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        running = stack.docker.containers.list(
+            filters={"label": [f"{TEST_LABEL}={case}", "codehub.io/role=job"]}
+        )
+        if running:
+            victim = rng.choice(running)
+            with contextlib.suppress(Exception):
+                victim.kill()
+            return f"docker kill {victim.name}"
+        time.sleep(0.05)
+    return "no job running"
 
 
 FAULTS = {"leader": kill_leader, "server": kill_server, "job": kill_job}
@@ -210,6 +215,12 @@ async def test_chaos_soak(stack: Stack) -> None:
         while time.monotonic() - start < SECONDS:
             if rng.random() < 0.3:
                 kind = rng.choice(sorted(FAULTS))
+                if kind == "job":  # make a job happen: archive or restore a workspace
+                    name = rng.choice(names)
+                    desired[name] = "PENDING" if desired[name] != "PENDING" else "RUNNING"
+                    with contextlib.suppress(Exception):
+                        await stack.set_desired(name, desired[name])
+                        ledger.changes += 1
                 what = await asyncio.to_thread(FAULTS[kind], stack, rng)
                 injected = what.startswith(("SIGKILL", "docker kill"))
                 ledger.faults[FAULT_NAMES[kind] if injected else f"skipped: {what}"] += 1
