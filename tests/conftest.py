@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import docker
     from support.api import ApiFactory
 
+    from codehub.adapters.config import DockerConfig
     from codehub.operator.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,6 +208,20 @@ def s3_bucket(service_env: dict[str, str], run_id: str) -> Iterator[str]:
         client.make_bucket(name)
     yield name
     _remove_bucket(client, name)
+
+
+@pytest.fixture(scope="session")
+def s3_client(service_env: dict[str, str]) -> Any:
+    """A Minio client of the dev services' S3 (to check or break what the adapters did)."""
+    return _minio(service_env)
+
+
+@pytest.fixture(scope="session")
+def docker_config(settings: Settings, scope_labels: dict[str, str]) -> DockerConfig:
+    """The adapters' Docker configuration for this run (scoped, short start timeout)."""
+    import dataclasses
+
+    return dataclasses.replace(settings.docker_config(scope_labels), start_timeout=60.0)
 
 
 @pytest.fixture

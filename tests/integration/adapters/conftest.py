@@ -1,8 +1,9 @@
 """Adapter fixtures shared by the instance and storage suites.
 
 The Docker fixtures build on the session fixtures of tests/conftest.py (``settings``,
-``scope_labels``, ``test_images``, ``docker_client``): everything they create carries the
-run's scope labels, so the session teardown finds and removes it even after a crash.
+``scope_labels``, ``test_images``, ``docker_client``, ``docker_config``): everything they
+create carries the run's scope labels, so the session teardown finds and removes it even
+after a crash.
 """
 
 from __future__ import annotations
@@ -20,20 +21,6 @@ from codehub.adapters.docker_instance import DockerInstanceController
 from codehub.adapters.fake_instance import FakeInstanceController
 
 WORKSPACE_IMAGE = "codehub/workspace-test:local"
-
-
-@pytest.fixture(scope="session")
-def docker_config(settings: object, scope_labels: dict[str, str]) -> DockerConfig:
-    """The adapters' Docker configuration for this run (scoped, short start timeout)."""
-    base: DockerConfig = settings.docker_config(scope_labels)  # type: ignore[attr-defined]
-    return DockerConfig(
-        docker_host=base.docker_host,
-        job_image=base.job_image,
-        job_timeout=base.job_timeout,
-        start_timeout=60.0,
-        health_path=base.health_path,
-        scope_labels=dict(scope_labels),
-    )
 
 
 @pytest.fixture

@@ -28,22 +28,13 @@ OPERATOR = Identity(
 async def real(
     make_api: ApiFactory,
     settings: Settings,
-    scope_labels: dict[str, str],
+    docker_config: DockerConfig,
     s3_bucket: str,
     test_images: dict[str, str],
     docker_client: docker.DockerClient,
 ) -> AsyncIterator[Real]:
     api = await make_api("postgres", identities=[OPERATOR])
     client = api.client(OPERATOR.user)
-    base = settings.docker_config(scope_labels)
-    docker_config = DockerConfig(
-        docker_host=base.docker_host,
-        job_image=base.job_image,
-        job_timeout=base.job_timeout,
-        start_timeout=60.0,
-        health_path=base.health_path,
-        scope_labels=dict(scope_labels),
-    )
     s3_config = dataclasses.replace(settings.s3_config(), bucket=s3_bucket)
     instances = DockerInstanceController(docker_config)
     storage = VolumeS3StorageProvider(docker_config, s3_config)
