@@ -9,75 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_e2e import TEST_LABEL, USER, CoordinatorProcess, History, Stack
+from operator_e2e import USER, CoordinatorProcess, History, Stack, open_stack
 
 
 @pytest.fixture
 def stack(
-    service_env: dict[str, str],
-    api_server_factory: Callable[..., Any],
-    run_id: str,
-    s3_bucket: str,
-    test_images: dict[str, str],
-    docker_client: Any,
-    tmp_path: Path,
+    request: pytest.FixtureRequest, s3_client: Any, api_server_factory: Callable[..., Any]
 ) -> Iterator[Stack]:
     """API server on a fresh database plus what coordinators need; coordinators on demand."""
-    from urllib.parse import urlparse
-
-    from minio import Minio
-
     server = api_server_factory(extra_env={"MAX_RUNNING_PER_USER": "10"}, tag="op")
-    case = uuid.uuid4().hex[:10]
-    labels = {"codehub.io/test-run": run_id, TEST_LABEL: case}
-    settings_env = {
-        **server.env,
-        "CODEHUB_SERVER": server.url,
-        "CODEHUB_TOKEN": server.tokens["operator"],
-        "CODEHUB_CA_FILE": server.ca_file,
-        "CODEHUB_S3_BUCKET": s3_bucket,
-        "PYTHONUNBUFFERED": "1",
-        "RECONCILER_INTERVAL": "1",
-        "RECONCILER_RETRY_BACKOFF": "1",
-        "HEALTH_MONITOR_INTERVAL": "1",
-        "COORDINATOR_RETRY_INTERVAL": "1",
-    }
-    url = urlparse(service_env["CODEHUB_S3_ENDPOINT"])
-    s3 = Minio(
-        url.netloc,
-        access_key=service_env["CODEHUB_S3_ACCESS_KEY"],
-        secret_key=service_env["CODEHUB_S3_SECRET_KEY"],
-        secure=url.scheme == "https",
-    )
-    st = Stack(
-        server=server,
-        settings_env=settings_env,
-        scope_labels=labels,
-        state=tmp_path,
-        docker=docker_client,
-        s3=s3,
-        bucket=s3_bucket,
-        image=test_images.get("workspace-test", "codehub/workspace-test:local"),
-    )
-    try:
+    with open_stack(request, server, s3_client) as st:
         yield st
-    finally:
-        for c in st.coordinators:
-            with contextlib.suppress(Exception):
-                c.terminate()
-        selector = {"label": f"{TEST_LABEL}={case}"}
-        for c in docker_client.containers.list(all=True, filters=selector):
-            with contextlib.suppress(Exception):
-                c.remove(force=True, v=True)
-        for v in docker_client.volumes.list(filters=selector):
-            with contextlib.suppress(Exception):
-                v.remove(force=True)
 
 
 @pytest.fixture

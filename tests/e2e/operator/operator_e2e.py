@@ -9,21 +9,25 @@ reality (and to break it behind the operator's back).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
@@ -287,6 +291,87 @@ class Stack:
                 resp.close()
                 resp.release_conn()
         return out
+
+
+@contextlib.contextmanager
+def open_stack(request: pytest.FixtureRequest, server: Any, s3: Any = None) -> Iterator[Stack]:
+    """A Stack over ``server`` with a scope label of its own (coordinators on demand,
+    polling every second), built from the session's fixtures (``run_id``, ``s3_bucket``,
+    ``test_images``, ``docker_client``) and the test's ``tmp_path``; on exit its
+    coordinators are stopped and the containers and volumes carrying its label removed."""
+    run_id: str = request.getfixturevalue("run_id")
+    bucket: str = request.getfixturevalue("s3_bucket")
+    images: Mapping[str, str] = request.getfixturevalue("test_images")
+    docker: Any = request.getfixturevalue("docker_client")
+    state: Path = request.getfixturevalue("tmp_path")
+    case = uuid.uuid4().hex[:10]
+    settings_env = {
+        **server.env,
+        "CODEHUB_SERVER": server.url,
+        "CODEHUB_TOKEN": server.tokens["operator"],
+        "CODEHUB_CA_FILE": server.ca_file,
+        "CODEHUB_S3_BUCKET": bucket,
+        "PYTHONUNBUFFERED": "1",
+        "RECONCILER_INTERVAL": "1",
+        "RECONCILER_RETRY_BACKOFF": "1",
+        "HEALTH_MONITOR_INTERVAL": "1",
+        "COORDINATOR_RETRY_INTERVAL": "1",
+    }
+    st = Stack(
+        server=server,
+        settings_env=settings_env,
+        scope_labels={"codehub.io/test-run": run_id, TEST_LABEL: case},
+        state=state,
+        docker=docker,
+        s3=s3,
+        bucket=bucket,
+        image=images.get("workspace-test", "codehub/workspace-test:local"),
+    )
+    try:
+        yield st
+    finally:
+        for c in st.coordinators:
+            with contextlib.suppress(Exception):
+                c.terminate()
+        selector = {"label": f"{TEST_LABEL}={case}"}
+        for c in docker.containers.list(all=True, filters=selector):
+            with contextlib.suppress(Exception):
+                c.remove(force=True, v=True)
+        for v in docker.volumes.list(filters=selector):
+            with contextlib.suppress(Exception):
+                v.remove(force=True)
+
+
+@contextlib.asynccontextmanager
+async def sse_stream(
+    stack: Stack, on_event: Callable[[str, dict[str, Any]], None], name: str | None = None
+) -> AsyncIterator[None]:
+    """Feed ``on_event(event, data)`` every SSE event of the user's namespace (of workspace
+    ``name`` if given), read in the background while the block runs."""
+    path = f"/api/v1/namespaces/{USER}/workspaces" + (f"/{name}" if name else "") + "/events"
+    ctx = ssl.create_default_context(cafile=stack.server.ca_file)
+    headers = {"Authorization": f"Bearer {stack.server.tokens[USER]}"}
+    async with aiohttp.ClientSession() as session:
+        resp = await session.get(stack.server.url + path, headers=headers, ssl=ctx)
+        assert resp.status == 200
+
+        async def read() -> None:
+            event = ""
+            async for raw in resp.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    on_event(event, json.loads(line[6:]))
+
+        task = asyncio.create_task(read())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await task
+            resp.close()
 
 
 def status(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,16 +12,14 @@ proxy and SSE stream.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from operator_e2e import USER, CoordinatorProcess, History, Stack, status
+from operator_e2e import USER, CoordinatorProcess, History, Stack, sse_stream, status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -81,29 +79,8 @@ async def create(stack: Stack, name: str, standby_ttl: int, archive_ttl: int) ->
 async def sse_events(stack: Stack) -> AsyncIterator[list[tuple[str, dict[str, Any]]]]:
     """Every SSE event of the user's namespace, collected in the background."""
     seen: list[tuple[str, dict[str, Any]]] = []
-    session = aiohttp.ClientSession()
-    url = f"{stack.server.url}/api/v1/namespaces/{USER}/workspaces/events"
-    resp = await session.get(url, headers=bearer(stack), ssl=ssl_context(stack))
-    assert resp.status == 200
-
-    async def read() -> None:
-        event = ""
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                seen.append((event, json.loads(line[6:])))
-
-    task = asyncio.create_task(read())
-    try:
+    async with sse_stream(stack, lambda event, data: seen.append((event, data))):
         yield seen
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
-            await task
-        resp.close()
-        await session.close()
 
 
 async def reasons(stack: Stack, name: str) -> list[str]:

@@ -7,16 +7,12 @@ ARCHIVED. Restoring it clears any progress too.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
-from operator_e2e import USER, CoordinatorProcess, Stack, status, uid_of
+from operator_e2e import CoordinatorProcess, Stack, sse_stream, status, uid_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,30 +30,13 @@ def coordinator(stack: Stack) -> CoordinatorProcess:
 async def states(stack: Stack, name: str) -> AsyncIterator[list[dict[str, Any]]]:
     """Every ``state_changed`` payload of ``name`` from the SSE stream, in order."""
     seen: list[dict[str, Any]] = []
-    ctx = ssl.create_default_context(cafile=stack.server.ca_file)
-    headers = {"Authorization": f"Bearer {stack.server.tokens[USER]}"}
-    url = f"{stack.server.url}/api/v1/namespaces/{USER}/workspaces/{name}/events"
-    async with aiohttp.ClientSession() as session:
-        resp = await session.get(url, headers=headers, ssl=ctx)
-        assert resp.status == 200
 
-        async def read() -> None:
-            event = ""
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "state_changed":
-                    seen.append(json.loads(line[6:]))
+    def on_event(event: str, data: dict[str, Any]) -> None:
+        if event == "state_changed":
+            seen.append(data)
 
-        task = asyncio.create_task(read())
-        try:
-            yield seen
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
-                await task
-            resp.close()
+    async with sse_stream(stack, on_event, name):
+        yield seen
 
 
 async def test_progress_appears_during_a_long_archive_and_is_cleared_after(
