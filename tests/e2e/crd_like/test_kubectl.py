@@ -12,29 +12,21 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import subprocess
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubectl_kit import Kubectl, client_of, requires_kubectl, unique_name
 
-from codehub.crd_like.client.api import ApiClient, ApiError
+from codehub.crd_like.client.api import ApiError
 
-KUBECTL = os.environ.get("CODEHUB_KUBECTL") or shutil.which("kubectl") or "/usr/bin/kubectl"
 WAIT = 30.0  # a liveness bound for subprocess output, not a performance assertion
 
-pytestmark = pytest.mark.skipif(
-    not Path(KUBECTL).exists(), reason=f"kubectl not installed at {KUBECTL}"
-)
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+pytestmark = requires_kubectl
 
 
 def _manifest(name: str, desired: str = "PENDING", **spec: Any) -> str:
@@ -47,53 +39,10 @@ def _manifest(name: str, desired: str = "PENDING", **spec: Any) -> str:
     return yaml.safe_dump(body)
 
 
-class Kubectl:
-    def __init__(self, kubeconfig: Path, home: Path) -> None:
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "HOME": str(home),
-        }
-        self.env.pop("KUBECTL_EXTERNAL_DIFF", None)
-
-    def argv(self, *args: str) -> list[str]:
-        return [KUBECTL, "--request-timeout=30s", *args]
-
-    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-            check=False,
-        )
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        """A long-running kubectl (``get -w``); the caller terminates it by its PID."""
-        return subprocess.Popen(
-            self.argv(*args),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=self.env,
-        )
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        proc = self.run(*args, stdin=stdin)
-        assert proc.returncode == 0, f"kubectl {' '.join(args)} failed: {proc.stderr}"
-        return proc.stdout
-
-
 @pytest.fixture(scope="module")
 def kubectl(api_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
     home = tmp_path_factory.mktemp("kubectl-home")
     return Kubectl(api_server.kubeconfig("bob"), home)
-
-
-def _client(api_server: Any, user: str = "bob") -> ApiClient:
-    return ApiClient(api_server.url, api_server.tokens[user], ca_file=api_server.ca_file)
 
 
 def test_kubectl_version_reaches_the_server(kubectl: Kubectl) -> None:
@@ -105,14 +54,14 @@ def test_kubectl_version_reaches_the_server(kubectl: Kubectl) -> None:
 async def test_apply_created_unchanged_configured(
     kubectl: Kubectl, api_server: Any, tmp_path: Path
 ) -> None:
-    name = _name("kapply")
+    name = unique_name("kapply")
     f = tmp_path / "ws.yaml"
     f.write_text(_manifest(name, "PENDING", display_name="first"))
     assert kubectl.ok("apply", "-f", str(f)).strip() == f"workspace.codehub.io/{name} created"
     assert kubectl.ok("apply", "-f", str(f)).strip() == f"workspace.codehub.io/{name} unchanged"
     f.write_text(_manifest(name, "STANDBY", display_name="second"))
     assert kubectl.ok("apply", "-f", str(f)).strip() == f"workspace.codehub.io/{name} configured"
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         obj = await api.get("bob", name)
         assert obj["spec"]["desired_state"] == "STANDBY"
         assert obj["spec"]["display_name"] == "second"
@@ -120,7 +69,7 @@ async def test_apply_created_unchanged_configured(
 
 
 async def test_get_prints_printer_columns_and_yaml(kubectl: Kubectl, api_server: Any) -> None:
-    name = _name("kget")
+    name = unique_name("kget")
     kubectl.ok("apply", "-f", "-", stdin=_manifest(name, "STANDBY"))
     try:
         table = kubectl.ok("get", "ws")
@@ -136,7 +85,7 @@ async def test_get_prints_printer_columns_and_yaml(kubectl: Kubectl, api_server:
         short = kubectl.ok("get", "workspaces.codehub.io", name, "-o", "name")
         assert short.strip() == f"workspace.codehub.io/{name}"
     finally:
-        async with _client(api_server) as api:
+        async with client_of(api_server) as api:
             await api.delete("bob", name)
 
 
@@ -164,14 +113,14 @@ def _wait_line(lines: queue.Queue[str], pred: Callable[[str], bool], seen: list[
 
 
 async def test_get_watch_sees_change_by_another_client(kubectl: Kubectl, api_server: Any) -> None:
-    name = _name("kwatch")
+    name = unique_name("kwatch")
     kubectl.ok("apply", "-f", "-", stdin=_manifest(name, "PENDING"))
     proc = kubectl.popen("get", "ws", name, "-w")
     try:
         lines = _reader(proc)
         seen: list[str] = []
         _wait_line(lines, lambda s: s.split()[:2] == [name, "PENDING"], seen)
-        async with _client(api_server) as api:
+        async with client_of(api_server) as api:
             await api.patch_merge("bob", name, {"spec": {"desired_state": "STANDBY"}})
         changed = _wait_line(lines, lambda s: s.split()[:2] == [name, "STANDBY"], seen)
         assert changed.split()[0] == name
@@ -182,20 +131,20 @@ async def test_get_watch_sees_change_by_another_client(kubectl: Kubectl, api_ser
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-        async with _client(api_server) as api:
+        async with client_of(api_server) as api:
             await api.delete("bob", name)
 
 
 async def test_patch_merge_and_delete(kubectl: Kubectl, api_server: Any) -> None:
-    name = _name("kpatch")
+    name = unique_name("kpatch")
     kubectl.ok("apply", "-f", "-", stdin=_manifest(name, "PENDING"))
     out = kubectl.ok("patch", "ws", name, "--type=merge", "-p", '{"spec":{"memo":"patched"}}')
     assert out.strip() == f"workspace.codehub.io/{name} patched"
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         assert (await api.get("bob", name))["spec"]["memo"] == "patched"
     out = kubectl.ok("delete", "ws", name)
     assert out.strip() == f'workspace.codehub.io "{name}" deleted'
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         with pytest.raises(ApiError) as err:
             await api.get("bob", name)
     assert err.value.status == 404
@@ -212,11 +161,11 @@ async def test_patch_merge_and_delete(kubectl: Kubectl, api_server: Any) -> None
 async def test_invalid_manifest_refused_naming_the_field(
     kubectl: Kubectl, api_server: Any, mutate: Callable[[str], str], field: str
 ) -> None:
-    name = _name("kbad")
+    name = unique_name("kbad")
     proc = kubectl.run("apply", "-f", "-", stdin=mutate(name))
     assert proc.returncode != 0
     assert field in proc.stderr
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         listed = await api.list("bob")
     assert name not in {o["metadata"]["name"].removeprefix("Bad_") for o in listed["items"]}
 
@@ -233,7 +182,7 @@ def _versioned(minor: int) -> Path:
 def _run_verbs(binary: Path, kubeconfig: Path, home: Path, tmp_path: Path) -> dict[str, str]:
     """create, apply, replace, diff and explain with one kubectl release; the error text
     of each verb that failed ('' when it worked)."""
-    name = _name(f"kv{binary.name[-2:]}")
+    name = unique_name(f"kv{binary.name[-2:]}")
     f = tmp_path / f"{name}.yaml"
     f.write_text(_manifest(name, "PENDING", display_name="one"))
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}

@@ -9,7 +9,6 @@ HOME for its discovery cache and a kubeconfig written by ``render_kubeconfig``.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -17,37 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
-
-from codehub.crd_like.client.api import ApiClient
+from kubectl_kit import Kubectl, client_of, requires_kubectl, unique_name
 
 CODEHUB = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "codehub"
-KUBECTL = os.environ.get("CODEHUB_KUBECTL") or shutil.which("kubectl") or "/usr/bin/kubectl"
-
-pytestmark = pytest.mark.skipif(
-    not Path(KUBECTL).exists(), reason=f"kubectl not installed at {KUBECTL}"
-)
-
-
-class Kubectl:
-    def __init__(self, kubeconfig: Path, home: Path) -> None:
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
-        self.env.pop("KUBECTL_EXTERNAL_DIFF", None)
-
-    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [KUBECTL, "--request-timeout=30s", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-            check=False,
-        )
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        proc = self.run(*args, stdin=stdin)
-        assert proc.returncode == 0, f"kubectl {' '.join(args)} failed: {proc.stderr}"
-        return proc.stdout
+pytestmark = requires_kubectl
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +37,6 @@ def admin(api_server: Any, homes: Path) -> Kubectl:
     return Kubectl(api_server.kubeconfig("admin"), homes / "admin")
 
 
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def _manifest(name: str, labels: dict[str, str] | None = None, **spec: Any) -> str:
     meta: dict[str, Any] = {"name": name}
     if labels:
@@ -80,10 +48,6 @@ def _manifest(name: str, labels: dict[str, str] | None = None, **spec: Any) -> s
         "spec": {"desired_state": "PENDING", **spec},
     }
     return yaml.safe_dump(body)
-
-
-def _client(api_server: Any, user: str = "bob") -> ApiClient:
-    return ApiClient(api_server.url, api_server.tokens[user], ca_file=api_server.ca_file)
 
 
 @pytest.mark.parametrize(
@@ -125,13 +89,13 @@ def test_auth_can_i_list(bob: Kubectl, admin: Kubectl) -> None:
 async def test_server_side_apply_conflict_and_force(
     bob: Kubectl, api_server: Any, tmp_path: Path
 ) -> None:
-    name = _name("ssa")
+    name = unique_name("ssa")
     f = tmp_path / "ws.yaml"
     f.write_text(_manifest(name, display_name="one"))
     ssa = ("apply", "--server-side", "-f", str(f))
     assert bob.ok(*ssa).strip() == f"workspace.codehub.io/{name} serverside-applied"
     bob.ok("patch", "ws", name, "--type=merge", "-p", '{"spec":{"display_name":"hand"}}')
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         before = (await api.get("bob", name))["metadata"]["resourceVersion"]
     f.write_text(_manifest(name, display_name="two"))
     proc = bob.run(*ssa)
@@ -139,7 +103,7 @@ async def test_server_side_apply_conflict_and_force(
     assert "Apply failed with 1 conflict" in proc.stderr
     assert '"kubectl-patch"' in proc.stderr
     assert ".spec.display_name" in proc.stderr
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         obj = await api.get("bob", name)
     assert obj["metadata"]["resourceVersion"] == before
     assert obj["spec"]["display_name"] == "hand"
@@ -154,7 +118,7 @@ async def test_server_side_apply_conflict_and_force(
 async def test_server_side_apply_takes_over_from_client_side_apply(
     bob: Kubectl, api_server: Any, tmp_path: Path
 ) -> None:
-    name = _name("kmig")
+    name = unique_name("kmig")
     f = tmp_path / "ws.yaml"
     f.write_text(_manifest(name, display_name="one", memo="m"))
     bob.ok("apply", "-f", str(f))
@@ -194,17 +158,17 @@ async def test_codehub_and_kubectl_share_the_last_applied_record(
 ) -> None:
     """A field removed from the manifest is reset on the next apply, whichever of
     ``codehub apply`` and ``kubectl apply`` applied before."""
-    name = _name("klast")
+    name = unique_name("klast")
     home = homes / "codehub"
     home.mkdir(exist_ok=True)
     full = _manifest(name, {"tier": "x"}, display_name="one", memo="m")
     assert _codehub_apply(api_server, home, full).endswith("created")
     bob.ok("apply", "-f", "-", stdin=_manifest(name, {"tier": "x"}, display_name="one"))
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         obj = await api.get("bob", name)
     assert "memo" not in obj["spec"]
     assert _codehub_apply(api_server, home, _manifest(name)).endswith("configured")
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         obj = await api.get("bob", name)
     assert "display_name" not in obj["spec"]
     assert "tier" not in (obj["metadata"].get("labels") or {})
@@ -214,11 +178,11 @@ async def test_codehub_and_kubectl_share_the_last_applied_record(
 async def test_diff_server_side_and_client_side(
     bob: Kubectl, api_server: Any, tmp_path: Path
 ) -> None:
-    name = _name("kdiff")
+    name = unique_name("kdiff")
     f = tmp_path / "ws.yaml"
     f.write_text(_manifest(name, display_name="one"))
     bob.ok("apply", "--server-side", "-f", str(f))
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         before = (await api.get("bob", name))["metadata"]["resourceVersion"]
     assert bob.run("diff", "--server-side", "-f", str(f)).returncode == 0
     f.write_text(_manifest(name, display_name="two"))
@@ -227,7 +191,7 @@ async def test_diff_server_side_and_client_side(
         assert proc.returncode == 1, proc.stderr
         assert "-  display_name: one" in proc.stdout
         assert "+  display_name: two" in proc.stdout
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         obj = await api.get("bob", name)
     assert obj["metadata"]["resourceVersion"] == before
     bob.ok("delete", "ws", name)
@@ -235,13 +199,13 @@ async def test_diff_server_side_and_client_side(
 
 async def test_delete_by_label_and_all(bob: Kubectl, admin: Kubectl, api_server: Any) -> None:
     batch = uuid.uuid4().hex[:8]
-    names = [_name("kdel") for _ in range(3)]
+    names = [unique_name("kdel") for _ in range(3)]
     for i, n in enumerate(names):
         labels = {"batch": f"{batch}-{'b' if i else 'a'}"}
         bob.ok("apply", "-f", "-", stdin=_manifest(n, labels=labels))
     out = bob.ok("delete", "ws", "-l", f"batch={batch}-b")
     assert set(out.splitlines()) == {f'workspace.codehub.io "{n}" deleted' for n in names[1:]}
-    async with _client(api_server) as api:
+    async with client_of(api_server) as api:
         left = [o["metadata"]["name"] for o in (await api.list("bob"))["items"]]
     assert names[0] in left
     assert not set(names[1:]) & set(left)
@@ -253,7 +217,7 @@ async def test_delete_by_label_and_all(bob: Kubectl, admin: Kubectl, api_server:
         admin.ok("apply", "-n", ns, "-f", "-", stdin=_manifest(n))
     out = admin.ok("delete", "ws", "--all", "-n", ns)
     assert set(out.splitlines()) == {f'workspace.codehub.io "{n}" deleted' for n in names}
-    async with _client(api_server, "admin") as api:
+    async with client_of(api_server, "admin") as api:
         assert (await api.list(ns))["items"] == []
 
 
