@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from support.store_objects import set_spec, ws
 
 from codehub.crd_like.store import (
     AdmissionView,
@@ -20,23 +21,6 @@ from codehub.crd_like.store import (
     Selectors,
 )
 from codehub.crd_like.store.postgres import PostgresStore, migrate
-
-
-def ws(name: str, ns: str = "alice", desired: str = "RUNNING", **labels: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "codehub.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
-        "spec": {"desired_state": desired, "image_ref": "img"},
-    }
-
-
-def set_spec(key: str, value: Any) -> Any:
-    def mutate(obj: dict[str, Any]) -> dict[str, Any]:
-        obj["spec"][key] = value
-        return obj
-
-    return mutate
 
 
 @pytest.fixture

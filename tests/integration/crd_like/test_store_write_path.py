@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from support.store_objects import set_spec
 
 from codehub.crd_like.store import AdmissionView, Conflict, WatchEvent
 from codehub.crd_like.store.postgres import PostgresStore
@@ -25,14 +26,6 @@ def ws(name: str, desired: str = "PENDING") -> dict[str, Any]:
         "metadata": {"name": name, "namespace": "alice"},
         "spec": {"desired_state": desired, "image_ref": "img"},
     }
-
-
-def set_spec(key: str, value: Any) -> Any:
-    def mutate(obj: dict[str, Any]) -> dict[str, Any]:
-        obj["spec"][key] = value
-        return obj
-
-    return mutate
 
 
 @pytest.fixture

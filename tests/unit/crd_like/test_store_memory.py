@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from support.store_objects import set_spec, ws
 
 from codehub.crd_like.store import (
     AdmissionView,
@@ -22,21 +23,8 @@ from codehub.crd_like.store.memory import MemoryStore
 from codehub.crd_like.store.semantics import ContinueToken, apply_update, matches, watch_type
 
 
-def ws(name: str, ns: str = "alice", desired: str = "RUNNING", **labels: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "codehub.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
-        "spec": {"desired_state": desired, "image_ref": "img"},
-    }
-
-
 def set_desired(value: str) -> Any:
-    def mutate(obj: dict[str, Any]) -> dict[str, Any]:
-        obj["spec"]["desired_state"] = value
-        return obj
-
-    return mutate
+    return set_spec("desired_state", value)
 
 
 async def collect(it: Any, n: int, limit_s: float = 5.0) -> list[WatchEvent]:
