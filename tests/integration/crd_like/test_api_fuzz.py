@@ -6,7 +6,7 @@ user and as the operator; then a stateful run follows the links schemathesis inf
 document declares, and every response body conforms to its declared schema. The server is
 the real application over a MemoryStore, served on 127.0.0.1 in a thread of its own.
 
-Bounded for CI: ``CODEHUB_FUZZ_EXAMPLES`` examples per operation (default 25) and as many
+Bounded for CI: ``CODEHUB_FUZZ_EXAMPLES`` examples per operation (default 20) and as many
 stateful steps; raise it locally for a deeper run.
 """
 
@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from support.api import IDENTITIES, start_api
 
-EXAMPLES = int(os.environ.get("CODEHUB_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("CODEHUB_FUZZ_EXAMPLES", "20"))
 OPENAPI = "/openapi/v3/apis/codehub.io/v1alpha1"
 CHECKS = [
     not_a_server_error,
