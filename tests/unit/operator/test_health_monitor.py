@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 from support.api import ApiFactory, Identity
+from support.workspaces import fake_adapters
 
 from codehub.adapters.errors import UnreachableError
-from codehub.adapters.fake_instance import FakeInstanceController
-from codehub.adapters.fake_storage import FakeStorageProvider
 from codehub.crd_like.client.api import ApiClient, ApiError
 from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator.clock import FakeClock
@@ -28,10 +27,7 @@ class Env:
     def __init__(self, client: ApiClient, store: MemoryStore) -> None:
         self.client = client
         self.store = store
-        self.storage = FakeStorageProvider()
-        self.instances = FakeInstanceController(
-            volume_exists=lambda uid: uid in self.storage.volumes
-        )
+        self.instances, self.storage = fake_adapters()
         self.clock = FakeClock()
         self.ctx = OperatorContext(
             settings=Settings(health_monitor_stale_threshold=120.0),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from support.workspaces import fake_adapters
+
 from codehub.adapters.fake_instance import FakeInstanceController
 from codehub.adapters.fake_storage import FakeStorageProvider
 from codehub.operator.clock import FakeClock
@@ -20,8 +22,7 @@ def test_parse_pauses_skips_junk() -> None:
 
 async def test_archive_pauses_after_the_upload_and_stop_before_the_delete() -> None:
     clock = FakeClock()
-    storage = FakeStorageProvider()
-    instances = FakeInstanceController(volume_exists=lambda uid: uid in storage.volumes)
+    instances, storage = fake_adapters()
     paused_i, paused_s = wrap("archive=30,stop=7", instances, storage, clock)
     assert isinstance(paused_i, PausingInstances)
     assert isinstance(paused_s, PausingStorage)

@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 import pytest
 from support.api import ApiFactory, Identity
+from support.workspaces import fake_adapters
 
 from codehub.adapters.fake_instance import FakeInstanceController
 from codehub.adapters.fake_storage import FakeStorageProvider
@@ -79,8 +80,7 @@ async def stack(make_api: ApiFactory) -> AsyncIterator[Stack]:
     url = api.url
     operator_client = api.client("codehub-operator")
     admin = api.client("root")
-    storage = FakeStorageProvider()
-    instances = FakeInstanceController(volume_exists=lambda uid: uid in storage.volumes)
+    instances, storage = fake_adapters()
     settings = Settings(
         server=url,
         token=OPERATOR,
