@@ -8,6 +8,7 @@ labelled one are never touched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -100,6 +101,10 @@ async def test_orphans_go_after_the_delay_and_nothing_else(
         },
     )
     live = str(created["metadata"]["uid"])
+    # A scope of this test's own: the session's other objects (other tests' containers and
+    # volumes, whose workspaces live in other APIs) must be neither counted nor removed.
+    scope_labels = {**scope_labels, "codehub.io/test-case": uuid.uuid4().hex[:10]}
+    docker_config = dataclasses.replace(docker_config, scope_labels=scope_labels)
     gone = str(uuid.uuid4())
     stranger = str(uuid.uuid4())
     other_run = {key: "another-run" for key in scope_labels}
