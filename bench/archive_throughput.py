@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shlex
 import subprocess
@@ -112,6 +113,9 @@ async def main() -> int:
     args = parser.parse_args()
 
     services_env()
+    # The provider's one-line summaries (path taken, sizes, seconds) go to stderr.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("codehub.adapters.volume_s3_storage").setLevel(logging.INFO)
     from minio import Minio
 
     from codehub.adapters.config import DockerConfig, S3Config
