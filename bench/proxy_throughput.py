@@ -237,7 +237,7 @@ async def bench_http(
         merge=True,
     )
     auth = {"Authorization": f"Bearer {api.session.headers['Authorization'].split()[1]}"}
-    urls = {
+    urls: dict[str, tuple[str, dict[str, Any]]] = {
         "direct": (direct + "/healthz", {}),
         "proxy": (f"{api.base}/w/{NS}/direct/healthz", {"ssl": api.ctx, "headers": auth}),
         "plain": (f"{plain_server.url}/w/{NS}/direct/healthz", {"headers": auth}),
@@ -263,7 +263,7 @@ async def bench_http(
                     await latency(client, url, args.requests, **kw)
                 )
         root = f"/w/{NS}/direct/"
-        ws = {
+        ws: dict[str, tuple[str, dict[str, Any]]] = {
             "direct": (direct.replace("http://", "ws://") + "/", {}),
             "proxy": (api.base.replace("https://", "wss://") + root, urls["proxy"][1]),
             "plain": (plain_server.url.replace("http://", "ws://") + root, urls["plain"][1]),
