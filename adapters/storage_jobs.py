@@ -220,7 +220,8 @@ class JobRunner:
         self.config = config
         self.engine = engine
         self._secrets = secrets
-        #: Test hook: called with (kind, container id) right after a job starts.
+        #: Test hook: called with (kind, container id) right after a job starts (the
+        #: provisioning container of ``owned_after_create``: right after it is created).
         self.on_job_started: Callable[[str, str], None] | None = None
 
     def run(
@@ -294,6 +295,8 @@ class JobRunner:
         name = f"{naming.container_name(uid)}-provision-job"
         cid = self._create(client, uid, "provision", name, "true", False, False)
         try:
+            if self.on_job_started is not None:
+                self.on_job_started("provision", cid)
             api = client.api
             response = api._get(
                 api._url("/containers/{0}/archive", cid), params={"path": DATA}, stream=True
