@@ -199,7 +199,7 @@ def cpu_seconds() -> float:
 
 ADAPTER_METHODS = (
     "provision", "restore", "archive", "delete_volume", "volume_exists", "list_volumes",
-    "start", "delete", "is_running", "upstream", "list_instances",
+    "start", "delete", "is_running", "upstream", "list_instances", "inspect",
 )  # fmt: skip
 
 
@@ -403,6 +403,7 @@ async def bench(args: argparse.Namespace) -> None:
         print(f"  API requests per pass (idle requests / passes): {_per(idle_api, passes)}")
     else:
         print("  HealthMonitor passes:         none in the idle window (interval too long?)")
+    print(f"  API requests per idle second: {_per(idle_api, wall1 - wall0)}")
     per_method = ", ".join(f"{m}={c}" for m, c in sorted(idle.items())) or "none"
     print(f"  all adapter calls while idle: {per_method}")
     if set(idle) - {"list_instances", "list_volumes"}:
