@@ -5,14 +5,19 @@ The real API server (a subprocess on a throwaway PostgreSQL database) and the re
 coordinator (in this process: leader election, kopf, reconciler, HealthMonitor) drive
 in-memory adapters, so what is measured is the control plane alone:
 
-- convergence: N workspaces created with desired RUNNING -> all display RUNNING;
+- creates/s, and convergence: N workspaces created with desired RUNNING -> all display
+  RUNNING with no operation left;
+- the coordinator's own API requests per converged workspace, by method and kind (kopf's
+  finalizer and annotation patches are apart);
 - the coordinator's CPU and RSS while idle afterwards (this process = the coordinator);
-- engine calls per HealthMonitor pass (expected constant: one container listing plus
-  one volume listing, whatever N).
+- engine calls and API requests per HealthMonitor pass (expected constant: one API list,
+  one container listing, one volume listing, whatever N; writes only where something
+  changed) and per idle second.
 
-Figures are printed, not asserted. Services come from ``scripts/dev-services up``.
+Figures are printed, not asserted (docs/adr/0009-lifecycle-and-scale-performance.md).
+Services come from ``scripts/dev-services up``.
 
-    .venv/bin/python bench/scale.py --workspaces 2000 --idle 30
+    .venv/bin/python bench/scale.py --workspaces 1000 --idle 30
 """
 
 from __future__ import annotations
