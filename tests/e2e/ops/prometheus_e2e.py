@@ -97,9 +97,6 @@ class Prometheus:
         active: list[dict[str, Any]] = self.api("/api/v1/targets")["activeTargets"]
         return active
 
-    def metric_names(self) -> set[str]:
-        return set(self.api("/api/v1/label/__name__/values"))
-
     def wait_until(self, check: Any, what: str, limit: float = 120.0) -> Any:
         """Poll ``check()`` until it returns something truthy; a hang guard, not a timing test."""
         deadline = time.monotonic() + limit

@@ -11,7 +11,6 @@ records an error.
 
 from __future__ import annotations
 
-import re
 import shutil
 import ssl
 from collections.abc import Iterator
@@ -35,13 +34,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 OPERATIONS = {"PROVISIONING", "STARTING", "STOPPING", "ARCHIVING", "RESTORING", "DELETING"}
 MISSING_IMAGE = "codehub/does-not-exist:e2e"
 COORDINATOR_ENV = {"TTL_MANAGER_INTERVAL": "1", "GC_INTERVAL": "2"}
-#: Metrics of components this tree does not run yet. A dashboard panel may lack data only
-#: if every metric it reads is unknown to Prometheus and listed here; the test prints it.
-NOT_RUNNING = {
-    "codehub_gc_": "the Archive GC is not among the coordinator's leader components "
-    "(operator/components.py), so no pass runs",
-}
-_METRIC = re.compile(r"\b((?:codehub|controller_runtime|workqueue)_[a-z0-9_]+)")
 
 
 @pytest.fixture
@@ -187,32 +179,14 @@ def _check_rules(prom: Prometheus) -> None:
 
 
 def _check_dashboard(prom: Prometheus) -> None:
-    """Every panel query is valid; each has data unless it reads only metrics of a
-    component this tree does not run (listed in the output with the reason)."""
-    known = prom.metric_names()
+    """Every panel query is valid and returns data after the lifecycle."""
     invalid: list[str] = []
     empty: list[str] = []
-    explained: list[str] = []
     for title, expr in dashboard_queries():
         answer = prom.raw_query(expr)
         if answer.get("status") != "success":
             invalid.append(f"{title}: {expr} -> {answer.get('error')}")
-            continue
-        result = answer["data"]["result"]
-        if result:
-            continue
-        reasons = [_not_running(name, known) for name in _METRIC.findall(expr)]
-        if reasons and all(reasons):
-            explained.append(f"{title}: {expr} -- {'; '.join(sorted(set(map(str, reasons))))}")
-        else:
+        elif not answer["data"]["result"]:
             empty.append(f"{title}: {expr}")
-    print("dashboard panels without data, and why:\n  " + "\n  ".join(explained or ["none"]))
     assert not invalid, "invalid dashboard queries:\n" + "\n".join(invalid)
     assert not empty, "dashboard queries without data after the lifecycle:\n" + "\n".join(empty)
-
-
-def _not_running(metric: str, known: set[str]) -> str | None:
-    base = metric.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum")
-    if metric in known or base in known or any(n.startswith(base + "_") for n in known):
-        return None
-    return next((why for prefix, why in NOT_RUNNING.items() if metric.startswith(prefix)), None)
