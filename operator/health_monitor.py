@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from codehub.adapters.interfaces import InstanceInfo
+from codehub.crd_like.models import ObservedStatus, derive_display
 from codehub.operator import observer
 from codehub.operator.context import Obj, OperatorContext
 from codehub.operator.gate import ReconcileGate
@@ -37,6 +38,12 @@ from codehub.operator.reconcile_view import Facts, View, needs_reconcile, remain
 from codehub.vocabulary.timestamps import parse_rfc3339
 
 log = logging.getLogger(__name__)
+
+#: Every (observed status, display) pair a workspace can show. The gauge exports each, at 0
+#: when no workspace is in it, so a dashboard shows "none" rather than "no data".
+STATE_PAIRS = sorted(
+    {(o.value, derive_display(o, archive).value) for o in ObservedStatus for archive in (None, "a")}
+)
 
 
 @dataclass
@@ -118,6 +125,8 @@ class HealthMonitor:
                 del self._observed_at[uid]
         ctx.metrics.operations_overdue.set(sum(1 for obj in items if self._overdue(obj)))
         ctx.metrics.workspaces.clear()
+        for pair in STATE_PAIRS:
+            counts.setdefault(pair, 0)
         for (observed_value, display_value), n in counts.items():
             ctx.metrics.workspaces.labels(
                 observed_status=observed_value, display=display_value

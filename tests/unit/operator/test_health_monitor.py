@@ -295,3 +295,15 @@ async def test_pass_nudges_the_reconciler_for_unsettled_workspaces(env: Env) -> 
     st = await statuses(env)
     assert {s["observed_status"] for s in st.values()} == {"STANDBY"}
     assert (await monitor.pass_once()).nudged == 0
+
+
+async def test_every_state_is_exported_even_when_empty(env: Env) -> None:
+    """A dashboard shows 0 for a state nobody is in, not "no data" (all deleted, say)."""
+    await env.monitor.pass_once()
+    pairs = {
+        ("PENDING", "PENDING"), ("PENDING", "ARCHIVED"), ("STANDBY", "STANDBY"),
+        ("RUNNING", "RUNNING"), ("ERROR", "ERROR"), ("DELETED", "DELETED"),
+    }
+    for observed, display in pairs:
+        labels = {"observed_status": observed, "display": display}
+        assert env.metric("codehub_workspaces", labels) == 0.0
