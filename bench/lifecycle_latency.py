@@ -39,7 +39,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from scale import REPO, free_port, local_server, log, services_env
+from _common import REPO, free_port, service_env
+from scale import local_server, log
 
 IMAGE = "codehub/workspace-test:local"
 COORDINATOR_CODE = (
@@ -205,7 +206,7 @@ async def one_round(api: Any, raw: Raw, name: str, raw_name: str) -> dict[str, t
 async def bench(args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
     from codehub.crd_like.client.api import ApiClient
 
-    env = services_env()
+    env = service_env()
     subprocess.run(
         [str(REPO / "scripts" / "build-test-images")],
         env={**os.environ, **env},

@@ -28,8 +28,6 @@ import contextlib
 import os
 import resource
 import secrets
-import shlex
-import socket
 import ssl
 import subprocess
 import sys
@@ -44,35 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from _common import REPO, free_port, service_env
+
 CODEHUB = REPO / ".venv" / "bin" / "codehub"
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def services_env() -> dict[str, str]:
-    out = subprocess.run(
-        [str(REPO / "scripts" / "dev-services"), "up"],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-        cwd=REPO,
-    ).stdout
-    env: dict[str, str] = {}
-    for line in out.splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export":
-            k, _, v = words[1].partition("=")
-            env[k] = v
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -288,7 +264,7 @@ async def bench(args: argparse.Namespace) -> None:
     from codehub.operator.metrics import Metrics
     from codehub.operator.settings import Settings
 
-    env = services_env()
+    env = service_env()
     users = tuple(f"u{i:03d}" for i in range(args.namespaces))
     limits = {"MAX_RUNNING_PER_USER": "1000000", "MAX_RUNNING_GLOBAL": "1000000"}
     with local_server(env, extra_env=limits, users=users) as server:
