@@ -4,19 +4,15 @@ staleness measured from it, so a new leader sees the same ages as the old one.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
+from support.api import ApiFactory
 
 from codehub.adapters.errors import UnreachableError
 from codehub.adapters.fake_instance import FakeInstanceController
 from codehub.adapters.fake_storage import FakeStorageProvider
 from codehub.crd_like.client.api import ApiClient
-from codehub.crd_like.config import ApiConfig
-from codehub.crd_like.server.app import create_app
 from codehub.crd_like.store.memory import MemoryStore
 from codehub.operator.clock import FakeClock
 from codehub.operator.context import OperatorContext
@@ -26,7 +22,6 @@ from codehub.operator.settings import Settings
 from codehub.vocabulary.timestamps import parse_rfc3339
 
 NS = "bob"
-TOKEN = "hm-operator"
 THRESHOLD = 120.0
 
 
@@ -55,19 +50,10 @@ class Env:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(f'{TOKEN},codehub-operator,op,"codehub:operator,codehub:admin"\n')
-    config = ApiConfig(database_url="", token_file=str(tokens))
-    store = MemoryStore()
-    server = TestServer(create_app(config, store), host="127.0.0.1")
-    await server.start_server()
-    client = ApiClient(str(server.make_url("")).rstrip("/"), TOKEN)
-    try:
-        yield Env(client, store)
-    finally:
-        await client.close()
-        await server.close()
+async def env(make_api: ApiFactory) -> Env:
+    api = await make_api()
+    assert isinstance(api.store, MemoryStore)
+    return Env(api.client("operator"), api.store)
 
 
 async def standby(env: Env, n: int) -> None:
