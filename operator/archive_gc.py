@@ -34,7 +34,7 @@ from codehub.adapters.s3_object_store import S3ObjectStore
 from codehub.crd_like.client.api import workspaces_path
 from codehub.operator.archive_gc_plan import ARCHIVES_PREFIX, PageDecision, Protection, decide
 from codehub.operator.archive_gc_store import FirstSeen, FirstSeenStore
-from codehub.operator.clock import Clock, SystemClock
+from codehub.operator.clock import Clock, SystemClock, run_every
 
 if TYPE_CHECKING:
     from codehub.operator.coordinator import LeaderTerm
@@ -181,14 +181,7 @@ class ArchiveGC:
 
     async def run(self) -> None:
         """Pass, sleep ``interval``, repeat until cancelled."""
-        while True:
-            try:
-                await self.pass_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("archive GC pass failed")
-            await self.clock.sleep(self.interval)
+        await run_every(self.clock, self.interval, self.pass_once, log, "archive GC")
 
     async def pass_once(self) -> GcPassReport:
         report = GcPassReport()

@@ -4,7 +4,9 @@ Archive GC, staleness) read it from a Clock so tests can move time instead of wa
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -48,3 +50,30 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.advance(seconds)
         await asyncio.sleep(0)
+
+
+async def run_every(
+    clock: Clock,
+    interval: float,
+    do_pass: Callable[[], Awaitable[object]],
+    log: logging.Logger,
+    what: str,
+    *,
+    wait_first: bool = False,
+) -> None:
+    """A leader component's loop: a pass, then ``interval`` on ``clock``, until cancelled.
+
+    A failed pass is logged with its traceback and the loop goes on: one bad pass must not
+    end the component (the next one sees fresh state). Cancellation always propagates.
+    """
+    while True:
+        if wait_first:
+            await clock.sleep(interval)
+        try:
+            await do_pass()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s pass failed", what)
+        if not wait_first:
+            await clock.sleep(interval)

@@ -29,6 +29,7 @@ from datetime import datetime
 from codehub.adapters.interfaces import InstanceInfo
 from codehub.crd_like.models import ObservedStatus, derive_display
 from codehub.operator import observer
+from codehub.operator.clock import run_every
 from codehub.operator.context import Obj, OperatorContext
 from codehub.operator.gate import ReconcileGate
 from codehub.operator.observation import instance_state_of
@@ -73,14 +74,8 @@ class HealthMonitor:
 
     async def run(self) -> None:
         """Observe, sleep, repeat until cancelled."""
-        while True:
-            try:
-                await self.pass_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("health monitor pass failed")
-            await self.ctx.clock.sleep(self.ctx.settings.health_monitor_interval)
+        interval = self.ctx.settings.health_monitor_interval
+        await run_every(self.ctx.clock, interval, self.pass_once, log, "health monitor")
 
     async def pass_once(self) -> PassReport:
         ctx = self.ctx

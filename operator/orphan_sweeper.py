@@ -18,7 +18,6 @@ leader starts every delay over, which only ever delays a removal.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from codehub.adapters.engine_objects import KINDS, DockerLabelledObjects, LabelledObjects
 from codehub.crd_like.client.api import workspaces_path
-from codehub.operator.clock import Clock, SystemClock
+from codehub.operator.clock import Clock, SystemClock, run_every
 from codehub.operator.orphan_plan import decide, object_key
 
 if TYPE_CHECKING:
@@ -112,14 +111,7 @@ class OrphanSweeper:
         self.first_seen: dict[str, datetime] = {}
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.pass_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("orphan sweep failed")
-            await self.clock.sleep(self.interval)
+        await run_every(self.clock, self.interval, self.pass_once, log, "orphan sweep")
 
     async def pass_once(self) -> SweepReport:
         report = SweepReport()

@@ -9,9 +9,9 @@ gate's workers reconcile them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from codehub.operator.clock import run_every
 from codehub.operator.context import OperatorContext
 from codehub.operator.gate import ReconcileGate, key_of
 from codehub.operator.reconcile_view import needs_reconcile
@@ -25,14 +25,10 @@ class SafetyNet:
         self.gate = gate
 
     async def run(self) -> None:
-        while True:
-            await self.ctx.clock.sleep(self.ctx.settings.reconciler_interval)
-            try:
-                await self.pass_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("reconciler pass failed: %s", exc)
+        interval = self.ctx.settings.reconciler_interval
+        await run_every(
+            self.ctx.clock, interval, self.pass_once, log, "safety net", wait_first=True
+        )
 
     async def pass_once(self) -> int:
         """Queue the unsettled workspaces; returns how many."""

@@ -31,6 +31,7 @@ from typing import Any, cast
 from codehub.crd_like.client.api import ApiError
 from codehub.crd_like.models import IdleAction
 from codehub.operator import kube_events
+from codehub.operator.clock import run_every
 from codehub.operator.context import Obj, OperatorContext
 from codehub.operator.ttl_policy import (
     SOURCE_ANNOTATION,
@@ -71,14 +72,8 @@ class TtlManager:
         self.page_size = page_size
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.pass_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("TTL pass failed: %s", exc)
-            await self.ctx.clock.sleep(self.ctx.settings.ttl_manager_interval)
+        interval = self.ctx.settings.ttl_manager_interval
+        await run_every(self.ctx.clock, interval, self.pass_once, log, "TTL")
 
     async def pass_once(self) -> TtlPassReport:
         report = TtlPassReport()

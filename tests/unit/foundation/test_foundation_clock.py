@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from codehub.operator.clock import Clock, FakeClock, SystemClock
+from codehub.operator.clock import Clock, FakeClock, SystemClock, run_every
 
 
 def test_fake_clock_moves_only_when_advanced() -> None:
@@ -55,3 +56,25 @@ def test_both_clocks_satisfy_the_protocol() -> None:
     for c in clocks:
         assert c.now().tzinfo is not None
         assert isinstance(c.monotonic(), float)
+
+
+@pytest.mark.parametrize("wait_first", [False, True])
+async def test_run_every_survives_a_failed_pass_and_stops_on_cancel(
+    wait_first: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    passes: list[float] = []
+
+    async def do_pass() -> None:
+        passes.append(clock.monotonic())
+        if len(passes) == 2:
+            raise RuntimeError("boom")
+        if len(passes) == 4:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await run_every(clock, 10.0, do_pass, logging.getLogger("t"), "demo", wait_first=wait_first)
+    first = 10.0 if wait_first else 0.0
+    assert passes == [first, first + 10, first + 20, first + 30]
+    assert "demo pass failed" in caplog.text
+    assert "boom" in caplog.text
