@@ -137,7 +137,8 @@ codehub dev stack is up. The demo workspace {ns}/{name} is RUNNING.
 
   kubectl:  kubectl --kubeconfig {kc} get ws
             kubectl --kubeconfig {akc} get ws -A     # administrator
-  Metrics:  {server}/metrics   {coord}/metrics
+  Metrics:  {server}/metrics   (bearer token of `operator` or `admin`, in {paths.tokens})
+            {coord}/metrics   (no token: aggregates only)
   Health:   {coord}/healthz  (leadership and components)
   Logs:     {paths.logs}/
   Stop:     codehub dev down
