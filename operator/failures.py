@@ -7,6 +7,10 @@
   reconcile that comes early, or after a restart, waits out the rest);
 * spent: terminal, RetryExceeded (or the error's own reason without a budget), with
   ``previous_status`` = what was observed before; the workspace is then observed at once.
+
+Work that could not even start (``planned``: the engine could not be asked what exists,
+so nothing was claimed) is counted the same way, with ``operation`` left NONE: the
+error names the planned operation and says it did not start.
 """
 
 from __future__ import annotations
@@ -86,17 +90,27 @@ class _Failure:
 
 
 def _classify(
-    ctx: OperatorContext, w: View, op: Operation, exc: CodehubError, observed: bool
+    ctx: OperatorContext,
+    w: View,
+    op: Operation,
+    exc: CodehubError,
+    observed: bool,
+    planned: Operation | None = None,
 ) -> _Failure:
     count = w.error_count + 1
     budget = 0 if observed else retry_budget(ctx, exc.reason)
     terminal = count > budget
     reason, message = exc.reason, str(exc)
+    if planned is not None:
+        message = f"{planned.value} not started: {exc}"
     if terminal and budget > 0:
         reason = Reason.RETRY_EXCEEDED
-        message = f"{op.value} failed {count} times; last error: {exc}"
+        failed = "failed" if planned is None else "could not start"
+        message = f"{(planned or op).value} {failed} {count} times; last error: {exc}"
     context: dict[str, Any] = {"code": exc.code.value, "last_reason": exc.reason.value}
     context.update({k: v for k, v in exc.context.items() if _plain(v)})
+    if planned is not None:
+        context["started"] = False
     delay = 0.0 if terminal else backoff_delay(ctx, count)
     if not terminal:
         context["retry_after_seconds"] = round(delay, 3)
@@ -104,7 +118,7 @@ def _classify(
         "reason": reason.value,
         "message": message[:_MESSAGE_LIMIT],
         "is_terminal": terminal,
-        "operation": op.value,
+        "operation": (planned or op).value,
         "error_count": count,
         "context": context,
         "occurred_at": format_rfc3339(ctx.clock.now(), micro=True),
@@ -119,13 +133,15 @@ async def fail(
     exc: CodehubError,
     *,
     observed: ObservationFailure | None = None,
+    planned: Operation | None = None,
 ) -> Outcome:
     """Record ``exc`` and answer retry, terminal or done (module docstring).
 
     ``op`` is the claimed operation whose actuators or observation failed, or NONE with
-    ``observed`` set for a problem found by observation alone (always terminal).
+    ``observed`` set for a problem found by observation alone (always terminal), or NONE
+    with ``planned`` set for work that could not start (nothing claimed).
     """
-    f = _classify(ctx, w, op, exc, observed is not None)
+    f = _classify(ctx, w, op, exc, observed is not None, planned)
     if observed is not None:
         f.error_info["context"]["instance"] = observed.instance.value
     changes: dict[str, Any] = {"error_count": f.count, "error_info": f.error_info}
@@ -144,15 +160,16 @@ async def fail(
     ctx.metrics.workspace_errors.labels(reason=f.reason.value).inc()
     if f.terminal:
         return await _terminal(ctx, w, op, f, observed is not None)
+    label = (planned or op).value
     log.warning(
         "%s/%s: %s attempt %d failed (%s), retrying in %.1f s",
-        *(w.ns, w.name, op.value, f.count, exc, f.delay),
+        *(w.ns, w.name, label, f.count, exc, f.delay),
     )
     await kube_events.post(
         ctx,
         w.obj,
         kube_events.OPERATION_RETRYING,
-        f"{op.value} attempt {f.count} failed: {f.message}; retry in {f.delay:.0f} s",
+        f"{label} attempt {f.count} failed: {f.message}; retry in {f.delay:.0f} s",
         "Warning",
     )
     return Outcome("retry", delay=f.delay, operation=op, reason=f.reason.value)
@@ -161,7 +178,8 @@ async def fail(
 async def _terminal(
     ctx: OperatorContext, w: View, op: Operation, f: _Failure, observed: bool
 ) -> Outcome:
-    log.error("%s/%s: %s failed terminally: %s", w.ns, w.name, op.value, f.message)
+    what = f.error_info["operation"]
+    log.error("%s/%s: %s failed terminally: %s", w.ns, w.name, what, f.message)
     observe_duration(ctx, w, op, "failed")
     event = kube_events.DATA_LOST if observed else kube_events.OPERATION_FAILED
     await kube_events.post(ctx, w.obj, event, f"{f.reason.value}: {f.message}", "Warning")
@@ -169,6 +187,18 @@ async def _terminal(
         await _discard_partial_restore(ctx, w)
     await observe_now(ctx, w)
     return Outcome("terminal", operation=op, reason=f.reason.value)
+
+
+async def clear_unstarted(ctx: OperatorContext, w: View) -> None:
+    """Drop the non-terminal error of work that never started once that work is no
+    longer wanted (the desired state went back to what is observed): nothing failed
+    any more, and a stale error would keep the workspace looking unsettled."""
+    status = {**w.status, "error_info": None, "error_count": 0}
+    try:
+        await write_rv_fenced(ctx, w, status)
+    except LostOwnership:
+        return  # changed meanwhile: the next reconcile decides afresh
+    log.info("%s/%s: error of work that never started cleared", w.ns, w.name)
 
 
 async def observe_now(ctx: OperatorContext, w: View) -> None:

@@ -10,12 +10,15 @@ a workspace whose fresh observation looks unsettled (drift from desired, or an E
 terminal error explains yet) is added to the gate, whose reconcile repairs it or records
 the error and then observes it. It never calls the reconciler and installs nothing.
 
-Staleness: ``observed_at`` is written with each change and, on an unchanged workspace,
-again once it is older than half the stale threshold (docs/observation.md). Ages are
-measured from it, read from the listing before the engine is asked anything, so a new
-leader sees the same ages as the old one and a pass that fails still reports them:
-``codehub_observation_age_seconds`` (the oldest) and a warning for every workspace not
-observed within the stale threshold.
+Staleness (docs/observation.md): every workspace a pass observes counts as observed at
+that pass, written or not (the pass is the heartbeat); ``observed_at`` is written with
+each change and, on an unchanged workspace, only about once an hour, within a per-pass
+budget, so an idle pass over 10,000 workspaces writes a handful, not thousands. Until a
+term's passes have seen a workspace, its age is counted from the ``observed_at`` of the
+listing, read before the engine is asked anything: a new leader, or a pass that fails,
+never sees anything fresher than the resource proves (an older age at worst). Exported
+as ``codehub_observation_age_seconds`` (the oldest) and a warning for every workspace
+not observed within the stale threshold.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from codehub.adapters.errors import CodehubError
 from codehub.adapters.interfaces import InstanceInfo
 from codehub.crd_like.models import ObservedStatus, derive_display
 from codehub.operator import observer
@@ -55,6 +59,8 @@ class PassReport:
     written: int = 0
     #: Unchanged observations written again because observed_at was getting old.
     refreshed: int = 0
+    #: Unchanged observations confirmed by this pass without a write (the heartbeat).
+    unwritten: int = 0
     confirmed: int = 0
     failures: int = 0
     stale: list[str] = field(default_factory=list)
@@ -94,16 +100,21 @@ class HealthMonitor:
         listing = await ctx.api.list(None)
         items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
         self._note_observed_at(items)  # before the engine: a failed pass still knows ages
-        instances, volumes = await asyncio.gather(
-            ctx.instances.list_instances(), ctx.storage.list_volumes()
-        )
+        try:
+            instances, volumes = await asyncio.gather(
+                ctx.instances.list_instances(), ctx.storage.list_volumes()
+            )
+        except CodehubError:
+            await self._observe_terminal(items)
+            raise
         report.workspaces = len(items)
+        refresh = self._refreshes(items)
         counts: Counter[tuple[str, str]] = Counter()
         live: set[str] = set()
         for obj in items:
             live.add(_uid(obj))
             try:
-                seen = await self._observe_listed(obj, instances, volumes, report)
+                seen = await self._observe_listed(obj, instances, volumes, report, refresh)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -133,13 +144,16 @@ class HealthMonitor:
         instances: dict[str, InstanceInfo],
         volumes: set[str],
         report: PassReport,
+        refresh: set[str],
     ) -> Seen:
         uid = _uid(obj)
         info = instances.get(uid)
         facts = Facts(instance_state_of(info), uid in volumes, info.upstream if info else None)
         seen = observer.compute(obj, facts)
         now = self.ctx.clock.now()
-        due = observer.needs_write(obj, seen, now, observer.refresh_after(self.ctx))
+        due = (
+            observer.changed(obj, seen) or observer.observed_age(obj, now) is None or uid in refresh
+        )
         if seen.unexplained or (due and not await observer.write(self.ctx, obj, seen)):
             # an unexplained ERROR needs a still picture; a refused write a fresh look
             report.confirmed += 1
@@ -152,9 +166,35 @@ class HealthMonitor:
             report.written += 1
         elif due:
             report.refreshed += 1
-        if due:
-            self._observed_at[uid] = now
+        else:
+            report.unwritten += 1
+        self._observed_at[uid] = now
         return seen
+
+    def _refreshes(self, items: list[Obj]) -> set[str]:
+        """The unchanged workspaces whose ``observed_at`` this pass rewrites: the oldest
+        past the refresh period, within the pass's budget."""
+        now = self.ctx.clock.now()
+        ages = {
+            _uid(obj): age for obj in items if (age := observer.observed_age(obj, now)) is not None
+        }
+        period = observer.refresh_after(self.ctx)
+        interval = self.ctx.settings.health_monitor_interval
+        budget = observer.refresh_budget(len(items), interval, period)
+        return observer.due_refreshes(ages, period, budget)
+
+    async def _observe_terminal(self, items: list[Obj]) -> None:
+        """Without the engine only rule 1 applies: a terminal error still shows ERROR
+        (nothing else is written: no DataLost because the engine cannot be asked)."""
+        for obj in items:
+            if not observer.is_terminal(obj):
+                continue
+            seen = observer.compute(obj, observer.NO_FACTS)
+            if observer.changed(obj, seen):
+                try:
+                    await observer.write(self.ctx, obj, seen)
+                except Exception as exc:
+                    log.warning("cannot observe %s: %s", observer.ref(obj), exc)
 
     async def observe_one(self, ns: str, name: str) -> Seen | None:
         """Observe one workspace now (``observer.observe_one``), noting it as seen."""

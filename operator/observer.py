@@ -15,6 +15,8 @@ made from stale facts never overwrites a newer one.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +32,8 @@ from codehub.vocabulary.timestamps import format_rfc3339, parse_rfc3339
 log = logging.getLogger(__name__)
 
 _CONSISTENT_READ_ATTEMPTS = 3
+#: Stand-in facts where the rules do not read them (a terminal error: rule 1).
+NO_FACTS = Facts(InstanceState.ABSENT, False)
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,40 @@ def changed(obj: Obj, seen: Seen) -> bool:
     )
 
 
+#: An unchanged status's ``observed_at`` is rewritten once it is this many stale
+#: thresholds old (an hour by default). Freshness does not depend on it: the
+#: HealthMonitor measures staleness from its passes (docs/observation.md), so one write
+#: per workspace per minute, 170 writes/s at 10,000 workspaces, buys nothing.
+REFRESH_THRESHOLDS = 30
+
+#: Confirmation writes a pass may always make, however few workspaces there are.
+MIN_REFRESHES_PER_PASS = 16
+
+
 def refresh_after(ctx: OperatorContext) -> float:
     """Seconds after which an unchanged status is confirmed again (docs/observation.md)."""
-    return ctx.settings.health_monitor_stale_threshold / 2
+    return ctx.settings.health_monitor_stale_threshold * REFRESH_THRESHOLDS
+
+
+def refresh_budget(workspaces: int, interval: float, period: float) -> int:
+    """Confirmation writes one pass may make: twice the steady rate (``workspaces``
+    each once per ``period``, passes every ``interval``), so a backlog drains (say, 10,000
+    workspaces created in the same minute) without a pass that writes all of them."""
+    steady = workspaces * max(interval, 0.0) / max(period, 1e-9)
+    return max(MIN_REFRESHES_PER_PASS, math.ceil(2 * steady))
+
+
+def due_refreshes(ages: Mapping[str, float], period: float, budget: int) -> set[str]:
+    """The keys of ``ages`` (seconds since ``observed_at``) at least ``period`` old,
+    oldest first, at most ``budget`` of them (pure)."""
+    due = sorted(((age, key) for key, age in ages.items() if age >= period), reverse=True)
+    return {key for _, key in due[: max(budget, 0)]}
+
+
+def observed_age(obj: Obj, now: datetime) -> float | None:
+    """Seconds since ``status.observed_at``; None if it is missing (never confirmed)."""
+    at = parse_rfc3339((obj.get("status") or {}).get("observed_at"))
+    return None if at is None else (now - at).total_seconds()
 
 
 def needs_write(obj: Obj, seen: Seen, now: datetime, refresh: float) -> bool:
@@ -88,8 +123,8 @@ def needs_write(obj: Obj, seen: Seen, now: datetime, refresh: float) -> bool:
     confirmed, or just recovered) or at least ``refresh`` seconds old."""
     if changed(obj, seen):
         return True
-    at = parse_rfc3339((obj.get("status") or {}).get("observed_at"))
-    return at is None or (now - at).total_seconds() >= refresh
+    age = observed_age(obj, now)
+    return age is None or age >= refresh
 
 
 async def write(ctx: OperatorContext, obj: Obj, seen: Seen) -> bool:
@@ -158,7 +193,9 @@ async def observe_latest(
                     return None, None
                 raise
         uid = str((obj.get("metadata") or {}).get("uid") or "")
-        seen = compute(obj, await gather_facts(ctx, uid))
+        # rule 1 needs no engine: a terminal error shows ERROR even while it is down
+        facts = NO_FACTS if is_terminal(obj) else await gather_facts(ctx, uid)
+        seen = compute(obj, facts)
         if seen.unexplained:
             if rv(await ctx.api.get(ns, name)) != rv(obj):
                 continue  # read status, facts, status: trust only a still picture

@@ -19,6 +19,9 @@ The ``plan`` contract (kept deliberately small so it can be tabulated):
 * With ``operation`` NONE: one step toward the desired level (table in
   docs/state-machine.md); ERROR and DELETED answer NONE (ERROR waits for recovery;
   DELETED is transient).
+
+``when_unobserved`` decides what a reconcile does when the engine cannot be asked what
+exists (docs/errors.md): only pending work counts against the retry budget.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ __all__ = [
     "InstanceState",
     "ObservedStatus",
     "Operation",
+    "Unobserved",
     "is_complete",
     "parse_enum",
     "plan",
+    "when_unobserved",
 ]
 
 
@@ -77,6 +82,31 @@ def plan(
     if observed is ObservedStatus.RUNNING:
         return Operation.NONE if desired is DesiredState.RUNNING else Operation.STOPPING
     return Operation.NONE  # ERROR waits for recovery; DELETED is transient
+
+
+class Unobserved(StrEnum):
+    """What to do when the facts cannot be gathered (the engine is unreachable)."""
+
+    WAIT = "wait"  # retry observing later; record nothing
+    FAIL = "fail"  # pending work cannot start: one attempt of the retry budget
+    CLEAR = "clear"  # an earlier unstarted-work error no longer applies: drop it
+
+
+def when_unobserved(pending: Operation, *, terminal: bool, unstarted_error: bool) -> Unobserved:
+    """The decision without facts, from the last observation alone.
+
+    ``pending``: what ``plan`` answers with ``operation`` NONE (NONE: converged, nothing
+    to do); ``terminal``: a terminal error is recorded (it waits for an administrator, a
+    second one would only bury the first); ``unstarted_error``: a non-terminal error
+    recorded with no operation claimed, i.e. by an earlier ``FAIL``. An idle, converged
+    workspace never accrues failures because the engine is down; work the user asked
+    for does, so it ends in a clear ERROR instead of waiting silently forever.
+    """
+    if terminal:
+        return Unobserved.WAIT
+    if pending is not Operation.NONE:
+        return Unobserved.FAIL
+    return Unobserved.CLEAR if unstarted_error else Unobserved.WAIT
 
 
 def is_complete(

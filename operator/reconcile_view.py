@@ -165,6 +165,16 @@ async def gather_facts(ctx: OperatorContext, uid: str) -> Facts:
     return Facts(state, volume, endpoint)
 
 
+def engine_error(exc: CodehubError) -> CodehubError:
+    """``exc`` from gathering facts, said plainly: the facts come from the container
+    engine alone, so an unreachable one is named as such (reason and code kept)."""
+    if not isinstance(exc, UnreachableError):
+        return exc
+    return UnreachableError(
+        f"container engine unreachable: {exc.message}", code=exc.code, context=exc.context
+    )
+
+
 async def call_adapter(action: str, call: Awaitable[T]) -> T:
     """Adapters raise CodehubError; anything else is a bug there, reported as ActionFailed."""
     try:

@@ -28,13 +28,21 @@ from codehub.operator.actuation import actuate
 from codehub.operator.context import Obj, OperatorContext
 from codehub.operator.failures import (
     ObservationFailure,
+    clear_unstarted,
     fail,
     observe_duration,
     observe_now,
     observed_error,
 )
 from codehub.operator.observation import ErrorRule, observe_detail
-from codehub.operator.planning import ObservedStatus, Operation, is_complete, plan
+from codehub.operator.planning import (
+    ObservedStatus,
+    Operation,
+    Unobserved,
+    is_complete,
+    plan,
+    when_unobserved,
+)
 from codehub.operator.reconcile_view import (
     AGAIN,
     Facts,
@@ -42,6 +50,7 @@ from codehub.operator.reconcile_view import (
     View,
     api_retry_delay,
     backoff_remaining,
+    engine_error,
     gather_facts,
     needs_reconcile,
     own_archive,
@@ -115,7 +124,7 @@ async def _step(
     resuming = w.operation is not Operation.NONE and not (
         w.deleting and w.operation is not Operation.DELETING
     )
-    if resuming:
+    if resuming or w.operation is Operation.NONE:
         wait = backoff_remaining(ctx, w)
         if wait > 0:  # before any engine call: an early wake-up must not spend the budget
             return Outcome("retry", delay=wait, operation=w.operation, detail="backoff")
@@ -123,12 +132,26 @@ async def _step(
         facts = await gather_facts(ctx, uid)
     except CodehubError as exc:
         if w.operation is Operation.NONE:
-            log.warning("cannot observe %s/%s: %s", ns, name, exc)
-            return Outcome("retry", delay=api_retry_delay(ctx), detail="observe")
-        return await fail(ctx, w, w.operation, exc)
+            return await _unobserved(ctx, w, engine_error(exc))
+        return await fail(ctx, w, w.operation, engine_error(exc))
     if not resuming:
         return await _plan_and_claim(ctx, w, facts)
     return await _continue(ctx, w, facts)
+
+
+async def _unobserved(ctx: OperatorContext, w: View, exc: CodehubError) -> Outcome:
+    """Nothing claimed and the engine cannot be asked what exists: pending work counts
+    an attempt against the retry budget (it ends in a clear ERROR, docs/errors.md), an
+    idle converged workspace only waits. Never a claim: no operation without facts."""
+    pending = plan(w.observed, w.desired, Operation.NONE, w.archive_key, w.deleting)
+    unstarted = bool(w.error_info) and not w.terminal
+    action = when_unobserved(pending, terminal=w.terminal, unstarted_error=unstarted)
+    if action is Unobserved.FAIL:
+        return await fail(ctx, w, Operation.NONE, exc, planned=pending)
+    if action is Unobserved.CLEAR:
+        await clear_unstarted(ctx, w)
+    log.warning("cannot observe %s/%s: %s", w.ns, w.name, exc)
+    return Outcome("retry", delay=api_retry_delay(ctx), detail="observe")
 
 
 async def _plan_and_claim(ctx: OperatorContext, w: View, facts: Facts) -> Outcome:
@@ -140,6 +163,9 @@ async def _plan_and_claim(ctx: OperatorContext, w: View, facts: Facts) -> Outcom
         return await fail(ctx, w, Operation.NONE, observed_error(obs.error_rule), observed=failure)
     target = plan(obs.status, w.desired, Operation.NONE, w.archive_key, w.deleting)
     if target is Operation.NONE:
+        if w.error_info and not w.terminal:  # work that never started is no longer wanted
+            await clear_unstarted(ctx, w)
+            return AGAIN
         if not w.status.get("observed_at"):  # never confirmed, or just recovered
             await observe_now(ctx, w)
         return Outcome("done", detail="converged")

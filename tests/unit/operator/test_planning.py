@@ -26,8 +26,10 @@ from codehub.operator.planning import (
     InstanceState,
     ObservedStatus,
     Operation,
+    Unobserved,
     is_complete,
     plan,
+    when_unobserved,
 )
 
 O = ObservedStatus  # noqa: E741
@@ -303,3 +305,35 @@ DISPLAY_TABLE: dict[tuple[O | None, bool], Display] = {
 def test_derive_display_every_combination() -> None:
     for observed, archive in itertools.product(OBSERVED, ARCHIVES):
         assert derive_display(observed, archive) is DISPLAY_TABLE[(observed, archive is not None)]
+
+
+# when_unobserved (docs/errors.md, "The container engine unreachable"): (pending work?,
+# terminal?, unstarted error?) -> decision, written out in full.
+UNOBSERVED_TABLE: dict[tuple[bool, bool, bool], Unobserved] = {
+    (False, False, False): Unobserved.WAIT,  # idle and converged: never an error
+    (False, False, True): Unobserved.CLEAR,  # the unstarted work is no longer wanted
+    (False, True, False): Unobserved.WAIT,
+    (False, True, True): Unobserved.WAIT,  # a terminal error waits for an administrator
+    (True, False, False): Unobserved.FAIL,  # first attempt of pending work
+    (True, False, True): Unobserved.FAIL,  # a later attempt
+    (True, True, False): Unobserved.WAIT,
+    (True, True, True): Unobserved.WAIT,
+}
+
+
+def test_when_unobserved_every_combination() -> None:
+    for pending, terminal, unstarted in itertools.product(list(Op), [False, True], [False, True]):
+        expected = UNOBSERVED_TABLE[(pending is not Op.NONE, terminal, unstarted)]
+        got = when_unobserved(pending, terminal=terminal, unstarted_error=unstarted)
+        assert got is expected, (pending, terminal, unstarted)
+
+
+def test_pending_work_without_facts_follows_plan() -> None:
+    """Which workspaces accrue failures while the engine is down: exactly those whose
+    last observation is not the desired level, and every one being deleted."""
+    assert plan(O.RUNNING, D.RUNNING, Op.NONE, None, False) is Op.NONE
+    assert plan(O.STANDBY, D.STANDBY, Op.NONE, None, False) is Op.NONE
+    assert plan(O.PENDING, D.PENDING, Op.NONE, "a", False) is Op.NONE
+    assert plan(O.RUNNING, D.STANDBY, Op.NONE, None, False) is Op.STOPPING
+    assert plan(O.RUNNING, D.RUNNING, Op.NONE, None, True) is Op.DELETING
+    assert plan(O.ERROR, D.RUNNING, Op.NONE, None, False) is Op.NONE

@@ -854,3 +854,139 @@ async def test_a_queued_key_that_keeps_failing_is_retried_with_backoff(
     clock.advance(wait + 0.01)
     assert await node.gate.drain() == 1
     assert (await status(api, "requeue"))["observed_status"] == "RUNNING"
+
+
+# -- the container engine unreachable (docs/errors.md) -----------------------------------
+
+ENGINE_DOWN = "inspect ws-x: Docker engine unreachable (ConnectionError)"
+
+
+def claim_invariant(st: dict[str, Any]) -> None:
+    """No operation without its claim."""
+    assert (st.get("operation") or "NONE") == "NONE" or st.get("op_id"), st
+
+
+async def test_engine_down_pending_work_retries_with_backoff_then_error_without_claim(
+    api: Api, node: Node, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    """Long because the story (engine gone, attempts, terminal, recovery) is the point."""
+    obj = await create(api, "nodock")
+    assert (await until_done(node, obj, clock)).detail == "converged"
+    await set_desired(api, "nodock", "STANDBY")
+    instances.fail_next("inspect", UnreachableError(ENGINE_DOWN), times=4)
+    outcome = await node.reconcile(await get(api, "nodock"))
+    delays: list[float] = []
+    counts: list[int] = []
+    while outcome.result == "retry":
+        st = await status(api, "nodock")
+        claim_invariant(st)
+        assert st["operation"] == "NONE"
+        counts.append(st["error_count"])
+        assert st["error_info"]["is_terminal"] is False
+        assert st["error_info"]["reason"] == "Unreachable"
+        delays.append(outcome.delay)
+        probes = instances.calls["inspect"]
+        early = await node.reconcile(await get(api, "nodock"))
+        assert (early.result, early.detail) == ("retry", "backoff")
+        assert instances.calls["inspect"] == probes  # an early wake-up spends nothing
+        clock.advance(outcome.delay + 0.01)
+        outcome = await node.reconcile(await get(api, "nodock"))
+    assert outcome.result == "terminal"
+    assert counts == [1, 2, 3]
+    assert delays[0] < delays[1] < delays[2]
+    st = await status(api, "nodock")
+    claim_invariant(st)
+    assert (st["operation"], st.get("op_id")) == ("NONE", None)
+    err = st["error_info"]
+    assert (err["reason"], err["is_terminal"], err["error_count"]) == ("RetryExceeded", True, 4)
+    assert err["operation"] == "STOPPING"
+    assert err["context"]["started"] is False
+    assert "STOPPING could not start 4 times" in err["message"]
+    assert "container engine unreachable: inspect ws-x" in err["message"]
+    assert st["previous_status"] == "RUNNING"
+    assert st["observed_status"] == "ERROR"
+    assert instances.calls["stop"] == 0
+    held = await node.reconcile(await get(api, "nodock"))
+    assert (held.result, held.detail) == ("terminal", "held")
+
+    # the engine is back: an administrator's recovery lets it converge
+    await api.admin.patch_merge(
+        NS, "nodock", {"metadata": {"annotations": {"codehub.io/recover": "1"}}}
+    )
+    outcome = await until_done(node, await get(api, "nodock"), clock)
+    assert outcome.detail == "converged"
+    st = await status(api, "nodock")
+    assert (st["observed_status"], st.get("error_info")) == ("STANDBY", None)
+
+
+async def test_engine_down_idle_converged_workspace_never_errors(
+    api: Api, node: Node, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    obj = await create(api, "idle")
+    assert (await until_done(node, obj, clock)).detail == "converged"
+    instances.fail_next("inspect", UnreachableError(ENGINE_DOWN), times=6)
+    for _ in range(6):
+        outcome = await node.reconcile(await get(api, "idle"))
+        assert (outcome.result, outcome.detail) == ("retry", "observe")
+        clock.advance(outcome.delay + 0.01)
+    st = await status(api, "idle")
+    assert st.get("error_info") is None
+    assert st.get("error_count", 0) == 0
+    assert st["observed_status"] == "RUNNING"
+
+
+async def test_engine_down_unstarted_error_cleared_when_no_longer_wanted(
+    api: Api, node: Node, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    obj = await create(api, "revert")
+    assert (await until_done(node, obj, clock)).detail == "converged"
+    for engine_back in (False, True):
+        await set_desired(api, "revert", "STANDBY")
+        instances.fail_next("inspect", UnreachableError(ENGINE_DOWN), times=2 - engine_back)
+        outcome = await node.reconcile(await get(api, "revert"))
+        assert outcome.reason == "Unreachable"
+        assert (await status(api, "revert"))["error_count"] == 1
+        await set_desired(api, "revert", "RUNNING")  # the user changed their mind
+        clock.advance(outcome.delay + 0.01)
+        outcome = await node.reconcile(await get(api, "revert"))
+        assert outcome.detail == ("converged" if engine_back else "observe")
+        st = await status(api, "revert")
+        assert (st.get("error_info"), st["error_count"]) == (None, 0)
+        assert st["observed_status"] == "RUNNING"
+    assert instances.calls["stop"] == 0
+
+
+async def test_engine_down_deletion_ends_in_error_then_completes_when_back(
+    api: Api, node: Node, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    obj = await create(api, "gone")
+    assert (await until_done(node, obj, clock)).detail == "converged"
+    await api.admin.delete(NS, "gone")
+    instances.fail_next("inspect", UnreachableError(ENGINE_DOWN), times=5)
+    outcome = await until_done(node, await get(api, "gone"), clock)
+    assert outcome.result == "terminal"
+    st = await status(api, "gone")
+    assert (st["operation"], st["error_info"]["operation"]) == ("NONE", "DELETING")
+    # a terminal error is not written again while the engine stays down
+    again = await node.reconcile(await get(api, "gone"))
+    assert (again.result, again.detail) == ("retry", "observe")
+    assert (await status(api, "gone"))["error_count"] == 4
+    outcome = await until_done(node, await get(api, "gone"), clock)  # engine back
+    assert outcome.deleted
+
+
+async def test_health_monitor_without_engine_shows_terminal_errors_only(
+    api: Api, node: Node, instances: FakeInstanceController, clock: FakeClock
+) -> None:
+    """Rule 1 needs no engine; nothing else is concluded from an engine that cannot be
+    asked (no DataLost)."""
+    for name in ("held", "fine"):
+        assert (await until_done(node, await create(api, name), clock)).detail == "converged"
+    terminal = {"reason": "ActionFailed", "is_terminal": True, "operation": "STARTING"}
+    await api.admin.patch_merge(NS, "held", {"status": {"error_info": terminal}}, status=True)
+    instances.fail_next("list_instances", UnreachableError("list: Docker engine unreachable"))
+    with pytest.raises(UnreachableError):
+        await node.monitor.pass_once()
+    assert (await status(api, "held"))["observed_status"] == "ERROR"
+    fine = await status(api, "fine")
+    assert (fine["observed_status"], fine.get("error_info")) == ("RUNNING", None)
