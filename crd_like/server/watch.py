@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -57,18 +58,43 @@ class EventQueue:
     def __init__(self, source: AsyncIterator[WatchEvent]) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
         self.task = asyncio.create_task(pump(source, self.queue))
+        self._ended = False
 
     async def get(self, wait: float | None) -> WatchEvent | Exception | None:
         """The next event, the store's exception, or None on timeout or end of stream."""
+        if self._ended:
+            return None
         try:
             async with asyncio.timeout(wait):
                 item = await self.queue.get()
         except TimeoutError:
             return None
         if item is _END:
+            self._ended = True
             return None
         assert isinstance(item, WatchEvent | Exception)
         return item
+
+    async def get_batch(
+        self, wait: float | None, limit: int = 256
+    ) -> list[WatchEvent | Exception] | None:
+        """The next event and every other one already queued behind it (up to ``limit``,
+        stopping after an exception), or None on timeout or end of stream: a watcher
+        that wakes up once for several events writes them all at once."""
+        first = await self.get(wait)
+        if first is None:
+            return None
+        items = [first]
+        while len(items) < limit and not isinstance(items[-1], Exception):
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if item is _END:
+                self._ended = True
+                break
+            items.append(item)
+        return items
 
     async def close(self) -> None:
         self.task.cancel()
@@ -145,6 +171,52 @@ def parse_revision(raw: str, what: str = "resourceVersion") -> int:
     return int(raw)
 
 
+#: Initial events are written in chunks of this many lines.
+INITIAL_CHUNK = 256
+
+
+def encode_line(type_: str, obj: Obj) -> bytes:
+    return (json.dumps({"type": type_, "object": obj}, separators=(",", ":")) + "\n").encode()
+
+
+class LineCache:
+    """The encoded lines of a store's recent events, shared by all its plain watches.
+
+    A revision names one entry of the store's log, so the line of (revision, type) is
+    the same bytes for every watcher that gets it unshaped: N watchers cost one
+    ``json.dumps`` per event, not N. Bounded; the oldest lines go first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = max(1, size)
+        self._lines: dict[tuple[int, str], bytes] = {}
+        self.encoded = 0  # for tests and benchmarks
+
+    def line(self, event: WatchEvent) -> bytes:
+        key = (event.revision, event.type)
+        hit = self._lines.get(key)
+        if hit is None:
+            assert event.object is not None
+            hit = self._lines[key] = encode_line(event.type, event.object)
+            self.encoded += 1
+            if len(self._lines) > self._size:
+                del self._lines[next(iter(self._lines))]
+        return hit
+
+
+_LINE_CACHES: weakref.WeakKeyDictionary[Store, LineCache] = weakref.WeakKeyDictionary()
+
+
+def line_cache(store: Store) -> LineCache | None:
+    """The store's shared line cache (None for a store that cannot be weakly keyed)."""
+    try:
+        cache = _LINE_CACHES.get(store)
+        if cache is None:
+            cache = _LINE_CACHES[store] = LineCache()
+    except TypeError:
+        return None
+    return cache
+
+
 async def stream_watch(
     request: web.Request,
     rk: ResourceKind,
@@ -192,7 +264,9 @@ async def stream_watch(
             await stream.response.prepare(request)
             with tracked_stream(request):
                 limit = float(timeout) if timeout else ctx.config.default_watch_timeout
-                await stream.run(events, initial, since, send_initial, limit)
+                await stream.run(
+                    events, initial, since, send_initial, limit, line_cache(ctx.store)
+                )
         except ConnectionResetError:
             pass
         finally:
@@ -236,9 +310,11 @@ class _WatchStream:
             return build_table([obj], list(self.rk.columns), include_object=self.include_object)
         return obj
 
-    async def send(self, type_: str, obj: Obj) -> None:
-        line = json.dumps({"type": type_, "object": obj}, separators=(",", ":"))
-        await self.response.write(line.encode() + b"\n")
+    def event_line(self, event: WatchEvent, lines: LineCache | None) -> bytes:
+        assert event.object is not None
+        if lines is None or self.as_table:
+            return encode_line(event.type, self.shape(event.object))
+        return lines.line(event)
 
     async def run(
         self,
@@ -247,28 +323,46 @@ class _WatchStream:
         since: int,
         send_initial: bool,
         limit: float,
+        lines: LineCache | None,
     ) -> None:
-        for obj in initial:
-            await self.send("ADDED", self.shape(obj))
+        """Each wake-up writes every event queued by then in one write: a TLS record
+        and a ``send()`` per event and watcher was most of the fan-out's cost
+        (docs/adr/0007-api-write-path-performance.md)."""
+        out = [encode_line("ADDED", self.shape(obj)) for obj in initial]
         if send_initial and self.bookmarks:
-            await self.send("BOOKMARK", bookmark(self.rk, since, initial_end=True))
+            out.append(encode_line("BOOKMARK", bookmark(self.rk, since, initial_end=True)))
+        for start in range(0, len(out), INITIAL_CHUNK):
+            await self.response.write(b"".join(out[start : start + INITIAL_CHUNK]))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while (remaining := deadline - loop.time()) > 0:
-            item = await events.get(remaining)
-            if item is None:
+            batch = await events.get_batch(remaining)
+            if batch is None:
                 break
+            out = []
+            ended = self._lines_of(batch, out, lines)
+            if out:
+                await self.response.write(b"".join(out))
+            if ended:
+                break
+
+    def _lines_of(
+        self, batch: list[WatchEvent | Exception], out: list[bytes], lines: LineCache | None
+    ) -> bool:
+        """Append the lines ``batch`` gives this watcher to ``out``; True: end the stream."""
+        for item in batch:
             if isinstance(item, Gone):
-                await self.send("ERROR", gone_event(str(item))["object"])
-                break
+                out.append(encode_line("ERROR", gone_event(str(item))["object"]))
+                return True
             if isinstance(item, Exception):
                 log.warning("watch of %s ended by a store error: %r", self.rk.plural, item)
-                break
+                return True
             self._positions[self] = max(self._positions.get(self, 0), item.revision)
             if item.type == "BOOKMARK":
                 if self.bookmarks:
-                    await self.send("BOOKMARK", bookmark(self.rk, item.revision))
+                    out.append(encode_line("BOOKMARK", bookmark(self.rk, item.revision)))
                 continue
             if item.object is None or (self.allowed is not None and not self.allowed(item.object)):
                 continue
-            await self.send(item.type, self.shape(item.object))
+            out.append(self.event_line(item, lines))
+        return False

@@ -269,3 +269,46 @@ async def test_core_events_create_list_by_involved_object_and_watch(servers: Fac
     seen = [await read_event(watch), await read_event(watch)]
     watch.close()
     assert [e["object"]["message"] for e in seen] == ["about a", "about other"]
+
+
+async def test_fan_out_every_watcher_gets_each_event_once_in_order_same_bytes(
+    servers: Factory,
+) -> None:
+    """N watchers of one server: each receives every write exactly once, in revision
+    order, as the very same line; the line is encoded once per event, not per watcher."""
+    from codehub.crd_like.server.watch import line_cache
+
+    api = await servers()
+    writers, writes, watchers = 4, 25, 5
+    for w in range(writers):
+        await api.create(f"f{w}")
+    listed = await (await api.client.get(NS, headers=ADMIN)).json()
+    rv = listed["metadata"]["resourceVersion"]
+    streams = [
+        await api.client.get(f"{NS}?watch=true&resourceVersion={rv}", headers=ADMIN)
+        for _ in range(watchers)
+    ]
+    assert all(s.status == 200 for s in streams)
+    cache = line_cache(api.store)
+    assert cache is not None
+    encoded_before = cache.encoded
+
+    async def writer(w: int) -> list[str]:
+        return [await api.memo(f"f{w}", f"m{i}") for i in range(writes)]
+
+    written = sorted(
+        int(r) for rvs in await asyncio.gather(*(writer(w) for w in range(writers))) for r in rvs
+    )
+    received: list[list[bytes]] = []
+    for stream in streams:
+        lines: list[bytes] = []
+        while len(lines) < len(written):
+            line = await asyncio.wait_for(stream.content.readline(), 30)
+            assert line, "watch stream ended"
+            lines.append(line)
+        stream.close()
+        received.append(lines)
+    seen = [int(json.loads(line)["object"]["metadata"]["resourceVersion"]) for line in received[0]]
+    assert seen == written
+    assert all(lines == received[0] for lines in received)
+    assert cache.encoded - encoded_before == len(written)
