@@ -62,11 +62,12 @@ def running_limit_check(max_per_user: int, max_global: int) -> AdmissionCheck:
         meta = new.get("metadata") or {}
         namespace, name = meta.get("namespace") or "", meta.get("name") or ""
         me = RunningRef(namespace, name)
-        mine = [r for r in await view.running_workspaces(namespace) if r != me]
-        if len(mine) + 1 > max_per_user:
+        # Count first; list the names (the 429 body) only for a refused write.
+        if await view.count_running(namespace, excluding=me) + 1 > max_per_user:
+            mine = [r for r in await view.running_workspaces(namespace) if r != me]
             raise LimitExceeded("per_user", len(mine), max_per_user, mine)
-        everyone = [r for r in await view.running_workspaces() if r != me]
-        if len(everyone) + 1 > max_global:
+        if await view.count_running(excluding=me) + 1 > max_global:
+            everyone = [r for r in await view.running_workspaces() if r != me]
             raise LimitExceeded("global", len(everyone), max_global, everyone)
 
     return check

@@ -93,6 +93,13 @@ class AdmissionView(ABC):
         ``status.observed_status == RUNNING`` or ``status.operation == STARTING``.
         """
 
+    async def count_running(
+        self, namespace: str | None = None, *, excluding: RunningRef | None = None
+    ) -> int:
+        """``len(running_workspaces(namespace))`` without ``excluding``; a store overrides
+        it with a real count so an admitted write never lists every running workspace."""
+        return sum(1 for r in await self.running_workspaces(namespace) if r != excluding)
+
 
 #: Receives a deep copy of the current object, returns the object to store. It may raise
 #: (Conflict for a stale resourceVersion, Invalid for bad content, anything else) to abort

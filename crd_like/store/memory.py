@@ -71,6 +71,20 @@ class _MemoryAdmissionView(AdmissionView):
                 out.append(RunningRef(ns, name))
         return out
 
+    async def count_running(
+        self, namespace: str | None = None, *, excluding: RunningRef | None = None
+    ) -> int:
+        """Counted in place: no sorted list of every running workspace per admission."""
+        skip = (excluding.namespace, excluding.name) if excluding is not None else None
+        return sum(
+            1
+            for (kind, ns, name), obj in self._store._objects.items()
+            if kind == "workspaces"
+            and (namespace is None or ns == namespace)
+            and (ns, name) != skip
+            and is_running_candidate(obj)
+        )
+
 
 class MemoryStore(Store):
     def __init__(self) -> None:

@@ -35,40 +35,14 @@ from codehub.crd_like.store.interface import (
     Obj,
     RunningRef,
 )
-from codehub.crd_like.store.pg.schema import ADMISSION_LOCK_KEY, NOTIFY_CHANNEL, columns
+from codehub.crd_like.store.pg.admission import PgAdmissionView
+from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL, columns
 from codehub.crd_like.store.pg.watch import Hub, LogRow
 from codehub.vocabulary.timestamps import now_rfc3339, rfc3339_before
 
 Pool = AsyncConnectionPool[Any]
 Conn = psycopg.AsyncConnection[Any]
 Mode = Literal["insert", "update", "delete"]
-
-
-class PgAdmissionView(AdmissionView):
-    """Takes the global admission lock on first use, not for every admitted write: a
-    check that decides without counting (the write does not ask to run) then never
-    queues behind others. Every transaction locks its one object row before this lock,
-    so the lock order is the same everywhere and cannot deadlock."""
-
-    def __init__(self, conn: Conn) -> None:
-        self._conn = conn
-        self._locked = False
-
-    async def running_workspaces(self, namespace: str | None = None) -> list[RunningRef]:
-        if not self._locked:
-            await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK_KEY,))
-            self._locked = True
-        query = (
-            "SELECT namespace, name FROM objects WHERE kind = 'workspaces'"
-            " AND deletion_timestamp IS NULL AND (desired_state = 'RUNNING'"
-            " OR observed_status = 'RUNNING' OR operation = 'STARTING')"
-        )
-        params: tuple[Any, ...] = ()
-        if namespace is not None:
-            query += " AND owner = %s"
-            params = (namespace,)
-        cur = await self._conn.execute(query + " ORDER BY namespace, name", params)
-        return [RunningRef(ns, name) for ns, name in await cur.fetchall()]
 
 
 async def locked_body(conn: Conn, kind: str, ns: str, name: str) -> Obj:
