@@ -122,6 +122,9 @@ class Hub:
             self._pending[row.revision] = row
             self._offered.set()
             self.advance(row.revision)
+            if row.revision == self.loaded + 1:
+                # Next in line: into the cache now, watchers woken, no loader hop.
+                self._take_pending()
             self._dirty.set()
 
     @contextlib.contextmanager
@@ -242,6 +245,10 @@ class Hub:
         self._wake()
 
     def _append(self, entries: list[LogRow], head: int) -> None:
+        full = len(entries) >= WATCH_BATCH
+        if entries and entries[-1].revision <= self.loaded:
+            return  # offered while the query ran: the loop reads on from ``loaded``
+        entries = [e for e in entries if e.revision > self.loaded]
         if (entries and entries[0].revision != self.loaded + 1) or (
             not entries and head > self.loaded
         ):
@@ -251,7 +258,7 @@ class Hub:
             self._revs.clear()
             self.cache_floor = self.loaded = head
             return
-        self._extend(entries, entries[-1].revision if len(entries) >= WATCH_BATCH else head)
+        self._extend(entries, entries[-1].revision if full else max(head, self.loaded))
 
     def _extend(self, entries: list[LogRow], loaded: int) -> None:
         self._rows.extend(entries)
