@@ -141,6 +141,7 @@ class Entry:
     operation: str
     paths: set[Path]
     raw: Obj  # the stored entry, kept verbatim while its fields do not change
+    parsed: frozenset[Path] = frozenset()  # the fields ``raw`` lists, parsed once
 
     @property
     def key(self) -> tuple[str, str]:
@@ -156,7 +157,8 @@ def parse_entries(managed: Any) -> list[Entry]:
             continue
         manager, operation = raw.get("manager"), raw.get("operation")
         if isinstance(manager, str) and operation in (APPLY, UPDATE):
-            entries.append(Entry(manager, operation, from_fields_v1(raw.get("fieldsV1")), raw))
+            paths = from_fields_v1(raw.get("fieldsV1"))
+            entries.append(Entry(manager, operation, paths, raw, frozenset(paths)))
     return entries
 
 
@@ -165,7 +167,7 @@ def _render(entries: list[Entry], api_version: str, now: str) -> list[Obj]:
     for e in entries:
         if not e.paths:
             continue
-        if from_fields_v1(e.raw.get("fieldsV1")) == e.paths and e.raw.get("time"):
+        if e.raw and e.parsed == e.paths and e.raw.get("time"):
             out.append(e.raw)
             continue
         out.append(
