@@ -223,6 +223,8 @@ class JobRunner:
         #: Test hook: called with (kind, container id) right after a job starts (the
         #: provisioning container of ``owned_after_create``: right after it is created).
         self.on_job_started: Callable[[str, str], None] | None = None
+        #: Seen once: this engine's copy-up at create gives a fresh volume to 1000:1000.
+        self._copies_at_create = False
 
     def run(
         self,
@@ -281,15 +283,18 @@ class JobRunner:
         return result, data.error, data.result
 
     def owned_after_create(self, uid: str) -> bool:
-        """Provisioning without starting a job: whether the volume's root is already owned
-        by uid 1000 and writable by it once a job container is *created* on it.
+        """Provisioning without starting a job: whether the volume's root is owned by uid
+        1000 and writable by it once a job container is *created* on it.
 
         The engine copies the image's ``/data`` (owner included) onto an empty volume when
-        a container mounting it is created; the root's owner and mode are read from the
-        first tar header of the container's archive of ``/data`` (one 512-byte block, the
-        rest of the stream is not read). Starting the job and waiting for it cost about
-        0.4 s of a new workspace's 0.7 s (docs/adr/0009-lifecycle-and-scale-performance.md).
-        False (the caller then runs the checking job) whenever this cannot tell.
+        a container mounting it is created, so creating (and removing) the job container
+        is the whole of provisioning. Whether this engine copies at create is a property
+        of the engine and the job image, not of the volume: it is checked on the first
+        provisioning of this runner (the root's owner and mode from the first tar header
+        of the container's archive of ``/data``, one 512-byte block) and trusted after
+        that. That read mounts the container's root file system and cost about half of
+        provisioning (docs/adr/0009-lifecycle-and-scale-performance.md). False (the caller
+        then runs the checking job) whenever the check cannot tell.
         """
         client = self.engine.client_sync()
         name = f"{naming.container_name(uid)}-provision-job"
@@ -297,28 +302,19 @@ class JobRunner:
         try:
             if self.on_job_started is not None:
                 self.on_job_started("provision", cid)
-            api = client.api
-            response = api._get(
-                api._url("/containers/{0}/archive", cid), params={"path": DATA}, stream=True
-            )
-            try:
-                api._raise_for_status(response)
-                head = b""
-                for chunk in response.iter_content(512):
-                    head += chunk
-                    if len(head) >= 512:
-                        break
-            finally:
-                response.close()
-            info = tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
+            if self._copies_at_create:
+                return True
+            info = _data_root_header(client.api, cid)
         except Exception as exc:  # any doubt: the job decides
             log.info("provision uid=%s: ownership not readable after create (%s)", uid, exc)
             return False
         finally:
             with contextlib.suppress(Exception):
-                remove_container(client, name)
+                remove_container(client, cid)
         owner = f"{info.uid}:{info.gid}"
-        return bool(info.isdir() and owner == "1000:1000" and info.mode & 0o200)
+        owned = bool(info.isdir() and owner == "1000:1000" and info.mode & 0o200)
+        self._copies_at_create = owned
+        return owned
 
     def _create(
         self,
@@ -337,26 +333,31 @@ class JobRunner:
             {naming.LABEL_ROLE: ROLE_JOB, LABEL_JOB_KIND: kind},
         )
         volume = naming.volume_name(uid)
+        host_config = api.create_host_config(
+            binds={volume: {"bind": DATA, "mode": "ro" if read_only else "rw"}},
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            privileged=False,
+        )
+        kwargs: dict[str, Any] = {
+            "command": ["sh", "-c", script],
+            "user": naming.WORKSPACE_USER,
+            "name": name,
+            "labels": labels,
+            "host_config": host_config,
+            "stdin_open": stdin,
+            "detach": False,
+            "working_dir": "/",
+        }
         try:
-            remove_container(client, name)  # left over by a crashed run
-            host_config = api.create_host_config(
-                binds={volume: {"bind": DATA, "mode": "ro" if read_only else "rw"}},
-                network_mode="none",
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                privileged=False,
-            )
-            created = api.create_container(
-                self.config.job_image,
-                command=["sh", "-c", script],
-                user=naming.WORKSPACE_USER,
-                name=name,
-                labels=labels,
-                host_config=host_config,
-                stdin_open=stdin,
-                detach=False,
-                working_dir="/",
-            )
+            try:
+                created = api.create_container(self.config.job_image, **kwargs)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: the name is taken
+                    raise
+                remove_container(client, name)  # left over by a crashed run
+                created = api.create_container(self.config.job_image, **kwargs)
         except Exception as exc:
             raise translate_error(
                 exc,
@@ -445,3 +446,23 @@ def _feed(api: Any, cid: str, attach: Any, feed: Callable[[Writable], Any]) -> D
         with contextlib.suppress(Exception):
             raw.shutdown(socket.SHUT_WR)
     return data
+
+
+def _data_root_header(api: Any, cid: str) -> tarfile.TarInfo:
+    """The tar header of ``/data`` itself in a created container: its owner and mode.
+
+    Only the first 512-byte block of the archive stream is read.
+    """
+    response = api._get(
+        api._url("/containers/{0}/archive", cid), params={"path": DATA}, stream=True
+    )
+    try:
+        api._raise_for_status(response)
+        head = b""
+        for chunk in response.iter_content(512):
+            head += chunk
+            if len(head) >= 512:
+                break
+    finally:
+        response.close()
+    return tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")

@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import pytest
 from test_storage_contract import (
+    JOB_IMAGE,
     RealHarness,
     expected_manifest,
     new_uid,
@@ -421,3 +422,67 @@ async def test_archive_filters_members_restore_would_skip(real: RealHarness) -> 
     assert set(after) == {"keep"}
     for u in (uid, dst):
         await p.delete_volume(u)
+
+
+def _probe(real: RealHarness, uid: str, script: str) -> str:
+    """Run ``script`` as uid 1000 with the volume at /probe *without* copy-up.
+
+    The harness's ``sh`` mounts the job image's /data, whose first mount of an empty
+    volume would hand the root to 1000:1000 itself; this mount copies nothing, so it
+    shows what provisioning (or a restore) left.
+    """
+    out = real.client.containers.run(
+        JOB_IMAGE,
+        ["sh", "-c", script],
+        user="1000:1000",
+        mounts=[docker.types.Mount("/probe", naming.volume_name(uid), type="volume", no_copy=True)],
+        labels=real.labels,
+        network_mode="none",
+        remove=True,
+    )
+    return bytes(out).decode()
+
+
+async def test_provision_owns_fresh_volumes_without_starting_a_job(real: RealHarness) -> None:
+    """A fresh volume is 1000:1000 and writable by the workspace user after provision,
+    and provisioning only *creates* its job container (the engine's copy-up at create):
+    the ownership check runs once per provider, later volumes trust the engine."""
+    p = real.provider
+    statuses: list[str] = []
+
+    def record(kind: str, cid: str) -> None:
+        if kind == "provision":
+            statuses.append(real.client.api.inspect_container(cid)["State"]["Status"])
+
+    p.on_job_started = record
+    uids = [new_uid(), new_uid(), new_uid()]
+    for uid in uids:
+        await p.provision(uid)
+    assert statuses == ["created"] * len(uids)
+    assert p.jobs._copies_at_create
+    for uid in uids:
+        out = await asyncio.to_thread(
+            _probe, real, uid, "stat -c '%u:%g %a' /probe; ls -A /probe; touch /probe/w && echo ok"
+        )
+        assert out.split() == ["1000:1000", "755", "ok"], uid
+    leftovers = real.client.containers.list(all=True, filters={"label": f"{naming.LABEL_ROLE}=job"})
+    assert not [c for c in leftovers if c.labels.get(naming.LABEL_WORKSPACE_ID) in uids]
+    for uid in uids:
+        await p.delete_volume(uid)
+
+
+async def test_restore_into_fresh_volume_has_exact_modes_and_owner(real: RealHarness) -> None:
+    p = real.provider
+    src, dst = new_uid(), new_uid()
+    await p.provision(src)
+    await real.populate(src, sample_tree())
+    key = await p.archive(src, "owner")
+    await p.provision(dst)
+    await p.restore(dst, key)
+    assert visible(await real.manifest(dst)) == expected_manifest(sample_tree())
+    owners = await asyncio.to_thread(
+        _probe, real, dst, "find /probe -exec stat -c '%u:%g' {} + | sort -u; stat -c %a /probe"
+    )
+    assert owners.split() == ["1000:1000", "755"]
+    for uid in (src, dst):
+        await p.delete_volume(uid)
