@@ -64,6 +64,9 @@ class ApiConfig:
     replica_id: str = ""
     #: A replica's rows whose heartbeat is older than this are ignored and removed.
     replica_ttl: float = 60.0
+    #: How long a request waits for a free database connection (503 beyond); during an
+    #: outage the store's breaker answers at once instead (docs/operations.md).
+    database_acquire_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -122,6 +125,9 @@ class ApiConfig:
             ),
             replica_id=text("CODEHUB_REPLICA_ID") or "",
             replica_ttl=number("CODEHUB_REPLICA_TTL", defaults.replica_ttl, float),
+            database_acquire_timeout=number(
+                "CODEHUB_DB_ACQUIRE_TIMEOUT", defaults.database_acquire_timeout, float
+            ),
         )
 
 

@@ -257,7 +257,10 @@ async def open_store(config: ApiConfig) -> Store:
     from codehub.crd_like.store import postgres
 
     return await postgres.PostgresStore.open(
-        config.database_url, watch_poll_interval=config.watch_poll_interval, max_size=20
+        config.database_url,
+        watch_poll_interval=config.watch_poll_interval,
+        max_size=20,
+        acquire_timeout=config.database_acquire_timeout,
     )
 
 

@@ -11,7 +11,9 @@ new entries, woken by NOTIFY with a poll as the fallback. The parts live in
 - ``pg.writes``: create, update, delete and expiry: the row-locked read, revision
   allocation, object row, log entry and NOTIFY in one statement, admission locking;
 - ``pg.watch``: the per-store hub (LISTEN, poll, shared log cache), catch-up from the
-  database, compaction.
+  database, compaction;
+- ``pg.pool``: the connection pool, whose breaker answers "database unavailable" at once
+  during an outage instead of letting every request wait the acquisition timeout.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from codehub.crd_like.store.interface import (
 )
 from codehub.crd_like.store.pg import reads, writes
 from codehub.crd_like.store.pg import watch as watching
+from codehub.crd_like.store.pg.pool import GuardedPool
 from codehub.crd_like.store.pg.schema import (
     ADMISSION_LOCK_KEY,
     MIGRATION_LOCK_KEY,
@@ -67,9 +70,14 @@ class PostgresStore(Store):
         listen: bool = True,
         run_migrations: bool = True,
         watch_cache_size: int = 10_000,
+        acquire_timeout: float = 30.0,
     ) -> PostgresStore:
         """Connect, migrate and start the watch hub. ``listen=False`` disables NOTIFY
         (watchers then rely on polling alone; used to prove polling suffices).
+
+        ``acquire_timeout``: how long a request may wait for a free connection. While the
+        database is down it waits for none: the pool's breaker refuses at once
+        (``pg.pool``; docs/operations.md).
 
         ``min_size`` connections are kept open (made in the background, so opening does
         not wait for all of them): a pool that grows on demand makes a burst of writes
@@ -77,11 +85,12 @@ class PostgresStore(Store):
         loaded machine (docs/adr/0007-api-write-path-performance.md)."""
         if run_migrations:
             await migrate(database_url)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        pool = GuardedPool(
             database_url,
             min_size=min(min_size, max_size),
             max_size=max_size,
             kwargs={"autocommit": True},
+            timeout=acquire_timeout,
             open=False,
         )
         await pool.open(wait=False)

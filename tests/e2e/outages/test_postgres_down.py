@@ -1,6 +1,8 @@
 """PostgreSQL down for a while (a private instance this test starts and stops): the API
-answers 503 with a Status body, the coordinator drops leadership and takes it again, and
-nothing is half-written (what was refused during the outage does not exist afterwards).
+answers 503 with a Status body and Retry-After, promptly (the store's breaker: no request
+waits the connection-acquisition timeout; how long each took is printed, not asserted),
+the coordinator drops leadership and takes it again, and nothing is half-written (what
+was refused during the outage does not exist afterwards).
 
 ``CODEHUB_OUTAGE_SECONDS`` sets the outage (default 30).
 """
@@ -100,9 +102,12 @@ async def test_api_503_coordinator_reelected_nothing_half_written(
     headers = {"Authorization": f"Bearer {IDENTITIES['alice'].token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
 
+        retry_after: list[str | None] = []
+
         async def status_of(method: str, path: str, body: Any = None) -> tuple[int, Any]:
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.request(method, server.url + path, json=body) as r:
+                    retry_after.append(r.headers.get("Retry-After"))
                     return r.status, await r.json(content_type=None)
             return 0, None
 
@@ -123,11 +128,16 @@ async def test_api_503_coordinator_reelected_nothing_half_written(
             await asyncio.to_thread(postgres.down)
             outage_end = time.monotonic() + OUTAGE
             answers: list[tuple[str, int, Any]] = []
+            took: list[float] = []
+            headers_seen: list[str | None] = []
             while time.monotonic() < outage_end:
                 for method, body in (("GET", None), ("POST", manifest("during"))):
+                    asked = time.monotonic()
                     code, doc = await status_of(method, LIST, body)
+                    took.append(time.monotonic() - asked)
+                    headers_seen.append(retry_after[-1] if retry_after else None)
                     answers.append((method, code, doc))
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
             await until(follower, "coordinator steps down")
 
             await asyncio.to_thread(postgres.up)
@@ -143,10 +153,18 @@ async def test_api_503_coordinator_reelected_nothing_half_written(
 
     codes = {(m, c) for m, c, _ in answers}
     print(f"\nanswers during a {OUTAGE:g} s outage: {sorted(codes)}; terms: {coordinator.terms}")
+    acquire = ApiConfig(database_url=url).database_acquire_timeout
+    print(
+        f"{len(took)} answers during the outage took {min(took):.3f} s to {max(took):.3f} s "
+        f"(median {sorted(took)[len(took) // 2]:.3f} s) against a connection-acquisition "
+        f"timeout of {acquire:g} s (psycopg_pool's default, used before the breaker: 30 s)"
+    )
     assert codes == {("GET", 503), ("POST", 503)}
     for _, _, doc in answers:
         assert doc["kind"] == "Status"
         assert doc["code"] == 503
+    assert len(headers_seen) == len(answers)
+    assert all(h is not None and int(h) >= 1 for h in headers_seen), headers_seen
     assert names == ["before"], "a write refused during the outage was kept"
     assert after[0] == 201
     assert coordinator.terms == 2
