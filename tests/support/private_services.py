@@ -79,3 +79,10 @@ class ServerThread:
         if self.stop is not None:
             self.loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(patience)
+
+
+def private_seaweed(root: Path) -> Any:
+    """A SeaweedFS S3 of its own under ``root``: ``.up()`` returns its ``CODEHUB_S3_*``
+    settings (bucket ``codehub`` made), ``.down()`` stops it; ``.up()`` again restarts it
+    on the same ports and data."""
+    return dev_services().Seaweed(root)

@@ -1,11 +1,24 @@
 """Chaos soak: random desired-state changes on workspaces holding data while faults are
 injected, with the invariants checked throughout and at the end.
 
-Faults: SIGKILL of the leader coordinator (two run; a new one replaces the killed one),
-SIGKILL of the API server with watchers mid-watch (restarted on the same port), SIGKILL
-(``docker kill``) of a running storage job container. Restarts of PostgreSQL, S3 and the
-Docker engine are not injected here: the stack uses the shared dev services (see
-tests/e2e/outages/ and tests/integration/operator/test_outage_*.py for those outages).
+The stack runs on services of its own (tests/e2e/chaos/conftest.py): a private
+PostgreSQL, a private SeaweedFS S3 and, where the machine allows it (root), a private
+Docker engine beside the shared one; restarting them disturbs no other test.
+
+Faults (tests/e2e/chaos/chaos_faults.py, chaos_proxy.py):
+- SIGKILL of the leader coordinator (two run; a new one replaces the killed one);
+- SIGKILL of the API server with watchers mid-watch (restarted on the same port);
+- SIGKILL of the API server mid-proxy: a WebSocket open and a 64 MiB download half-read
+  through ``/w/{ns}/{name}/``; both must look broken to the client (never a complete-
+  looking wrong body), the restarted replica serves the workspace again and the killed
+  replica's open connections expire (``status.open_connections`` back to 0);
+- ``docker kill`` of a running storage job container;
+- restarts of PostgreSQL, of the S3 server and of the Docker engine (its workspace
+  containers stop with it, restart policy "no"; they must come back).
+Each of the last four happens once at a seeded time in every run, however short; after
+that every kind is drawn at random. A workspace that ends in ERROR after an outage longer
+than its retry budget is recovered the way an administrator does (``codehub.io/recover``,
+docs/errors.md); recoveries are counted with their reason in the summary.
 
 Invariants, sampled after every step and at the end:
 - never two workspace containers, nor two job containers, for one workspace;
@@ -16,6 +29,8 @@ Invariants, sampled after every step and at the end:
   sha256-exact.
 
 ``CODEHUB_CHAOS_SECONDS`` (default 180) bounds the soak; ``CODEHUB_CHAOS_SEED`` replays one.
+The printed summary gives the seed, the faults injected per kind, the outages' lengths,
+the recoveries and the checks made; any violation fails the test.
 """
 
 from __future__ import annotations
@@ -26,10 +41,23 @@ import os
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 import pytest
-from operator_e2e import TEST_LABEL, USER, Stack, status, uid_of
+from chaos_faults import (
+    INJECTED,
+    Chaos,
+    Ledger,
+    kill_job,
+    kill_leader,
+    kill_server,
+    recover_errors,
+    restart_docker,
+    restart_postgres,
+    restart_s3,
+)
+from chaos_proxy import kill_server_mid_proxy
+from operator_e2e import LONG, TEST_LABEL, USER, Stack, status, uid_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -39,20 +67,71 @@ WORKSPACES = 3
 DISPLAY = {"RUNNING": "RUNNING", "STANDBY": "STANDBY", "PENDING": "ARCHIVED"}
 FILE = "chaos.bin"
 
+Fault = Callable[[Chaos], Awaitable[str]]
+FAULTS: dict[str, tuple[str, Fault]] = {
+    "leader": ("SIGKILL leader coordinator", kill_leader),
+    "server": ("SIGKILL API server mid-watch", kill_server),
+    "proxy": ("SIGKILL API server mid-proxy", kill_server_mid_proxy),
+    "job": ("docker kill job container", kill_job),
+    "postgres": ("restart PostgreSQL", restart_postgres),
+    "s3": ("restart S3 server", restart_s3),
+    "docker": ("restart Docker engine", restart_docker),
+}
+#: Happen once in every run, at seeded times, before the random draws take over.
+SCHEDULED = ["proxy", "postgres", "s3", "docker"]
 
-@dataclass
-class Ledger:
-    faults: Counter[str] = field(default_factory=Counter)
-    checks: Counter[str] = field(default_factory=Counter)
-    changes: int = 0
-    watched: list[tuple[int, str]] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
-    resumes: Counter[str] = field(default_factory=Counter)
 
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks[name] += 1
-        if not ok:
-            self.violations.append(f"{name}: {detail}")
+def schedule(rng: random.Random) -> list[tuple[float, str]]:
+    """Seeded times for the scheduled faults, spread over the first 80 % of the soak."""
+    kinds = rng.sample(SCHEDULED, len(SCHEDULED))
+    slot = 0.7 * SECONDS / len(kinds)
+    return [(0.1 * SECONDS + slot * (i + rng.random()), k) for i, k in enumerate(kinds)]
+
+
+def engine_counts(stack: Stack) -> tuple[Counter[str], Counter[str]]:
+    case = stack.scope_labels[TEST_LABEL]
+    containers: Counter[str] = Counter()
+    jobs: Counter[str] = Counter()
+    for c in stack.docker.containers.list(all=True, filters={"label": f"{TEST_LABEL}={case}"}):
+        labels = c.labels
+        uid = labels.get("codehub.io/workspace-id", "")
+        if labels.get("codehub.io/role") == "job":
+            if c.status in ("running", "created", "restarting"):
+                jobs[uid] += 1
+        elif labels.get("codehub.io/role") == "workspace":
+            containers[uid] += 1
+    return containers, jobs
+
+
+async def sample(chaos: Chaos) -> None:
+    stack, ledger = chaos.stack, chaos.ledger
+    try:
+        containers, jobs = await asyncio.to_thread(engine_counts, stack)
+    except Exception:
+        pass  # the engine is being restarted
+    else:
+        ledger.check(
+            "one container per workspace", max(containers.values(), default=0) <= 1, str(containers)
+        )
+        ledger.check("one job per workspace", max(jobs.values(), default=0) <= 1, str(jobs))
+    for name in chaos.names:
+        try:
+            obj = await stack.get(name)
+        except Exception:
+            continue  # the API server or PostgreSQL is being restarted
+        key = status(obj).get("archive_key")
+        if key:
+            ok = await asyncio.to_thread(_exists, stack, key)
+            ledger.check("needed archive present", ok, f"{name}: {key}")
+    await recover_errors(chaos)
+
+
+def _exists(stack: Stack, key: str) -> bool:
+    try:
+        stack.s3.stat_object(stack.bucket, key)
+        return True
+    except Exception:
+        return False
 
 
 async def watch_resuming(stack: Stack, ledger: Ledger, since: str) -> None:
@@ -80,92 +159,6 @@ async def watch_resuming(stack: Stack, ledger: Ledger, since: str) -> None:
             await asyncio.sleep(0.3)
 
 
-def engine_counts(stack: Stack) -> tuple[Counter[str], Counter[str]]:
-    case = stack.scope_labels[TEST_LABEL]
-    containers: Counter[str] = Counter()
-    jobs: Counter[str] = Counter()
-    for c in stack.docker.containers.list(all=True, filters={"label": f"{TEST_LABEL}={case}"}):
-        labels = c.labels
-        uid = labels.get("codehub.io/workspace-id", "")
-        if labels.get("codehub.io/role") == "job":
-            if c.status in ("running", "created", "restarting"):
-                jobs[uid] += 1
-        elif labels.get("codehub.io/role") == "workspace":
-            containers[uid] += 1
-    return containers, jobs
-
-
-async def sample(stack: Stack, ledger: Ledger, names: list[str]) -> None:
-    containers, jobs = await asyncio.to_thread(engine_counts, stack)
-    ledger.check(
-        "one container per workspace", max(containers.values(), default=0) <= 1, str(containers)
-    )
-    ledger.check("one job per workspace", max(jobs.values(), default=0) <= 1, str(jobs))
-    for name in names:
-        try:
-            obj = await stack.get(name)
-        except Exception:
-            continue  # the API server is being restarted
-        key = status(obj).get("archive_key")
-        if key:
-            ok = await asyncio.to_thread(_exists, stack, key)
-            ledger.check("needed archive present", ok, f"{name}: {key}")
-
-
-def _exists(stack: Stack, key: str) -> bool:
-    try:
-        stack.s3.stat_object(stack.bucket, key)
-        return True
-    except Exception:
-        return False
-
-
-def kill_leader(stack: Stack, rng: random.Random) -> str:
-    alive = [c for c in stack.coordinators if c.alive()]
-    leaders = [c for c in alive if c.is_leader()]
-    if not leaders:
-        return "no leader to kill"
-    leaders[0].kill()
-    stack.start_coordinator(f"chaos-{len(stack.coordinators)}")
-    return f"SIGKILL leader {leaders[0].node_id}"
-
-
-def kill_server(stack: Stack, rng: random.Random) -> str:
-    proc = stack.server.proc
-    if proc is None or proc.poll() is not None:
-        return "server not running"
-    proc.kill()
-    proc.wait(10)
-    stack.server.start()
-    return "SIGKILL API server (restarted)"
-
-
-def kill_job(stack: Stack, rng: random.Random) -> str:
-    """Wait a little for a running storage job (the loop has just asked for an archive
-    or a restore) and ``docker kill`` it."""
-    case = stack.scope_labels[TEST_LABEL]
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        running = stack.docker.containers.list(
-            filters={"label": [f"{TEST_LABEL}={case}", "codehub.io/role=job"]}
-        )
-        if running:
-            victim = rng.choice(running)
-            with contextlib.suppress(Exception):
-                victim.kill()
-            return f"docker kill {victim.name}"
-        time.sleep(0.05)
-    return "no job running"
-
-
-FAULTS = {"leader": kill_leader, "server": kill_server, "job": kill_job}
-FAULT_NAMES = {
-    "leader": "SIGKILL leader coordinator",
-    "server": "SIGKILL API server mid-watch",
-    "job": "docker kill job container",
-}
-
-
 async def prepare(stack: Stack, names: list[str]) -> dict[str, tuple[str, str]]:
     """Create the workspaces RUNNING and write a random file in each: name -> (uid, sha)."""
     data: dict[str, tuple[str, str]] = {}
@@ -181,26 +174,53 @@ async def prepare(stack: Stack, names: list[str]) -> dict[str, tuple[str, str]]:
     return data
 
 
-def report(ledger: Ledger, elapsed: float) -> str:
+async def inject(chaos: Chaos, kind: str) -> None:
+    label, fault = FAULTS[kind]
+    what = await fault(chaos)
+    chaos.ledger.faults[label if what.startswith(INJECTED) else f"skipped: {what}"] += 1
+
+
+async def converge(chaos: Chaos, name: str, display: str) -> None:
+    """Wait for ``display`` with no operation, recovering ERROR as an administrator."""
+    deadline = time.monotonic() + LONG
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            st = status(await chaos.stack.get(name))
+            if st.get("display") == display and st.get("operation", "NONE") == "NONE":
+                return
+        await recover_errors(chaos)
+        await asyncio.sleep(0.5)
+    await chaos.stack.wait_display(name, display, limit=1.0)  # fails with the logs
+
+
+def report(ledger: Ledger, elapsed: float, services: str) -> str:
     lines = [
         f"chaos soak: seed {SEED}, {elapsed:.0f} s, {ledger.changes} desired-state changes, "
         f"{len(ledger.watched)} watched events, watch resumes after {dict(ledger.resumes)}",
+        f"  services: {services}",
         "  faults injected:",
-        *(f"    {name:<28} {n:>5}" for name, n in sorted(ledger.faults.items())),
+        *(f"    {name:<44} {n:>5}" for name, n in sorted(ledger.faults.items())),
+        f"  outages: {', '.join(ledger.outages) or 'none'}",
+        "  ERROR recovered as an administrator (reason/code in operation):",
+        *(f"    {name:<44} {n:>5}" for name, n in sorted(ledger.recoveries.items())),
         "  checks made:",
-        *(f"    {name:<28} {n:>5}" for name, n in sorted(ledger.checks.items())),
-        "  not injected: restarts of PostgreSQL, S3 and the Docker engine (the stack uses the"
-        " shared dev services; see tests/e2e/outages and tests/integration/operator/test_outage_*)",
+        *(f"    {name:<44} {n:>5}" for name, n in sorted(ledger.checks.items())),
         f"  violations: {len(ledger.violations)}",
         *(f"    {v}" for v in ledger.violations[:20]),
     ]
     return "\n".join(lines)
 
 
-async def test_chaos_soak(stack: Stack) -> None:
+async def test_chaos_soak(stack: Stack, chaos_services: object) -> None:
     """Long because the soak is one loop with its checks; the steps are helpers above."""
     rng = random.Random(SEED)
     print(f"\nchaos soak seed {SEED} (replay: CODEHUB_CHAOS_SEED={SEED})")
+    engine = getattr(chaos_services, "docker", None)
+    services = "private PostgreSQL, private S3, " + (
+        f"private Docker engine (bridge {engine.bridge})"
+        if engine
+        else f"shared Docker engine ({getattr(chaos_services, 'docker_skip', '')})"
+    )
     stack.wait_leader(stack.start_coordinator("chaos-a"))
     stack.start_coordinator("chaos-b")
     names = [f"chaos-{i}" for i in range(WORKSPACES)]
@@ -208,29 +228,23 @@ async def test_chaos_soak(stack: Stack) -> None:
     async with stack.api("admin") as api:
         since = str((await api.list(USER))["metadata"]["resourceVersion"])
     ledger = Ledger()
+    chaos = Chaos(stack, chaos_services, ledger, rng, names, dict.fromkeys(names, "RUNNING"))
+    planned = schedule(rng)
     watcher = asyncio.create_task(watch_resuming(stack, ledger, since))
-    desired = dict.fromkeys(names, "RUNNING")
     start = time.monotonic()
     try:
-        while time.monotonic() - start < SECONDS:
-            if rng.random() < 0.3:
-                kind = rng.choice(sorted(FAULTS))
-                if kind == "job":  # make a job happen: archive or restore a workspace
-                    name = rng.choice(names)
-                    desired[name] = "PENDING" if desired[name] != "PENDING" else "RUNNING"
-                    with contextlib.suppress(Exception):
-                        await stack.set_desired(name, desired[name])
-                        ledger.changes += 1
-                what = await asyncio.to_thread(FAULTS[kind], stack, rng)
-                injected = what.startswith(("SIGKILL", "docker kill"))
-                ledger.faults[FAULT_NAMES[kind] if injected else f"skipped: {what}"] += 1
+        while time.monotonic() - start < SECONDS or planned:
+            if planned and planned[0][0] <= time.monotonic() - start:
+                await inject(chaos, planned.pop(0)[1])
+            elif rng.random() < 0.3:
+                await inject(chaos, rng.choice(sorted(FAULTS)))
             else:
                 name = rng.choice(names)
-                desired[name] = rng.choice(sorted(DISPLAY))
+                chaos.desired[name] = rng.choice(sorted(DISPLAY))
                 with contextlib.suppress(Exception):
-                    await stack.set_desired(name, desired[name])
+                    await stack.set_desired(name, chaos.desired[name])
                     ledger.changes += 1
-            await sample(stack, ledger, names)
+            await sample(chaos)
             await asyncio.sleep(rng.uniform(1.0, 6.0))
 
         # Quiet period: the last desired states must be reached, the data intact.
@@ -238,15 +252,15 @@ async def test_chaos_soak(stack: Stack) -> None:
             stack.start_coordinator("chaos-final")
         for name in names:
             with contextlib.suppress(Exception):
-                await stack.set_desired(name, desired[name])
+                await stack.set_desired(name, chaos.desired[name])
         for name in names:
-            await stack.wait_display(name, DISPLAY[desired[name]])
+            await converge(chaos, name, DISPLAY[chaos.desired[name]])
             ledger.check("converged to last desired", True, name)
-        await sample(stack, ledger, names)
+        await sample(chaos)
         for name in names:
             await stack.set_desired(name, "RUNNING")
         for name in names:
-            await stack.wait_display(name, "RUNNING")
+            await converge(chaos, name, "RUNNING")
             uid, sha = data[name]
             got = (await asyncio.to_thread(stack.exec, uid, f"sha256sum {FILE}")).split()[0]
             ledger.check("files sha256-exact", got == sha, f"{name}: {got} != {sha}")
@@ -261,5 +275,5 @@ async def test_chaos_soak(stack: Stack) -> None:
             revisions == sorted(set(revisions)),
             "repeated or out of order",
         )
-        print(report(ledger, time.monotonic() - start))
-    assert not ledger.violations, report(ledger, time.monotonic() - start)
+        print(report(ledger, time.monotonic() - start, services))
+    assert not ledger.violations, report(ledger, time.monotonic() - start, services)

@@ -294,15 +294,23 @@ class Stack:
 
 
 @contextlib.contextmanager
-def open_stack(request: pytest.FixtureRequest, server: Any, s3: Any = None) -> Iterator[Stack]:
+def open_stack(
+    request: pytest.FixtureRequest,
+    server: Any,
+    s3: Any = None,
+    *,
+    docker: Any = None,
+    bucket: str | None = None,
+) -> Iterator[Stack]:
     """A Stack over ``server`` with a scope label of its own (coordinators on demand,
     polling every second), built from the session's fixtures (``run_id``, ``s3_bucket``,
-    ``test_images``, ``docker_client``) and the test's ``tmp_path``; on exit its
+    ``test_images``, ``docker_client``; ``docker`` and ``bucket`` replace the last two
+    for a stack on private services) and the test's ``tmp_path``; on exit its
     coordinators are stopped and the containers and volumes carrying its label removed."""
     run_id: str = request.getfixturevalue("run_id")
-    bucket: str = request.getfixturevalue("s3_bucket")
+    bucket = bucket or request.getfixturevalue("s3_bucket")
     images: Mapping[str, str] = request.getfixturevalue("test_images")
-    docker: Any = request.getfixturevalue("docker_client")
+    docker = docker or request.getfixturevalue("docker_client")
     state: Path = request.getfixturevalue("tmp_path")
     case = uuid.uuid4().hex[:10]
     settings_env = {
