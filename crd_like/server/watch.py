@@ -64,11 +64,14 @@ class EventQueue:
         """The next event, the store's exception, or None on timeout or end of stream."""
         if self._ended:
             return None
-        try:
-            async with asyncio.timeout(wait):
-                item = await self.queue.get()
-        except TimeoutError:
-            return None
+        if not self.queue.empty() or wait is None:
+            item = await self.queue.get()  # no timer to arm when it cannot be needed
+        else:
+            try:
+                async with asyncio.timeout(wait):
+                    item = await self.queue.get()
+            except TimeoutError:
+                return None
         if item is _END:
             self._ended = True
             return None
@@ -333,18 +336,16 @@ class _WatchStream:
             out.append(encode_line("BOOKMARK", bookmark(self.rk, since, initial_end=True)))
         for start in range(0, len(out), INITIAL_CHUNK):
             await self.response.write(b"".join(out[start : start + INITIAL_CHUNK]))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        while (remaining := deadline - loop.time()) > 0:
-            batch = await events.get_batch(remaining)
-            if batch is None:
-                break
-            out = []
-            ended = self._lines_of(batch, out, lines)
-            if out:
-                await self.response.write(b"".join(out))
-            if ended:
-                break
+        # One timer for the whole stream, not one per wait.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                while (batch := await events.get_batch(None)) is not None:
+                    out = []
+                    ended = self._lines_of(batch, out, lines)
+                    if out:
+                        await self.response.write(b"".join(out))
+                    if ended:
+                        break
 
     def _lines_of(
         self, batch: list[WatchEvent | Exception], out: list[bytes], lines: LineCache | None
