@@ -12,12 +12,19 @@ in-memory adapters, so what is measured is the control plane alone:
 - the coordinator's CPU and RSS while idle afterwards (this process = the coordinator);
 - engine calls and API requests per HealthMonitor pass (expected constant: one API list,
   one container listing, one volume listing, whatever N; writes only where something
-  changed) and per idle second.
+  changed) and per idle second;
+- API requests and engine calls of one TTL Manager pass (pages of 500, writes only where
+  the idle state changed) and one Archive GC pass (API pages, object-store pages and
+  first-seen queries over a bucket with one archive per workspace).
 
-Figures are printed, not asserted (docs/adr/0009-lifecycle-and-scale-performance.md).
+Several sizes (``--workspaces 1000,3000,10000``) run one after the other, each in a
+process of its own, and end with the growth table.
+
+Figures are printed, not asserted (docs/adr/0011-ten-thousand-workspaces.md).
 Services come from ``scripts/dev-services up``.
 
     .venv/bin/python bench/scale.py --workspaces 1000 --idle 30
+    .venv/bin/python bench/scale.py --workspaces 1000,3000,10000 --idle 60
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import secrets
@@ -254,7 +262,38 @@ def _per(counts: Counter[str], n: float) -> str:
     return f"{total / n:.2f} ({parts})" if parts else "0"
 
 
-async def bench(args: argparse.Namespace) -> None:
+@dataclass
+class Figures:
+    """What one size measured; one row of the growth table."""
+
+    n: int
+    created_s: float = 0.0
+    converged_s: float = 0.0
+    running: int = 0
+    errors: int = 0
+    converge_api: Counter[str] = field(default_factory=Counter)
+    idle_s: float = 0.0
+    idle_cpu_pct: float = 0.0
+    rss_before: float = 0.0
+    rss_after: float = 0.0
+    health_passes: float = 0.0
+    idle_calls: Counter[str] = field(default_factory=Counter)
+    idle_api: Counter[str] = field(default_factory=Counter)
+    ttl_first_api: Counter[str] = field(default_factory=Counter)
+    ttl_api: Counter[str] = field(default_factory=Counter)
+    ttl_calls: Counter[str] = field(default_factory=Counter)
+    gc_api: Counter[str] = field(default_factory=Counter)
+    gc_objects: Counter[str] = field(default_factory=Counter)
+    gc_queries: int = 0
+
+    @property
+    def kb_per_workspace(self) -> float:
+        return 1024 * (self.rss_after - self.rss_before) / max(self.n, 1)
+
+
+async def measure(args: argparse.Namespace, n: int) -> Figures:
+    """One size on a fresh server and database. Long because it is the script of one
+    run: start, create, converge, idle, passes; split, it would only pass its locals on."""
     from prometheus_client import CollectorRegistry
 
     from codehub.crd_like.client.api import ApiClient
@@ -267,6 +306,7 @@ async def bench(args: argparse.Namespace) -> None:
     env = service_env()
     users = tuple(f"u{i:03d}" for i in range(args.namespaces))
     limits = {"MAX_RUNNING_PER_USER": "1000000", "MAX_RUNNING_GLOBAL": "1000000"}
+    fig = Figures(n)
     with local_server(env, extra_env=limits, users=users) as server:
         settings = Settings(
             database_url=server.database_url,
@@ -284,9 +324,10 @@ async def bench(args: argparse.Namespace) -> None:
         api_calls = CountingApi()
         registry = CollectorRegistry()
         metrics = Metrics(registry)
+        contexts: list[OperatorContext] = []
 
         async def context(s: Settings, labels: Mapping[str, str], m: Any) -> Any:
-            return OperatorContext(
+            ctx = OperatorContext(
                 settings=s,
                 api=api_calls.wrap(ApiClient(s.server, s.token, ca_file=s.ca_file)),
                 instances=fakes.instances,
@@ -294,6 +335,8 @@ async def bench(args: argparse.Namespace) -> None:
                 clock=SystemClock(),
                 metrics=m,
             )
+            contexts.append(ctx)
+            return ctx
 
         coordinator = Coordinator(
             settings, context_factory=context, registry=registry, metrics=metrics
@@ -303,11 +346,10 @@ async def bench(args: argparse.Namespace) -> None:
         while not coordinator.elector.is_leader:  # noqa: ASYNC110 - polling another loop
             await asyncio.sleep(0.1)
         await asyncio.sleep(2)  # kopf connected and watching
-        rss_before = rss_mb()
+        fig.rss_before = rss_mb()
         api0 = api_calls.snapshot()
 
         admin = ApiClient(server.url, server.tokens["admin"], ca_file=server.ca_file)
-        n = args.workspaces
         log(f"creating {n} workspaces in {len(users)} namespaces")
         t0 = time.monotonic()
         sem = asyncio.Semaphore(args.concurrency)
@@ -324,22 +366,22 @@ async def bench(args: argparse.Namespace) -> None:
                 await admin.create(ns, body)
 
         await asyncio.gather(*(create(i) for i in range(n)))
-        t_created = time.monotonic() - t0
-        log(f"created in {t_created:.1f}s; waiting for convergence")
-        running = errors = 0
-        while running < n:
-            await asyncio.sleep(1)
+        fig.created_s = time.monotonic() - t0
+        log(f"created in {fig.created_s:.1f}s; waiting for convergence")
+        while True:
+            await asyncio.sleep(2)
             items = (await admin.list())["items"]
-            running = sum(1 for o in items if _settled_running(o))
-            errors = sum(1 for o in items if (o.get("status") or {}).get("display") == "ERROR")
-            log(f"  {running}/{n} RUNNING, {errors} ERROR ({time.monotonic() - t0:.0f}s)")
-            if running + errors >= n:
+            fig.running = sum(1 for o in items if _settled_running(o))
+            fig.errors = sum(1 for o in items if (o.get("status") or {}).get("display") == "ERROR")
+            del items
+            log(f"  {fig.running}/{n} RUNNING, {fig.errors} ERROR ({time.monotonic() - t0:.0f}s)")
+            if fig.running + fig.errors >= n:
                 break
             if time.monotonic() - t0 > args.max_wait:
                 log("giving up waiting")
                 break
-        t_converged = time.monotonic() - t0
-        converge_api = api_calls.snapshot() - api0
+        fig.converged_s = time.monotonic() - t0
+        fig.converge_api = api_calls.snapshot() - api0
         await admin.close()
 
         # Idle: nothing changes; only the periodic passes run.
@@ -351,29 +393,79 @@ async def bench(args: argparse.Namespace) -> None:
         await asyncio.sleep(args.idle)
         cpu1, wall1 = cpu_seconds(), time.monotonic()
         passes1 = registry.get_sample_value("codehub_health_pass_seconds_count") or 0.0
-        calls1 = fakes.snapshot()
-        idle_api = api_calls.snapshot() - idle_api0
-        rss_after = rss_mb()
+        fig.idle_calls = fakes.snapshot() - calls0
+        fig.idle_api = api_calls.snapshot() - idle_api0
+        fig.rss_after = rss_mb()
+        fig.idle_s = wall1 - wall0
+        fig.idle_cpu_pct = 100 * (cpu1 - cpu0) / fig.idle_s
+        fig.health_passes = passes1 - passes0
+        await ttl_and_gc_passes(fig, contexts[-1], fakes)
         stop.set()
         await asyncio.wait_for(runner, 60)
+    return fig
 
-    passes = passes1 - passes0
+
+async def ttl_and_gc_passes(fig: Figures, leader: Any, fakes: CountingFakes) -> None:
+    """One TTL Manager pass and one Archive GC pass over the N workspaces, counted apart
+    from the coordinator's own traffic (kopf runs the leader's loop in another thread,
+    so these passes get a client of their own, with the leader's settings and fakes).
+
+    The GC's bucket holds one unprotected archive per workspace (first seen now, so
+    nothing is deleted): the listing and first-seen work of a full bucket."""
+    from dataclasses import replace
+
+    from codehub.adapters.fake_object_store import MemoryObjectStore
+    from codehub.crd_like.client.api import ApiClient
+    from codehub.operator.archive_gc import ArchiveGC
+    from codehub.operator.archive_gc_store import MemoryFirstSeen
+    from codehub.operator.ttl_manager import TtlManager
+
+    s = leader.settings
+    api_calls = CountingApi()
+    api = api_calls.wrap(ApiClient(s.server, s.token, ca_file=s.ca_file))
+    ctx = replace(leader, api=api)
+    ttl = TtlManager(ctx)
+    api0 = api_calls.snapshot()
+    await ttl.pass_once()  # the first sets status.idle_action of every new workspace
+    fig.ttl_first_api = api_calls.snapshot() - api0
+    api0, calls0 = api_calls.snapshot(), fakes.snapshot()
+    await ttl.pass_once()
+    fig.ttl_api = api_calls.snapshot() - api0
+    fig.ttl_calls = fakes.snapshot() - calls0
+
+    objects = MemoryObjectStore()
+    for i in range(fig.n):
+        objects.put(f"archives/{uuid.UUID(int=i)}/op-{i}/home.tar.zst")
+    first_seen = MemoryFirstSeen()
+    gc = ArchiveGC(
+        api=ctx.api, objects=objects, first_seen=lambda: first_seen, interval=3600,
+        orphan_delay=7200,
+    )  # fmt: skip
+    api0 = api_calls.snapshot()
+    report = await gc.pass_once()
+    fig.gc_api = api_calls.snapshot() - api0
+    fig.gc_objects = Counter(objects.calls)
+    fig.gc_queries = report.queries
+    await api.close()
+
+
+def print_figures(fig: Figures) -> None:
+    n = fig.n
     print()
     print(f"scale benchmark: {n} workspaces, fake adapters, real API + PostgreSQL + kopf")
-    print(f"  create requests:              {t_created:8.1f} s  ({n / t_created:.0f}/s)")
+    print(f"  create requests:              {fig.created_s:8.1f} s  ({n / fig.created_s:.0f}/s)")
     print(
-        f"  PENDING -> RUNNING ({running}/{n}, {errors} ERROR): {t_converged:8.1f} s  "
-        f"({running / t_converged:.1f} workspaces/s)"
+        f"  PENDING -> RUNNING ({fig.running}/{n}, {fig.errors} ERROR): {fig.converged_s:8.1f} s  "
+        f"({fig.running / fig.converged_s:.1f} workspaces/s)"
     )
-    print(f"  coordinator API requests per workspace to converge: {_per(converge_api, n)}")
-    print(f"  idle window:                  {wall1 - wall0:8.1f} s")
-    cpu_pct = 100 * (cpu1 - cpu0) / (wall1 - wall0)
-    print(f"  coordinator idle CPU:         {cpu_pct:8.2f} % of one core")
+    print(f"  coordinator API requests per workspace to converge: {_per(fig.converge_api, n)}")
+    print(f"  idle window:                  {fig.idle_s:8.1f} s")
+    print(f"  coordinator idle CPU:         {fig.idle_cpu_pct:8.2f} % of one core")
     print(
-        f"  coordinator RSS:              {rss_after:8.1f} MB  (before: {rss_before:.1f} MB, "
-        f"{1024 * (rss_after - rss_before) / max(n, 1):.1f} KB per workspace)"
+        f"  coordinator RSS:              {fig.rss_after:8.1f} MB  (before: "
+        f"{fig.rss_before:.1f} MB, {fig.kb_per_workspace:.1f} KB per workspace)"
     )
-    idle = calls1 - calls0
+    idle, passes = fig.idle_calls, fig.health_passes
     listings = idle["list_instances"] + idle["list_volumes"]
     if passes > 0:
         print(f"  HealthMonitor passes:         {passes:8.0f}")
@@ -381,33 +473,108 @@ async def bench(args: argparse.Namespace) -> None:
             f"  engine calls per pass:        {listings / passes:8.2f}"
             "  (list_instances + list_volumes)"
         )
-        print(f"  API requests per pass (idle requests / passes): {_per(idle_api, passes)}")
+        print(f"  API requests per pass (idle requests / passes): {_per(fig.idle_api, passes)}")
     else:
         print("  HealthMonitor passes:         none in the idle window (interval too long?)")
-    print(f"  API requests per idle second: {_per(idle_api, wall1 - wall0)}")
+    print(f"  API requests per idle second: {_per(fig.idle_api, fig.idle_s)}")
     per_method = ", ".join(f"{m}={c}" for m, c in sorted(idle.items())) or "none"
     print(f"  all adapter calls while idle: {per_method}")
-    if set(idle) - {"list_instances", "list_volumes"}:
-        print("  (per-workspace calls while idle come from the reconciler's safety-net timers)")
+    print(
+        f"  TTL pass: API requests {_per(fig.ttl_api, 1)}; engine calls "
+        f"{sum(fig.ttl_calls.values())} (while the coordinator idles alongside); the first "
+        f"pass over new workspaces: {_per(fig.ttl_first_api, 1)}"
+    )
+    print(
+        f"  GC pass: API requests {_per(fig.gc_api, 1)}; object-store calls "
+        f"{_per(fig.gc_objects, 1)}; first-seen queries {fig.gc_queries}; engine calls 0"
+    )
+
+
+def print_growth(figs: list[Figures]) -> None:
+    print()
+    print("growth (one row per size, same run):")
+    head = (
+        "| workspaces | create/s | all RUNNING s | RSS MB | KB/workspace | idle CPU % "
+        "| HM pass: API, engine | TTL pass: API, engine | GC pass: API, S3, DB |"
+    )
+    print(head)
+    print("|---" * 9 + "|")
+    for f in figs:
+        passes = max(f.health_passes, 1)
+        hm_api = sum(f.idle_api.values()) / passes
+        hm_engine = (f.idle_calls["list_instances"] + f.idle_calls["list_volumes"]) / passes
+        print(
+            f"| {f.n:,} | {f.n / f.created_s:.0f} | {f.converged_s:.1f} | {f.rss_after:.0f} "
+            f"| {f.kb_per_workspace:.0f} | {f.idle_cpu_pct:.2f} | {hm_api:.1f}, {hm_engine:.1f} "
+            f"| {sum(f.ttl_api.values())}, {sum(f.ttl_calls.values())} "
+            f"| {sum(f.gc_api.values())}, {sum(f.gc_objects.values())}, {f.gc_queries} |"
+        )
+
+
+def _figures_json(fig: Figures) -> str:
+    data = {
+        k: {str(key): n for key, n in v.items()} if isinstance(v, Counter) else v
+        for k, v in vars(fig).items()
+    }
+    return json.dumps(data)
+
+
+def _figures_of(line: str) -> Figures:
+    data = json.loads(line)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            data[key] = Counter(value)
+    return Figures(**data)
+
+
+def growth(args: argparse.Namespace, argv: list[str]) -> None:
+    """Each size in a process of its own, so one size's memory is not the next one's
+    starting point; the table at the end."""
+    figs = []
+    for n in args.workspaces:
+        cmd = [sys.executable, __file__, *argv, "--workspaces", str(n), "--json-out"]
+        with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+            subprocess.run([*cmd, out.name], check=True)
+            figs.append(_figures_of(out.read()))
+    print_growth(figs)
+
+
+async def bench(args: argparse.Namespace) -> Figures:
+    fig = await measure(args, args.workspaces[0])
+    print_figures(fig)
+    return fig
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--workspaces", type=int, default=2000)
+    p.add_argument(
+        "--workspaces",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[2000],
+        help="sizes, comma-separated (each on a fresh server and database)",
+    )
     p.add_argument("--namespaces", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--idle", type=float, default=30.0, help="idle measurement window (s)")
     p.add_argument("--health-interval", type=float, default=5.0)
     p.add_argument("--reconciler-interval", type=float, default=10.0)
     p.add_argument("--max-wait", type=float, default=1800.0)
+    p.add_argument("--json-out", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if len(args.workspaces) > 1:
+        rest = sys.argv[1:]
+        at = rest.index("--workspaces") if "--workspaces" in rest else -1
+        growth(args, rest[:at] + rest[at + 2 :] if at >= 0 else rest)
+        return
     import logging
     import signal
 
     # SIGTERM unwinds like Ctrl-C, so the server subprocess and the database are cleaned up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(bench(args))
+    fig = asyncio.run(bench(args))
+    if args.json_out:
+        Path(args.json_out).write_text(_figures_json(fig))
 
 
 if __name__ == "__main__":
