@@ -194,7 +194,7 @@ async def observe_latest(
                 raise
         uid = str((obj.get("metadata") or {}).get("uid") or "")
         # rule 1 needs no engine: a terminal error shows ERROR even while it is down
-        facts = await gather_facts(ctx, uid)
+        facts = NO_FACTS if is_terminal(obj) else await gather_facts(ctx, uid)
         seen = compute(obj, facts)
         if seen.unexplained:
             if rv(await ctx.api.get(ns, name)) != rv(obj):
