@@ -873,7 +873,9 @@ async def test_engine_down_pending_work_retries_with_backoff_then_error_without_
     obj = await create(api, "nodock")
     assert (await until_done(node, obj, clock)).detail == "converged"
     await set_desired(api, "nodock", "STANDBY")
-    instances.fail_next("inspect", UnreachableError(ENGINE_DOWN), times=4)
+    # one failure more than the attempts: the engine is still down when the terminal
+    # error is observed (rule 1 needs no engine)
+    instances.fail_next("inspect", UnreachableError(ENGINE_DOWN), times=5)
     outcome = await node.reconcile(await get(api, "nodock"))
     delays: list[float] = []
     counts: list[int] = []
