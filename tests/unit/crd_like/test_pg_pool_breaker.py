@@ -9,6 +9,7 @@ import asyncio
 
 import psycopg
 import pytest
+from support.api import ApiFactory, Identity
 
 from codehub.crd_like.store.pg.pool import Admission, Breaker, DatabaseUnavailable, GuardedPool
 
@@ -100,3 +101,27 @@ async def test_refused_requests_wait_for_nothing_and_start_one_probe_per_interva
         assert breaker.admit() is Admission.PASS
     finally:
         await pool.close()
+
+
+async def test_a_refusal_is_the_servers_503_status_with_retry_after(
+    make_api: ApiFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await make_api(identities=[Identity("a", "alice", "1")])
+
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise DatabaseUnavailable("the database is unavailable (connecting failed)")
+
+    for method in ("get", "list", "list_raw", "create"):
+        monkeypatch.setattr(api.store, method, refused)
+    path = "/apis/codehub.io/v1alpha1/namespaces/alice/workspaces"
+    body = {"metadata": {"name": "w"}, "spec": {}}
+    for r in (
+        await api.http.get(path, headers=api.headers("alice")),
+        await api.http.get(f"{path}/w", headers=api.headers("alice")),
+        await api.http.post(path, json=body, headers=api.headers("alice")),
+    ):
+        doc = await r.json()
+        assert r.status == 503, doc
+        assert (doc["kind"], doc["code"], doc["reason"]) == ("Status", 503, "ServiceUnavailable")
+        assert r.headers["Retry-After"] == "1"
+        assert "connecting" not in doc["message"]  # no database detail leaks to clients
