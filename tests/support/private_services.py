@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.machinery
 import importlib.util
+import signal
 import socket
 import sys
 import threading
@@ -86,3 +87,14 @@ def private_seaweed(root: Path) -> Any:
     settings (bucket ``codehub`` made), ``.down()`` stops it; ``.up()`` again restarts it
     on the same ports and data."""
     return dev_services().Seaweed(root)
+
+
+def stop_seaweed(seaweed: Any, patience: float = 5.0) -> None:
+    """Stop a private SeaweedFS as ``.down()`` does, but SIGKILL it after ``patience``
+    seconds rather than 30: its shutdown often waits that long, and a test restarting it
+    wants an outage of seconds (a kill is a fault of its own kind, too)."""
+    services = dev_services()
+    pid = services.read_pid(seaweed.pidfile)
+    if pid:
+        services.stop_pid(pid, "weed", signal.SIGTERM, patience)
+    seaweed.pidfile.unlink(missing_ok=True)

@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from operator_e2e import TEST_LABEL, USER, Stack, status
+from operator_e2e import LONG, TEST_LABEL, USER, Stack, status
+from support.private_services import stop_seaweed
 
 INJECTED = ("SIGKILL", "docker kill", "restart")
 
@@ -57,7 +58,7 @@ async def kill_leader(chaos: Chaos) -> str:
     return f"SIGKILL leader {leaders[0].node_id}"
 
 
-def _kill_server(stack: Stack) -> bool:
+def kill_server_process(stack: Stack) -> bool:
     proc = stack.server.proc
     if proc is None or proc.poll() is not None:
         return False
@@ -67,7 +68,7 @@ def _kill_server(stack: Stack) -> bool:
 
 
 async def kill_server(chaos: Chaos) -> str:
-    if not await asyncio.to_thread(_kill_server, chaos.stack):
+    if not await asyncio.to_thread(kill_server_process, chaos.stack):
         return "server not running"
     await asyncio.to_thread(chaos.stack.server.start)
     return "SIGKILL API server (restarted)"
@@ -112,14 +113,45 @@ def _restart(chaos: Chaos, what: str, down: Any, up: Any) -> str:
     return f"restart {what} (down {took:.1f} s)"
 
 
+async def ensure_running(chaos: Chaos) -> str:
+    """A workspace that runs (asked to, if none is), for faults that need one."""
+    running = [n for n in chaos.names if chaos.desired[n] == "RUNNING"]
+    name = chaos.rng.choice(running or chaos.names)
+    if not running:
+        chaos.desired[name] = "RUNNING"
+        with contextlib.suppress(Exception):
+            await chaos.stack.set_desired(name, "RUNNING")
+            chaos.ledger.changes += 1
+    await _back_running(chaos, name)
+    return name
+
+
+async def mid_operation(chaos: Chaos, states: list[str], keep: str = "") -> None:
+    """Most of the time, ask one workspace (not ``keep``) for another state just before
+    a fault, so the fault lands in the middle of an operation (an archive or restore for
+    S3)."""
+    others = [n for n in chaos.names if n != keep]
+    if chaos.rng.random() < 0.25 or not others:
+        return
+    name = chaos.rng.choice(others)
+    choices = [s for s in states if s != chaos.desired[name]] or states
+    chaos.desired[name] = chaos.rng.choice(choices)
+    with contextlib.suppress(Exception):
+        await chaos.stack.set_desired(name, chaos.desired[name])
+        chaos.ledger.changes += 1
+    await asyncio.sleep(chaos.rng.uniform(0.0, 1.5))
+
+
 async def restart_postgres(chaos: Chaos) -> str:
+    await mid_operation(chaos, ["RUNNING", "STANDBY", "PENDING"])
     pg = chaos.services.postgres
     return await asyncio.to_thread(_restart, chaos, "PostgreSQL", pg.down, pg.up)
 
 
 async def restart_s3(chaos: Chaos) -> str:
+    await mid_operation(chaos, ["RUNNING", "PENDING"])
     weed = chaos.services.seaweed
-    return await asyncio.to_thread(_restart, chaos, "S3", weed.down, weed.up)
+    return await asyncio.to_thread(_restart, chaos, "S3", lambda: stop_seaweed(weed), weed.up)
 
 
 async def restart_docker(chaos: Chaos) -> str:
@@ -128,13 +160,36 @@ async def restart_docker(chaos: Chaos) -> str:
     engine = chaos.services.docker
     if engine is None:
         return f"engine restart skipped: {chaos.services.docker_skip}"
-    if chaos.rng.random() < 0.5:  # mid-operation: ask for one first
-        name = chaos.rng.choice(chaos.names)
-        chaos.desired[name] = chaos.rng.choice(["RUNNING", "STANDBY", "PENDING"])
-        with contextlib.suppress(Exception):
-            await chaos.stack.set_desired(name, chaos.desired[name])
-            chaos.ledger.changes += 1
-    return await asyncio.to_thread(_restart, chaos, "Docker engine", engine.down, engine.up)
+    kept = await ensure_running(chaos)
+    await mid_operation(chaos, ["RUNNING", "STANDBY", "PENDING"], keep=kept)
+    running = await asyncio.to_thread(_running_workspaces, chaos.stack)
+    what = await asyncio.to_thread(_restart, chaos, "Docker engine", engine.down, engine.up)
+    chaos.ledger.faults["workspace containers stopped by engine restarts"] += running
+    for name in chaos.names:  # stopped containers must not stay stopped
+        if chaos.desired[name] == "RUNNING":
+            ok = await _back_running(chaos, name)
+            chaos.ledger.check("running again after engine restart", ok, name)
+    return what
+
+
+async def _back_running(chaos: Chaos, name: str) -> bool:
+    """RUNNING with no operation *and* its container running (the status may still say
+    RUNNING before the operator has observed the stopped container)."""
+    deadline = time.monotonic() + LONG
+    while time.monotonic() < deadline:
+        await converge(chaos, name, "RUNNING")
+        if await asyncio.to_thread(_running_workspaces, chaos.stack, name) == 1:
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+def _running_workspaces(stack: Stack, name: str | None = None) -> int:
+    case = stack.scope_labels[TEST_LABEL]
+    labels = [f"{TEST_LABEL}={case}", "codehub.io/role=workspace"]
+    if name is not None:
+        labels.append(f"codehub.io/name={name}")
+    return len(stack.docker.containers.list(filters={"label": labels, "status": "running"}))
 
 
 async def recover_errors(chaos: Chaos) -> None:
@@ -149,7 +204,8 @@ async def recover_errors(chaos: Chaos) -> None:
         if st.get("display") != "ERROR":
             continue
         info = st.get("error_info") or {}
-        reason = f"{info.get('reason', '?')}/{info.get('code', '?')} in {st.get('operation')}"
+        code = (info.get("context") or {}).get("code") or info.get("message", "?")[:40]
+        reason = f"{info.get('reason', '?')} ({code}) in {st.get('operation')}"
         body = {"metadata": {"annotations": {"codehub.io/recover": str(time.time())}}}
         try:
             async with chaos.stack.api("admin") as api:
@@ -157,3 +213,16 @@ async def recover_errors(chaos: Chaos) -> None:
         except Exception:
             continue
         chaos.ledger.recoveries[reason] += 1
+
+
+async def converge(chaos: Chaos, name: str, display: str) -> None:
+    """Wait for ``display`` with no operation, recovering ERROR as an administrator."""
+    deadline = time.monotonic() + LONG
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            st = status(await chaos.stack.get(name))
+            if st.get("display") == display and st.get("operation", "NONE") == "NONE":
+                return
+        await recover_errors(chaos)
+        await asyncio.sleep(0.5)
+    await chaos.stack.wait_display(name, display, limit=1.0)  # fails with the logs

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import aiohttp
-from chaos_faults import Chaos, _kill_server
+from chaos_faults import Chaos, ensure_running, kill_server_process
 from operator_e2e import USER, Stack, status, uid_of
 
 BIG = 64 << 20  # far more than the socket buffers between client, proxy and app
@@ -40,12 +40,12 @@ def _root_exec(stack: Stack, uid: str, script: str) -> str:
 
 
 async def _running(chaos: Chaos) -> tuple[str, str] | None:
-    for name in chaos.rng.sample(chaos.names, len(chaos.names)):
-        with contextlib.suppress(Exception):
-            obj = await chaos.stack.get(name)
-            st = status(obj)
-            if st.get("display") == "RUNNING" and st.get("operation", "NONE") == "NONE":
-                return name, uid_of(obj)
+    name = await ensure_running(chaos)
+    with contextlib.suppress(Exception):
+        obj = await chaos.stack.get(name)
+        st = status(obj)
+        if st.get("display") == "RUNNING" and st.get("operation", "NONE") == "NONE":
+            return name, uid_of(obj)
     return None
 
 
@@ -103,7 +103,7 @@ async def kill_server_mid_proxy(chaos: Chaos) -> str:
         ledger.check("proxy websocket echoes", echo.data == "before the kill", repr(echo))
         ledger.check("proxy download starts", resp.status == 200, f"status {resp.status}")
         await _wait_counted(stack, name)
-        await asyncio.to_thread(_kill_server, stack)
+        await asyncio.to_thread(kill_server_process, stack)
         broken, got, digest = await _finish_download(resp, head)
         exact = got == BIG and digest == sha
         ledger.check(
