@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Mapping
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
@@ -34,9 +32,22 @@ from codehub.adapters.errors import (
     ErrorCode,
     OperationTimeoutError,
 )
+from codehub.adapters.home_ownership import HomeOwnership
 from codehub.adapters.interfaces import InstanceController, InstanceInfo, InstanceSpec
+from codehub.adapters.quantities import (  # re-exported: the quantity tests use them here
+    cpu_to_nano_cpus,
+    memory_to_bytes,
+    parse_quantity,
+)
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "DockerInstanceController",
+    "cpu_to_nano_cpus",
+    "memory_to_bytes",
+    "parse_quantity",
+]
 
 ROLE_WORKSPACE = "workspace"
 _PORT_KEY = f"{naming.APP_PORT}/tcp"
@@ -49,69 +60,6 @@ CAP_DROP = ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"]
 #: workspace stops at this many processes instead of exhausting the host's (docs/security.md).
 SECURITY_OPT = ["no-new-privileges"]
 PIDS_LIMIT = 4096
-
-# --- Kubernetes quantities ---------------------------------------------------------------
-
-_BINARY_SUFFIXES = {
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-_DECIMAL_SUFFIXES = {
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": Decimal(1),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-}
-_QUANTITY_RE = re.compile(
-    r"^(?P<num>[+]?(?:\d+(?:\.\d*)?|\.\d+))"
-    r"(?:(?P<bin>Ki|Mi|Gi|Ti|Pi|Ei)|(?P<exp>[eE][+-]?\d+)|(?P<dec>[numkMGTPE]?))$"
-)
-
-
-def parse_quantity(text: str) -> Decimal:
-    """Parse a Kubernetes resource quantity ("2", "500m", "4Gi", "1e3") into a Decimal.
-
-    Raises ValueError for anything else, including negative values.
-    """
-    match = _QUANTITY_RE.match(text.strip()) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"not a resource quantity: {text!r}")
-    try:
-        number = Decimal(match["num"])
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only numbers
-        raise ValueError(f"not a resource quantity: {text!r}") from exc
-    if match["bin"]:
-        return number * _BINARY_SUFFIXES[match["bin"]]
-    if match["exp"]:
-        return number * (Decimal(10) ** int(match["exp"][1:]))
-    return number * _DECIMAL_SUFFIXES[match["dec"] or ""]
-
-
-def cpu_to_nano_cpus(cpu: str) -> int:
-    """CPU quantity to Docker ``NanoCpus`` ("2" -> 2e9, "500m" -> 5e8); must be > 0."""
-    nano = (parse_quantity(cpu) * Decimal(10**9)).to_integral_value(rounding=ROUND_CEILING)
-    if nano <= 0:
-        raise ValueError(f"CPU limit must be positive: {cpu!r}")
-    return int(nano)
-
-
-def memory_to_bytes(memory: str) -> int:
-    """Memory quantity to bytes ("4Gi" -> 4294967296, "1G" -> 10**9); must be > 0."""
-    value = parse_quantity(memory).to_integral_value(rounding=ROUND_CEILING)
-    if value <= 0:
-        raise ValueError(f"memory limit must be positive: {memory!r}")
-    return int(value)
-
 
 # --- payload readers ---------------------------------------------------------------------
 
@@ -167,6 +115,7 @@ class DockerInstanceController(InstanceController):
         self.pull_missing_images = pull_missing_images
         self.poll_interval = poll_interval
         self._http: aiohttp.ClientSession | None = None
+        self.home = HomeOwnership(config, self.engine)
 
     @property
     def engine_calls(self) -> int:
@@ -208,12 +157,7 @@ class DockerInstanceController(InstanceController):
 
         await self.engine.run(remove, action="remove container", subject=name)
 
-    async def _require_volume(self, uid: str) -> None:
-        """Refuse to start without the home volume: Docker would create it empty.
-
-        docs/state-machine.md: a workspace starts only on its own (provisioned or
-        restored) volume.
-        """
+    async def _volume_exists(self, uid: str) -> bool:
         volume = naming.volume_name(uid)
 
         def check(client: docker.DockerClient) -> bool:
@@ -223,7 +167,24 @@ class DockerInstanceController(InstanceController):
             except docker.errors.NotFound:
                 return False
 
-        if not await self.engine.run(check, action="inspect volume", subject=volume):
+        return await self.engine.run(check, action="inspect volume", subject=volume)
+
+    async def _image_id(self, spec: InstanceSpec) -> str | None:
+        return await self.engine.run(
+            lambda c: self.home.image_id(c, spec.image_ref),
+            action="inspect image",
+            subject=spec.image_ref,
+        )
+
+    @staticmethod
+    def _require_volume(uid: str, exists: bool) -> None:
+        """Refuse to start without the home volume: Docker would create it empty.
+
+        docs/state-machine.md: a workspace starts only on its own (provisioned or
+        restored) volume.
+        """
+        volume = naming.volume_name(uid)
+        if not exists:
             raise ActionFailedError(
                 f"home volume {volume} does not exist; provision it before starting",
                 code=ErrorCode.VOLUME_NOT_FOUND,
@@ -268,11 +229,12 @@ class DockerInstanceController(InstanceController):
             ) from exc
         return kwargs
 
-    async def _create_and_start(self, spec: InstanceSpec) -> dict[str, Any]:
+    async def _create_and_start(self, spec: InstanceSpec, image_id: str | None) -> dict[str, Any]:
         name = naming.container_name(spec.uid)
         labels = self._labels(spec)
         host_kwargs = self._host_config_kwargs(spec)
         pull = self.pull_missing_images
+        home = self.home
 
         def create(client: docker.DockerClient) -> str:
             host_config = client.api.create_host_config(**host_kwargs)
@@ -285,6 +247,8 @@ class DockerInstanceController(InstanceController):
                 "host_config": host_config,
                 "detach": True,
             }
+            if not home.prepare(client, spec.uid, spec.image_ref, image_id):
+                kwargs["host_config"] = client.api.create_host_config(**_no_copy(host_kwargs))
             try:
                 try:
                     created = client.api.create_container(spec.image_ref, **kwargs)
@@ -292,6 +256,9 @@ class DockerInstanceController(InstanceController):
                     if not pull:
                         raise
                     _pull(client, spec.image_ref)
+                    if not home.prepare(client, spec.uid, spec.image_ref, None):
+                        no_copy = _no_copy(host_kwargs)
+                        kwargs["host_config"] = client.api.create_host_config(**no_copy)
                     created = client.api.create_container(spec.image_ref, **kwargs)
             except docker.errors.ImageNotFound as exc:
                 raise docker.errors.ImageNotFound(
@@ -379,7 +346,11 @@ class DockerInstanceController(InstanceController):
     # --- InstanceController --------------------------------------------------------------
 
     async def start(self, spec: InstanceSpec) -> None:
-        attrs = await self._inspect(spec.uid)
+        # Three independent reads in one round trip's time: the container, the volume and
+        # the image (whose /home/coder decides who owns a fresh volume, home_ownership).
+        attrs, has_volume, image_id = await asyncio.gather(
+            self._inspect(spec.uid), self._volume_exists(spec.uid), self._image_id(spec)
+        )
         if attrs is not None:
             state = attrs.get("State") or {}
             image = (attrs.get("Config") or {}).get("Image")
@@ -395,8 +366,8 @@ class DockerInstanceController(InstanceController):
                 },
             )
             await self._remove(spec.uid)
-        await self._require_volume(spec.uid)
-        attrs = await self._create_and_start(spec)
+        self._require_volume(spec.uid, has_volume)
+        attrs = await self._create_and_start(spec, image_id)
         port = _host_port_from_inspect(attrs)
         if port is None:
             raise ActionFailedError(
@@ -455,6 +426,15 @@ class DockerInstanceController(InstanceController):
             self._http = None
         if self._owns_engine:
             await self.engine.close()
+
+
+def _no_copy(host_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The host config with the home mounted without copy-up (home_ownership)."""
+    home = [
+        docker.types.Mount(m["Target"], m["Source"], type="volume", no_copy=True)
+        for m in host_kwargs["mounts"]
+    ]
+    return {**host_kwargs, "mounts": home}
 
 
 def _pull(client: docker.DockerClient, image_ref: str) -> None:

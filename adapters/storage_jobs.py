@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import socket
-import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,14 +57,6 @@ _UNLOCK_FN = (
     # rm -rf can empty them; the job owns everything in the volume.
     'unlock() { find "$@" -type d ! -perm -700 -exec chmod u+rwx {} + 2>/dev/null; }'
 )
-
-PROVISION_SCRIPT = f"""
-set -u
-{_FAIL_FN}
-[ "$(stat -c %u:%g {DATA})" = "1000:1000" ] || fail UNKNOWN volume_root_not_owned_by_1000
-[ -w {DATA} ] || fail UNKNOWN volume_root_not_writable
-echo "RESULT=OK" >&2
-"""
 
 ARCHIVE_SCRIPT = f"""
 set -u
@@ -220,11 +211,8 @@ class JobRunner:
         self.config = config
         self.engine = engine
         self._secrets = secrets
-        #: Test hook: called with (kind, container id) right after a job starts (the
-        #: provisioning container of ``owned_after_create``: right after it is created).
+        #: Test hook: called with (kind, container id) right after a job starts.
         self.on_job_started: Callable[[str, str], None] | None = None
-        #: Seen once: this engine's copy-up at create gives a fresh volume to 1000:1000.
-        self._copies_at_create = False
 
     def run(
         self,
@@ -281,40 +269,6 @@ class JobRunner:
             result.fields.get("CODEHUB_ERROR", ""),
         )
         return result, data.error, data.result
-
-    def owned_after_create(self, uid: str) -> bool:
-        """Provisioning without starting a job: whether the volume's root is owned by uid
-        1000 and writable by it once a job container is *created* on it.
-
-        The engine copies the image's ``/data`` (owner included) onto an empty volume when
-        a container mounting it is created, so creating (and removing) the job container
-        is the whole of provisioning. Whether this engine copies at create is a property
-        of the engine and the job image, not of the volume: it is checked on the first
-        provisioning of this runner (the root's owner and mode from the first tar header
-        of the container's archive of ``/data``, one 512-byte block) and trusted after
-        that. That read mounts the container's root file system and cost about half of
-        provisioning (docs/adr/0009-lifecycle-and-scale-performance.md). False (the caller
-        then runs the checking job) whenever the check cannot tell.
-        """
-        client = self.engine.client_sync()
-        name = f"{naming.container_name(uid)}-provision-job"
-        cid = self._create(client, uid, "provision", name, "true", False, False)
-        try:
-            if self.on_job_started is not None:
-                self.on_job_started("provision", cid)
-            if self._copies_at_create:
-                return True
-            info = _data_root_header(client.api, cid)
-        except Exception as exc:  # any doubt: the job decides
-            log.info("provision uid=%s: ownership not readable after create (%s)", uid, exc)
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                remove_container(client, cid)
-        owner = f"{info.uid}:{info.gid}"
-        owned = bool(info.isdir() and owner == "1000:1000" and info.mode & 0o200)
-        self._copies_at_create = owned
-        return owned
 
     def _create(
         self,
@@ -446,23 +400,3 @@ def _feed(api: Any, cid: str, attach: Any, feed: Callable[[Writable], Any]) -> D
         with contextlib.suppress(Exception):
             raw.shutdown(socket.SHUT_WR)
     return data
-
-
-def _data_root_header(api: Any, cid: str) -> tarfile.TarInfo:
-    """The tar header of ``/data`` itself in a created container: its owner and mode.
-
-    Only the first 512-byte block of the archive stream is read.
-    """
-    response = api._get(
-        api._url("/containers/{0}/archive", cid), params={"path": DATA}, stream=True
-    )
-    try:
-        api._raise_for_status(response)
-        head = b""
-        for chunk in response.iter_content(512):
-            head += chunk
-            if len(head) >= 512:
-                break
-    finally:
-        response.close()
-    return tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")

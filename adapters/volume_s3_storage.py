@@ -53,7 +53,6 @@ from codehub.adapters.s3_object_store import PART_SIZE, S3Access
 from codehub.adapters.storage_archive_paths import ArchivePaths
 from codehub.adapters.storage_jobs import (
     CLEANUP_SCRIPT,
-    PROVISION_SCRIPT,
     RESTORE_SCRIPT,
     ROLE_JOB,
     JobResult,
@@ -171,15 +170,9 @@ class VolumeS3StorageProvider(ArchivePaths, StorageProvider):
     # ------------------------------------------------------------------ provision
 
     def _provision_sync(self, uid: str, labels: Mapping[str, str] | None) -> None:
+        # The volume only: its root is handed to 1000:1000 by the first container that
+        # mounts it, a job or the workspace (home_ownership).
         self._create_volume_sync(uid, labels)
-        # The first mount at /data of the job image copies the image's /data ownership
-        # (1000:1000) onto the fresh volume's root: no root job needed. Creating the job
-        # container does it; running the job only checks it, when that cannot be read.
-        if self.jobs.owned_after_create(uid):
-            return
-        result, _, _ = self.jobs.run(uid, "provision", PROVISION_SCRIPT, read_only=False)
-        if result.exit_code != 0 or result.fields.get("RESULT") != "OK":
-            raise self._job_error(uid, "provision", result)
 
     async def provision(self, uid: str, labels: Mapping[str, str] | None = None) -> None:
         await asyncio.to_thread(self._provision_sync, uid, labels)

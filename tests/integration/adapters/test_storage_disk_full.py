@@ -14,10 +14,9 @@ import pytest
 from test_storage_contract import RealHarness, new_uid
 
 from codehub.adapters import naming
-from codehub.adapters.archive_format import MARKER_FILE
+from codehub.adapters.archive_format import MARKER_FILE, STAGING_DIR
 from codehub.adapters.config import DockerConfig, S3Config
 from codehub.adapters.errors import CodehubError, ErrorCode
-from codehub.adapters.storage_jobs import STAGING_DIR
 
 
 @pytest.fixture

@@ -240,7 +240,7 @@ async def test_job_containers_are_hardened(real: RealHarness) -> None:
     await real.populate(src, sample_tree())
     key = await p.archive(src, "hard")
     await p.restore(dst, key)
-    assert {"provision", "archive", "restore"} <= set(seen)
+    assert {"archive", "restore"} <= set(seen)  # provisioning starts no container
     secret = real.access.config.secret_key
     for kind, info in seen.items():
         cfg, host = info["Config"], info["HostConfig"]
@@ -443,35 +443,28 @@ def _probe(real: RealHarness, uid: str, script: str) -> str:
     return bytes(out).decode()
 
 
-async def test_provision_owns_fresh_volumes_without_starting_a_job(real: RealHarness) -> None:
-    """A fresh volume is 1000:1000 and writable by the workspace user after provision,
-    and provisioning only *creates* its job container (the engine's copy-up at create):
-    the ownership check runs once per provider, later volumes trust the engine."""
+async def test_provision_creates_the_volume_and_no_container(real: RealHarness) -> None:
+    """Provisioning is one engine call: the first container that mounts the volume hands
+    its root to 1000:1000 (adapters/home_ownership.py; tests below and in
+    test_instance_home_ownership.py)."""
     p = real.provider
-    statuses: list[str] = []
-
-    def record(kind: str, cid: str) -> None:
-        if kind == "provision":
-            statuses.append(real.client.api.inspect_container(cid)["State"]["Status"])
-
-    p.on_job_started = record
-    uids = [new_uid(), new_uid(), new_uid()]
-    for uid in uids:
-        await p.provision(uid)
-    assert statuses == ["created"] * len(uids)
-    assert p.jobs._copies_at_create
-    for uid in uids:
-        out = await asyncio.to_thread(
-            _probe, real, uid, "stat -c '%u:%g %a' /probe; ls -A /probe; touch /probe/w && echo ok"
+    uid = new_uid()
+    before = p.engine_calls
+    await p.provision(uid)
+    assert p.engine_calls - before == 1
+    volume = real.client.volumes.get(naming.volume_name(uid))
+    assert volume.attrs["Labels"][naming.LABEL_WORKSPACE_ID] == uid
+    assert (
+        real.client.containers.list(
+            all=True, filters={"label": f"{naming.LABEL_WORKSPACE_ID}={uid}"}
         )
-        assert out.split() == ["1000:1000", "755", "ok"], uid
-    leftovers = real.client.containers.list(all=True, filters={"label": f"{naming.LABEL_ROLE}=job"})
-    assert not [c for c in leftovers if c.labels.get(naming.LABEL_WORKSPACE_ID) in uids]
-    for uid in uids:
-        await p.delete_volume(uid)
+        == []
+    )
+    await p.delete_volume(uid)
 
 
 async def test_restore_into_fresh_volume_has_exact_modes_and_owner(real: RealHarness) -> None:
+    """The restore job's first mount gives the fresh volume's root to 1000:1000."""
     p = real.provider
     src, dst = new_uid(), new_uid()
     await p.provision(src)
