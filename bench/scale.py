@@ -318,6 +318,9 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
             coordinator_retry_interval=1,
             max_running_per_user=1_000_000,
             max_running_global=1_000_000,
+            # Nobody uses the workspaces: the standby TTL must not act while a big size
+            # converges (it still writes each new workspace's idle_action once).
+            default_standby_ttl=7 * 86400,
             node_id="bench",
         )
         fakes = CountingFakes()
@@ -384,8 +387,12 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         fig.converge_api = api_calls.snapshot() - api0
         await admin.close()
 
+        # The TTL Manager's first pass over new workspaces writes each one's idle_action
+        # (once): done here, so the idle window below is idle.
+        await ttl_first_pass(fig, contexts[-1])
+        await asyncio.sleep(5)
+
         # Idle: nothing changes; only the periodic passes run.
-        await asyncio.sleep(3)
         passes0 = registry.get_sample_value("codehub_health_pass_seconds_count") or 0.0
         calls0 = fakes.snapshot()
         idle_api0 = api_calls.snapshot()
@@ -396,6 +403,8 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         fig.idle_calls = fakes.snapshot() - calls0
         fig.idle_api = api_calls.snapshot() - idle_api0
         fig.rss_after = rss_mb()
+        if args.tracemalloc:
+            print_allocations()
         fig.idle_s = wall1 - wall0
         fig.idle_cpu_pct = 100 * (cpu1 - cpu0) / fig.idle_s
         fig.health_passes = passes1 - passes0
@@ -405,31 +414,42 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
     return fig
 
 
-async def ttl_and_gc_passes(fig: Figures, leader: Any, fakes: CountingFakes) -> None:
-    """One TTL Manager pass and one Archive GC pass over the N workspaces, counted apart
-    from the coordinator's own traffic (kopf runs the leader's loop in another thread,
-    so these passes get a client of their own, with the leader's settings and fakes).
-
-    The GC's bucket holds one unprotected archive per workspace (first seen now, so
-    nothing is deleted): the listing and first-seen work of a full bucket."""
+def _own_client(leader: Any) -> tuple[CountingApi, Any, Any]:
+    """A counted client and a context of its own, with the leader's settings and fakes:
+    kopf runs the leader's loop in another thread, whose client cannot be used here."""
     from dataclasses import replace
 
-    from codehub.adapters.fake_object_store import MemoryObjectStore
     from codehub.crd_like.client.api import ApiClient
-    from codehub.operator.archive_gc import ArchiveGC
-    from codehub.operator.archive_gc_store import MemoryFirstSeen
-    from codehub.operator.ttl_manager import TtlManager
 
     s = leader.settings
     api_calls = CountingApi()
     api = api_calls.wrap(ApiClient(s.server, s.token, ca_file=s.ca_file))
-    ctx = replace(leader, api=api)
-    ttl = TtlManager(ctx)
-    api0 = api_calls.snapshot()
-    await ttl.pass_once()  # the first sets status.idle_action of every new workspace
-    fig.ttl_first_api = api_calls.snapshot() - api0
+    return api_calls, api, replace(leader, api=api)
+
+
+async def ttl_first_pass(fig: Figures, leader: Any) -> None:
+    from codehub.operator.ttl_manager import TtlManager
+
+    api_calls, api, ctx = _own_client(leader)
+    await TtlManager(ctx).pass_once()
+    fig.ttl_first_api = api_calls.snapshot()
+    await api.close()
+
+
+async def ttl_and_gc_passes(fig: Figures, leader: Any, fakes: CountingFakes) -> None:
+    """One TTL Manager pass and one Archive GC pass over the N workspaces, counted apart
+    from the coordinator's own traffic.
+
+    The GC's bucket holds one unprotected archive per workspace (first seen now, so
+    nothing is deleted): the listing and first-seen work of a full bucket."""
+    from codehub.adapters.fake_object_store import MemoryObjectStore
+    from codehub.operator.archive_gc import ArchiveGC
+    from codehub.operator.archive_gc_store import MemoryFirstSeen
+    from codehub.operator.ttl_manager import TtlManager
+
+    api_calls, api, ctx = _own_client(leader)
     api0, calls0 = api_calls.snapshot(), fakes.snapshot()
-    await ttl.pass_once()
+    await TtlManager(ctx).pass_once()
     fig.ttl_api = api_calls.snapshot() - api0
     fig.ttl_calls = fakes.snapshot() - calls0
 
@@ -447,6 +467,21 @@ async def ttl_and_gc_passes(fig: Figures, leader: Any, fakes: CountingFakes) -> 
     fig.gc_objects = Counter(objects.calls)
     fig.gc_queries = report.queries
     await api.close()
+
+
+def print_allocations() -> None:
+    """Where the coordinator's live memory was allocated (``--tracemalloc``)."""
+    import tracemalloc
+
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    for key in ("filename", "lineno"):
+        stats = snapshot.statistics(key)
+        total = sum(st.size for st in stats)
+        print(f"  live allocations by {key} (total {total / 2**20:.1f} MB):")
+        for st in stats[:15]:
+            print(f"    {st.size / 2**20:7.1f} MB {st.count:8d}  {st.traceback[0]}")
 
 
 def print_figures(fig: Figures) -> None:
@@ -560,7 +595,14 @@ def main() -> None:
     p.add_argument("--reconciler-interval", type=float, default=10.0)
     p.add_argument("--max-wait", type=float, default=1800.0)
     p.add_argument("--json-out", default="", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--tracemalloc", action="store_true", help="print where live memory was allocated (slow)"
+    )
     args = p.parse_args()
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(1)
     if len(args.workspaces) > 1:
         rest = sys.argv[1:]
         at = rest.index("--workspaces") if "--workspaces" in rest else -1
