@@ -102,7 +102,8 @@ async def kill_server_mid_proxy(chaos: Chaos) -> str:
             return f"proxy not reachable before the kill: {exc!r}"
         ledger.check("proxy websocket echoes", echo.data == "before the kill", repr(echo))
         ledger.check("proxy download starts", resp.status == 200, f"status {resp.status}")
-        await _wait_counted(stack, name)
+        counted = await _wait_counted(stack, name)
+        ledger.check("open websocket counted in status", counted, name)
         await asyncio.to_thread(kill_server_process, stack)
         broken, got, digest = await _finish_download(resp, head)
         exact = got == BIG and digest == sha
@@ -123,13 +124,15 @@ async def kill_server_mid_proxy(chaos: Chaos) -> str:
     return f"SIGKILL API server mid-proxy ({name})"
 
 
-async def _wait_counted(stack: Stack, name: str) -> None:
-    """The open WebSocket reaches status (the write is throttled, not immediate)."""
-    deadline = time.monotonic() + 20
+async def _wait_counted(stack: Stack, name: str) -> bool:
+    """The open WebSocket reaches status (the write is throttled, not immediate), so
+    that its going back to 0 later means something."""
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if (await _open_connections(stack, name) or 0) >= 1:
-            return
+            return True
         await asyncio.sleep(0.3)
+    return False
 
 
 async def _served_again(chaos: Chaos, name: str, ctx: ssl.SSLContext, headers: Any) -> None:
