@@ -143,7 +143,11 @@ class Hub:
     async def _await_offer(self) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(OFFER_GRACE):
-                while self._writing and self.loaded + 1 not in self._pending:
+                while (
+                    self._writing
+                    and self.loaded < self.head
+                    and self.loaded + 1 not in self._pending
+                ):
                     self._offered.clear()
                     await self._offered.wait()
 

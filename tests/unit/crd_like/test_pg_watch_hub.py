@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from codehub.crd_like.store.pg.watch import Hub, LogRow
 
 
@@ -68,3 +70,19 @@ def test_a_compacted_stretch_still_restarts_the_cache_above_it() -> None:
     assert hub.loaded == 9
     assert hub.cache_floor == 9
     assert revisions(hub) == []
+
+
+async def test_the_loader_stops_waiting_for_offers_once_the_cache_is_complete() -> None:
+    hub = hub_at(5)
+    hub.advance(6)
+    with hub.writing():  # another write stays in flight throughout
+        hub.offer(row(6))
+        step = hub._await_offer()
+        try:
+            step.send(None)  # must finish without suspending: nothing is missing
+        except StopIteration:
+            pass
+        else:
+            step.close()
+            pytest.fail("the loader waited for an offer with the cache complete")
+    assert hub.loaded == 6
