@@ -285,6 +285,7 @@ class Figures:
     gc_api: Counter[str] = field(default_factory=Counter)
     gc_objects: Counter[str] = field(default_factory=Counter)
     gc_queries: int = 0
+    settle_s: float = 0.0
 
     @property
     def kb_per_workspace(self) -> float:
@@ -367,6 +368,8 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
             }
             async with sem:
                 await admin.create(ns, body)
+            if i % 1000 == 999:
+                log(f"  {i + 1} creates sent ({time.monotonic() - t0:.0f}s, RSS {rss_mb():.0f} MB)")
 
         await asyncio.gather(*(create(i) for i in range(n)))
         fig.created_s = time.monotonic() - t0
@@ -377,7 +380,10 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
             fig.running = sum(1 for o in items if _settled_running(o))
             fig.errors = sum(1 for o in items if (o.get("status") or {}).get("display") == "ERROR")
             del items
-            log(f"  {fig.running}/{n} RUNNING, {fig.errors} ERROR ({time.monotonic() - t0:.0f}s)")
+            log(
+                f"  {fig.running}/{n} RUNNING, {fig.errors} ERROR ({time.monotonic() - t0:.0f}s,"
+                f" RSS {rss_mb():.0f} MB)"
+            )
             if fig.running + fig.errors >= n:
                 break
             if time.monotonic() - t0 > args.max_wait:
@@ -390,7 +396,7 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         # The TTL Manager's first pass over new workspaces writes each one's idle_action
         # (once): done here, so the idle window below is idle.
         await ttl_first_pass(fig, contexts[-1])
-        await asyncio.sleep(5)
+        fig.settle_s = await settle(api_calls, args.max_wait)
 
         # Idle: nothing changes; only the periodic passes run.
         passes0 = registry.get_sample_value("codehub_health_pass_seconds_count") or 0.0
@@ -412,6 +418,20 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         stop.set()
         await asyncio.wait_for(runner, 60)
     return fig
+
+
+async def settle(api_calls: CountingApi, max_wait: float, window: float = 3.0) -> float:
+    """Wait until the coordinator sends only listings for two windows in a row (a pass
+    that began during convergence may still be working through its listing)."""
+    t0 = time.monotonic()
+    quiet = 0
+    while quiet < 2 and time.monotonic() - t0 < max_wait:
+        before = api_calls.snapshot()
+        await asyncio.sleep(window)
+        busy = sum(n for k, n in (api_calls.snapshot() - before).items() if k != "GET list")
+        quiet = quiet + 1 if busy == 0 else 0
+    log(f"settled {time.monotonic() - t0:.0f}s after the TTL Manager's first pass")
+    return time.monotonic() - t0
 
 
 def _own_client(leader: Any) -> tuple[CountingApi, Any, Any]:
@@ -494,7 +514,10 @@ def print_figures(fig: Figures) -> None:
         f"({fig.running / fig.converged_s:.1f} workspaces/s)"
     )
     print(f"  coordinator API requests per workspace to converge: {_per(fig.converge_api, n)}")
-    print(f"  idle window:                  {fig.idle_s:8.1f} s")
+    print(
+        f"  idle window:                  {fig.idle_s:8.1f} s  (after {fig.settle_s:.0f} s "
+        "for the passes begun during convergence to finish)"
+    )
     print(f"  coordinator idle CPU:         {fig.idle_cpu_pct:8.2f} % of one core")
     print(
         f"  coordinator RSS:              {fig.rss_after:8.1f} MB  (before: "
