@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import ssl
 import statistics
 import subprocess
@@ -51,6 +52,9 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_write_throughput import cpu_seconds
 from watch_latency import REPO, Server, free_port
+
+from codehub.crd_like.proxy.edge_conf import EdgeConfig
+from codehub.crd_like.proxy.edge_run import EdgeProcess
 
 IMAGE = "codehub/workspace-test:local"
 NS = "bench"
@@ -178,6 +182,7 @@ class PlainServer(Server):
         super().__init__(primary.admin_url, workdir)
         self.db, self.url_db, self.token = primary.db, primary.url_db, primary.token
         self.owns_db = False
+        self.edge_secret = secrets.token_urlsafe(24)
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +193,7 @@ class PlainServer(Server):
             "CODEHUB_DATABASE_URL": self.url_db,
             "CODEHUB_TOKEN_FILE": str(tokens),
             "CODEHUB_STATE_DIR": str(self.workdir),
+            "CODEHUB_EDGE_SECRET": self.edge_secret,
         }
         self.proc = subprocess.Popen(
             [
@@ -217,16 +223,64 @@ class PlainServer(Server):
         raise RuntimeError("plain-HTTP replica did not become ready")
 
 
+class Edge:
+    """nginx (the native edge, ``crd_like/proxy/edge_run.py``) on HTTPS in front of
+    ``app`` (the plain-HTTP replica), with the primary server's certificate."""
+
+    def __init__(
+        self,
+        primary: Server,
+        app: PlainServer,
+        workdir: Path,
+        cache: int,
+        tls: bool = True,
+        pools: tuple[str, ...] = (),
+    ) -> None:
+        self.tls = tls
+        self.process = EdgeProcess(
+            EdgeConfig(
+                listen=f"127.0.0.1:{free_port()}",
+                app=f"127.0.0.1:{app.port}",
+                cert=primary.workdir / "tls" / "server.crt" if tls else None,
+                key=primary.workdir / "tls" / "server.key" if tls else None,
+                secret=app.edge_secret,
+                workdir=workdir,
+                auth_cache=cache,
+                workers=int(os.environ.get("EDGE_WORKERS", "1")),
+                upstreams=pools,
+            )
+        )
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.process.cfg.listen}"
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+        errors = self.process.error_log.read_text().splitlines()
+        if errors:
+            print(
+                f"nginx {self.process.cfg.workdir.name}: {len(errors)} error lines:", *errors[-3:]
+            )
+
+
 #: (label, what the client talks to) of the measured sides, in each round's order.
 SIDES = (
     ("direct", "published port, plain HTTP"),
     ("proxy", "the API's HTTPS listener (production)"),
     ("plain", "a --insecure-http replica: the proxy without TLS (extra line)"),
+    ("edge", "native edge: nginx (HTTPS) asks the plain replica, then moves the bytes"),
+    ("cached", "native edge, its 'may pass' answers reused for up to 1 s"),
+    ("cached_http", "the same without TLS (extra line: TLS cost at the edge)"),
+    ("unpooled", "cached, but a new upstream connection per request (extra line)"),
 )
 
 
 async def bench_http(
-    api: Api, plain_server: Server, direct: str, args: argparse.Namespace
+    api: Api, plain_server: Server, edges: dict[str, Edge], direct: str, args: argparse.Namespace
 ) -> dict[str, list[float]]:
     """Per-round figures of every side; one client session and concurrency for all."""
     await api.create("direct", "RUNNING")
@@ -241,8 +295,17 @@ async def bench_http(
         "direct": (direct + "/healthz", {}),
         "proxy": (f"{api.base}/w/{NS}/direct/healthz", {"ssl": api.ctx, "headers": auth}),
         "plain": (f"{plain_server.url}/w/{NS}/direct/healthz", {"headers": auth}),
+        **{
+            side: (
+                f"{edge.url}/w/{NS}/direct/healthz",
+                {"ssl": api.ctx, "headers": auth} if edge.tls else {"headers": auth},
+            )
+            for side, edge in edges.items()
+        },
     }
-    pids = {"proxy": api.pid, "plain": plain_server.proc.pid if plain_server.proc else None}
+    plain_pid = plain_server.proc.pid if plain_server.proc else None
+    pids = {"proxy": api.pid, "plain": plain_pid}
+    pids.update((side, plain_pid) for side in edges)
     out: dict[str, list[float]] = {}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as client:
@@ -267,6 +330,7 @@ async def bench_http(
             "direct": (direct.replace("http://", "ws://") + "/", {}),
             "proxy": (api.base.replace("https://", "wss://") + root, urls["proxy"][1]),
             "plain": (plain_server.url.replace("http://", "ws://") + root, urls["plain"][1]),
+            "edge": (edges["edge"].url.replace("https://", "wss://") + root, urls["edge"][1]),
         }
         for side, (url, kw) in ws.items():
             out[f"{side}_ws"] = [await ws_round_trip(client, url, args.requests, **kw)]
@@ -333,9 +397,19 @@ def report(fig: dict[str, list[float]], woke: list[float], raw: list[float]) -> 
     print(f"HTTP GET /healthz, {rounds} alternating rounds, same client and concurrency:")
     for side, what in SIDES:
         cpu = f"   server CPU {med(fig[side + '_cpu_ms']):.2f} ms/req" if side != "direct" else ""
+        if side in ("edge", "cached", "cached_http", "unpooled"):
+            cpu = f"   Python CPU {med(fig[side + '_cpu_ms']):.2f} ms/req (nginx not counted)"
         rps, p50 = med(fig[side + "_rps"]), med(fig[side + "_p50"])
         print(f"  {side:6} {rps:7.0f} req/s   p50 {p50:5.2f} ms{cpu}   ({what})")
-    for side, label in (("proxy", "proxy (HTTPS) "), ("plain", "plain-HTTP proxy")):
+    labels = (
+        ("proxy", "proxy (HTTPS) "),
+        ("plain", "plain-HTTP proxy"),
+        ("edge", "native edge (HTTPS)"),
+        ("cached", "native edge, 1 s auth cache"),
+        ("cached_http", "native edge, 1 s cache, plain HTTP"),
+        ("unpooled", "native edge, 1 s cache, no upstream pool"),
+    )
+    for side, label in labels:
         ratios = [p / d for p, d in zip(fig[side + "_rps"], fig["direct_rps"], strict=True)]
         extras = [p - d for p, d in zip(fig[side + "_p50"], fig["direct_p50"], strict=True)]
         print(
@@ -348,6 +422,7 @@ def report(fig: dict[str, list[float]], woke: list[float], raw: list[float]) -> 
         f"WebSocket echo p50  direct {d:.2f} ms   proxy (wss) {fig['proxy_ws'][0]:.2f} ms"
         f" ({fig['proxy_ws'][0] - d:+.2f} ms)   plain-HTTP proxy (ws)"
         f" {fig['plain_ws'][0]:.2f} ms ({fig['plain_ws'][0] - d:+.2f} ms)"
+        f"   edge (wss, Python behind) {fig['edge_ws'][0]:.2f} ms ({fig['edge_ws'][0] - d:+.2f} ms)"
     )
     if woke and raw:
         w, r = med(woke), med(raw)
@@ -368,17 +443,28 @@ async def main(args: argparse.Namespace) -> None:
         with (server.workdir / "tokens.csv").open("a") as fh:
             fh.write(f'{operator_token},codehub-operator,u2,"codehub:operator"\n')
         coordinator = None
+        edges: dict[str, Edge] = {}
         try:
             await server.wait_ready()
             plain_server.start()
             await plain_server.wait_ready()
             _, direct = await asyncio.to_thread(run_container, labels)
+            pool = (direct.removeprefix("http://"),)
+            work = Path(tmp)
+            edges.update(
+                edge=Edge(server, plain_server, work / "edge", 0, pools=pool),
+                cached=Edge(server, plain_server, work / "cached", 1, pools=pool),
+                cached_http=Edge(server, plain_server, work / "cached_http", 1, False, pool),
+                unpooled=Edge(server, plain_server, work / "unpooled", 1),
+            )
+            for edge in edges.values():
+                edge.start()
             headers = {"Authorization": f"Bearer {server.token}"}
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
                 api = Api(session, server, server.ssl())
                 await first_byte(session, direct + "/healthz")
-                fig = await bench_http(api, plain_server, direct, args)
+                fig = await bench_http(api, plain_server, edges, direct, args)
                 woke: list[float] = []
                 raw: list[float] = []
                 if args.wakes:
@@ -389,6 +475,8 @@ async def main(args: argparse.Namespace) -> None:
             if coordinator is not None:
                 coordinator.terminate()
                 coordinator.wait(30)
+            for edge in edges.values():
+                edge.stop()
             plain_server.stop()
             server.stop()
             selector = f"label=codehub.io/bench={labels['codehub.io/bench']}"

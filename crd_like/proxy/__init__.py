@@ -23,7 +23,7 @@ from codehub.crd_like.store.activity import (
 )
 from codehub.crd_like.store.memory import MemoryStore
 
-from . import events, signin
+from . import edge, events, signin
 from .activity import ActivityTracker, WorkspaceRef
 from .endpoints import EndpointCache
 from .forward import client_session
@@ -90,6 +90,7 @@ def add_routes(
     app.router.add_get(LINK_PATH + "{token}", signin.use_link)
     app.router.add_post(signin.LINKS_PATH, signin.mint_link)
     app.router.add_get(events.ROUTE, events.workspace_events)
+    edge.add_route(app)
     app.router.add_route("*", "/w", proxy)
     app.router.add_route("*", PREFIX + "{tail:.*}", proxy)
     app.cleanup_ctx.append(_lifecycle(state, owns_store=activity is None))
