@@ -74,6 +74,9 @@ echo "RESULT=OK" >&2
 def archive_gz_script(level: int) -> str:
     """``tar c | gzip`` in the job: the compressor runs beside the volume, at pipe speed.
 
+    The compressor is ``pigz`` (the same gzip format and level, one member, deflated on
+    every core) when the job image has it, else busybox ``gzip``: compression is the
+    archive's critical path (docs/adr/0008-archive-data-path-performance.md).
     A background ``du``/``find`` pre-count prints ``EXPECTED_BYTES`` (file bytes plus one
     512-byte header per entry, an estimate of the tar size) on stderr while tar runs.
     ``pipefail`` makes a failing ``tar`` fail the job even though ``gzip`` succeeded.
@@ -85,7 +88,9 @@ set -o pipefail
 [ -e {DATA}/{MARKER_FILE} ] && fail UNKNOWN unfinished_restore_on_volume
 cd {DATA} || fail VOLUME_NOT_FOUND cd
 ( b=$(du -sb . | cut -f1); n=$(find . | wc -l); echo "EXPECTED_BYTES=$((b + 512 * n))" >&2 ) &
-tar cf - . 2>/tmp/tar.err | gzip -{int(level)}
+z=gzip
+command -v pigz >/dev/null 2>&1 && z=pigz
+tar cf - . 2>/tmp/tar.err | "$z" -{int(level)}
 rc=$?
 wait
 grep -v "socket ignored" /tmp/tar.err | tail -n 5 | sed 's/^/TAR_STDERR: /' >&2
