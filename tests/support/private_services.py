@@ -2,7 +2,8 @@
 services other processes use), and the API server in a thread of its own.
 
 The services are the very classes of ``scripts/dev-services`` pointed at a private
-directory, so they start exactly as the shared ones do (same binaries, same flags).
+directory, so they start exactly as the shared ones do (same binaries, same flags). A
+private Docker engine is in ``support.private_docker``.
 """
 
 from __future__ import annotations

@@ -142,16 +142,28 @@ async def mid_operation(chaos: Chaos, states: list[str], keep: str = "") -> None
     await asyncio.sleep(chaos.rng.uniform(0.0, 1.5))
 
 
+def _same_address(chaos: Chaos, variable: str, now: str) -> None:
+    """Every process was configured with the first address; a service that came back
+    elsewhere (its port taken meanwhile by another process) would fail the soak for a
+    reason of the machine's, so say so plainly."""
+    was = chaos.services.env[variable]
+    chaos.ledger.check("service back on its address", now == was, f"{variable}: {was} -> {now}")
+
+
 async def restart_postgres(chaos: Chaos) -> str:
     await mid_operation(chaos, ["RUNNING", "STANDBY", "PENDING"])
     pg = chaos.services.postgres
-    return await asyncio.to_thread(_restart, chaos, "PostgreSQL", pg.down, pg.up)
+    what = await asyncio.to_thread(_restart, chaos, "PostgreSQL", pg.down, pg.up)
+    _same_address(chaos, "CODEHUB_DATABASE_URL", pg.url(pg.port()))
+    return what
 
 
 async def restart_s3(chaos: Chaos) -> str:
     await mid_operation(chaos, ["RUNNING", "PENDING"])
     weed = chaos.services.seaweed
-    return await asyncio.to_thread(_restart, chaos, "S3", lambda: stop_seaweed(weed), weed.up)
+    what = await asyncio.to_thread(_restart, chaos, "S3", lambda: stop_seaweed(weed), weed.up)
+    _same_address(chaos, "CODEHUB_S3_ENDPOINT", weed.endpoint(weed.ports()))
+    return what
 
 
 async def restart_docker(chaos: Chaos) -> str:
