@@ -29,6 +29,8 @@ from .routing import PAGES_NAMESPACE, PREFIX, Forward, route
 from .state import Caller, state_of
 
 EDGE_AUTH_PATH = f"{PREFIX}{PAGES_NAMESPACE}/edge-auth"
+#: The running workspaces' loopback endpoints, for the edge's keep-alive pools.
+EDGE_POOLS_PATH = f"{PREFIX}{PAGES_NAMESPACE}/edge-pools"
 SECRET_HEADER = "X-Codehub-Edge-Secret"
 #: The edge's secret; unset means no edge, and the endpoint does not exist.
 SECRET_ENV = "CODEHUB_EDGE_SECRET"
@@ -47,6 +49,31 @@ def edge_secret() -> bytes:
 def add_route(app: web.Application) -> None:
     app[EDGE_SECRET_KEY] = edge_secret()
     app.router.add_get(EDGE_AUTH_PATH, edge_auth)
+    app.router.add_get(EDGE_POOLS_PATH, edge_pools)
+
+
+def _check_secret(request: web.Request) -> None:
+    secret = request.app[EDGE_SECRET_KEY]
+    given = request.headers.get(SECRET_HEADER, "").encode()
+    if not secret or not hmac.compare_digest(given, secret):
+        raise web.HTTPNotFound()
+
+
+async def edge_pools(request: web.Request) -> web.Response:
+    """``{"endpoints": ["127.0.0.1:PORT", ...]}`` of running workspaces, from the watch.
+
+    503 until the watch has listed, so the edge keeps its pools rather than drop them.
+    """
+    _check_secret(request)
+    cache = state_of(request).endpoints
+    if cache is None or not cache.synced:
+        return web.json_response({"error": "not synced"}, status=503)
+    found = set()
+    for obj in list(cache.objects.values()):
+        base = endpoint_of(obj)
+        if base is not None and base.scheme == "http" and base.raw_host == LOOPBACK:
+            found.add(f"{LOOPBACK}:{base.explicit_port or 80}")
+    return web.json_response({"endpoints": sorted(found)})
 
 
 def _fallback() -> web.Response:
@@ -56,10 +83,7 @@ def _fallback() -> web.Response:
 
 async def edge_auth(request: web.Request) -> web.Response:
     """200 with the upstream for a plain forward; 401 (Python answers) for anything else."""
-    secret = request.app[EDGE_SECRET_KEY]
-    given = request.headers.get(SECRET_HEADER, "").encode()
-    if not secret or not hmac.compare_digest(given, secret):
-        raise web.HTTPNotFound()
+    _check_secret(request)
     if request.headers.get(_ORIGINAL + "Upgrade"):
         return _fallback()
     found = route(request.headers.get(_ORIGINAL + "URI", ""))

@@ -42,6 +42,14 @@ class EdgeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    @property
     def conf_path(self) -> Path:
         return self.cfg.workdir / "nginx.conf"
 

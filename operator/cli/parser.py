@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Protocol
 
-from codehub.operator.cli import config, lifecycle, resources, services
+from codehub.operator.cli import config, edge, lifecycle, resources, services
 from codehub.operator.cli import gc as archive_gc
 from codehub.operator.cli import open as open_cmd
 from codehub.operator.cli.arguments import duration_arg, listen_arg
@@ -163,6 +163,8 @@ def _add_service_commands(add: _Add) -> None:
     p.add_argument("--listen", type=listen_arg, default=listen_arg(DEFAULT_LISTEN))
     p.add_argument("--insecure-http", action="store_true", help="serve plain HTTP (tests)")
     p.set_defaults(func=services.cmd_server)
+
+    edge.add_arguments(add("edge", "run nginx as the public edge in front of a server"), listen_arg)
 
     p = add("db", "database maintenance")
     dbsub = p.add_subparsers(dest="db_command", metavar="ACTION")

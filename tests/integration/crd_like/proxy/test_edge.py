@@ -25,6 +25,7 @@ from codehub.crd_like.proxy.edge_conf import EdgeConfig
 from codehub.crd_like.proxy.edge_run import EdgeProcess, nginx_binary
 from codehub.crd_like.proxy.routing import LINK_PATH
 from codehub.crd_like.server.tls import ensure_certificate
+from codehub.operator.cli.edge import fetch_pools
 
 pytestmark = pytest.mark.skipif(
     nginx_binary() is None, reason="nginx is not installed (scripts/install-system-packages)"
@@ -293,3 +294,21 @@ async def test_no_credential_in_the_access_log(
     for secret in (token, "cookie-secret-value", "link-token-secret", EDGE_SECRET):
         assert secret not in log
     assert re.search(r"/w/-/link/REDACTED", log)
+
+
+async def test_pools_name_running_loopback_endpoints_only(
+    edge_factory: Callable[..., Awaitable[Edge]], upstream: Upstream
+) -> None:
+    edge = await edge_factory()
+    await edge.cluster.workspace("alice", "ws", upstream.url)
+    await edge.cluster.workspace("alice", "elsewhere", "http://workspace.example:8080")
+    await edge.cluster.workspace("alice", "sleepy")
+    app = edge.cluster.replicas[0].host
+    pools = None
+    for _ in range(200):  # the endpoint watch catches up
+        pools = await asyncio.to_thread(fetch_pools, app, EDGE_SECRET)
+        if pools:
+            break
+        await asyncio.sleep(0.05)
+    assert pools == (host_port(upstream.url),)
+    assert await asyncio.to_thread(fetch_pools, app, "wrong secret") is None
