@@ -271,6 +271,9 @@ async def test_auth_cache_reuses_answers_briefly(
     for _ in range(5):
         async with edge.get("/w/alice/ws/same", headers=ALICE) as resp:
             assert resp.status == 200
+    entries = (edge.process.cfg.workdir / "auth-cache").rglob("*")
+    cached = [p.read_bytes() for p in entries if p.is_file()]
+    assert any(b"/w/alice/ws/same" in entry for entry in cached if entry), "nothing cached"
     async with edge.get("/w/alice/ws/same", headers=bearer("bob")) as resp:
         assert resp.status == 404, "another credential is never served a cached answer"
     async with edge.get("/w/alice/ws/same", headers={**ALICE, "Upgrade": "websocket"}) as resp:
