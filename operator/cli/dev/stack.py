@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shlex
 import signal
 import sys
@@ -70,12 +71,19 @@ def _up(settings: Settings, paths: Paths, detach: bool) -> int:
     server_url = f"https://127.0.0.1:{server_port}"
     common = _child_env(paths, base, server_url)
     _start_server(paths, common, server_port)
+    edge_ports = (
+        int(stack.get("edge_app_port") or proc.free_port()),
+        int(stack.get("edge_port") or proc.free_port()),
+    )
+    edge_url = _start_edge(paths, common, *edge_ports)
     coord_url, fresh = _start_coordinator(paths, settings, common, base, coord_port)
     save_stack(
         paths,
         {
             "server_port": server_port,
             "coordinator_port": coord_port,
+            "edge_app_port": edge_ports[0],
+            "edge_port": edge_ports[1],
             "services_were_up": bool(stack.get("services_were_up", base.services_were_up)),
             "docker_host": base.env.get("DOCKER_HOST", ""),
         },
@@ -87,7 +95,9 @@ def _up(settings: Settings, paths: Paths, detach: bool) -> int:
     ns, name = asyncio.run(apply_demo(server_url, token, ca))
     asyncio.run(follow(server_url, token, ca, ns, name, fresh))
     link = asyncio.run(demo_link(server_url, token, ca, ns, name))
-    usage(paths, server_url, coord_url, ns, name, detach, link)
+    if edge_url and link:
+        link = edge_url + link.removeprefix(server_url)
+    usage(paths, edge_url or server_url, coord_url, ns, name, detach, link)
     if detach:
         return 0
     return _foreground(paths, base.services_were_up)
@@ -135,6 +145,36 @@ def _start_server(paths: Paths, env: dict[str, str], port: int) -> None:
     log = paths.log("server")
     proc.wait_http(f"{url}/healthz", env["CODEHUB_CA_FILE"], "the API server", pid, log)
     say(f"    {url} (pid {pid}, log {paths.log('server')})")
+
+
+def _start_edge(paths: Paths, env: dict[str, str], app_port: int, port: int) -> str | None:
+    """nginx in front of a plain-HTTP replica, when nginx is installed (docs/proxy.md,
+    "The native edge"); its URL, the one to open. The API server above stays as it was."""
+    from codehub.crd_like.proxy.edge import SECRET_ENV
+    from codehub.crd_like.proxy.edge_run import nginx_binary
+
+    if nginx_binary() is None:
+        return None
+    step("native edge (nginx)")
+    secret_file = paths.root / "edge-secret"
+    if not secret_file.is_file():
+        write_private(secret_file, secrets.token_urlsafe(32))
+    edge_env = {**env, SECRET_ENV: secret_file.read_text().strip()}
+    app = f"127.0.0.1:{app_port}"
+    pid = proc.running(paths, "edge-app")
+    if pid is None:
+        args = ["server", "--insecure-http", "--listen", app]
+        pid = proc.spawn(paths, "edge-app", args, edge_env)
+    proc.wait_http(f"http://{app}/healthz", None, "the edge's server", pid, paths.log("edge-app"))
+    url = f"https://127.0.0.1:{port}"
+    pid = proc.running(paths, "edge")
+    if pid is None:
+        args = ["edge", "--app", app, "--listen", f"127.0.0.1:{port}"]
+        pid = proc.spawn(paths, "edge", args, edge_env)
+    ca = env["CODEHUB_CA_FILE"]
+    proc.wait_http(f"{url}/healthz", ca, "the native edge", pid, paths.log("edge"))
+    say(f"    {url} -> {app} (pid {pid}, log {paths.log('edge')})")
+    return url
 
 
 def _start_coordinator(
@@ -234,7 +274,8 @@ def down(settings: Settings) -> int:
 
 def _down(paths: Paths, stop_services: bool) -> None:
     step("stopping the coordinator and the API server")
-    stopped = [name for name in ("coordinator", "server") if proc.stop(paths, name)]
+    names = ("coordinator", "edge", "edge-app", "server")
+    stopped = [name for name in names if proc.stop(paths, name)]
     if not stopped:
         say("    nothing was running")
     stack = load_stack(paths)
