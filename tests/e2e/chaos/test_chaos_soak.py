@@ -15,16 +15,20 @@ Faults (tests/e2e/chaos/chaos_faults.py, chaos_proxy.py):
 - ``docker kill`` of a running storage job container;
 - restarts of PostgreSQL, of the S3 server and of the Docker engine (its workspace
   containers stop with it, restart policy "no"; they must come back).
-Each of the last four happens once at a seeded time in every run, however short; after
-that every kind is drawn at random. A workspace that ends in ERROR after an outage longer
-than its retry budget is recovered the way an administrator does (``codehub.io/recover``,
-docs/errors.md); recoveries are counted with their reason in the summary.
+The mid-proxy kill and each of the three restarts happen at least once in every run,
+however short, at seeded times; every kind is also drawn at random between them. The
+engine's outage (a few seconds) is kept short of the ``Unreachable`` retry budget; a
+workspace that still ends in ERROR (an S3 restart takes longer than its budget) is
+recovered the way an administrator does (``codehub.io/recover``, docs/errors.md), and
+recoveries are counted with their reason in the summary. The seed replays the choices,
+not the timing: what a fault meets depends on how fast the machine is.
 
 Invariants, sampled after every step and at the end:
 - never two workspace containers, nor two job containers, for one workspace;
 - ``op_id`` is set whenever ``operation`` is not NONE (every watched state);
 - a watcher resuming by resourceVersion sees strictly increasing revisions, each once;
 - the archive a workspace's status names always exists in the bucket;
+- after an engine restart every workspace meant to run runs again;
 - at the end every workspace converges to its last desired state, and its files are
   sha256-exact.
 
@@ -42,6 +46,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from chaos_faults import (
@@ -83,7 +88,7 @@ SCHEDULED = ["proxy", "postgres", "s3", "docker"]
 
 
 def schedule(rng: random.Random) -> list[tuple[float, str]]:
-    """Seeded times for the scheduled faults, spread over the first 80 % of the soak."""
+    """Seeded times for the scheduled faults, spread between 10 % and 80 % of the soak."""
     kinds = rng.sample(SCHEDULED, len(SCHEDULED))
     slot = 0.7 * SECONDS / len(kinds)
     return [(0.1 * SECONDS + slot * (i + rng.random()), k) for i, k in enumerate(kinds)]
@@ -199,15 +204,15 @@ def report(ledger: Ledger, elapsed: float, services: str) -> str:
     return "\n".join(lines)
 
 
-async def test_chaos_soak(stack: Stack, chaos_services: object) -> None:
+async def test_chaos_soak(stack: Stack, chaos_services: Any) -> None:
     """Long because the soak is one loop with its checks; the steps are helpers above."""
     rng = random.Random(SEED)
     print(f"\nchaos soak seed {SEED} (replay: CODEHUB_CHAOS_SEED={SEED})")
-    engine = getattr(chaos_services, "docker", None)
+    engine = chaos_services.docker
     services = "private PostgreSQL, private S3, " + (
         f"private Docker engine (bridge {engine.bridge})"
         if engine
-        else f"shared Docker engine ({getattr(chaos_services, 'docker_skip', '')})"
+        else f"shared Docker engine, not restarted: {chaos_services.docker_skip}"
     )
     stack.wait_leader(stack.start_coordinator("chaos-a"))
     stack.start_coordinator("chaos-b")
