@@ -411,6 +411,7 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         fig.rss_after = rss_mb()
         if args.tracemalloc:
             print_allocations()
+        log(f"RSS {fig.rss_after:.0f} MB; after gc and malloc_trim: {trimmed_rss():.0f} MB")
         fig.idle_s = wall1 - wall0
         fig.idle_cpu_pct = 100 * (cpu1 - cpu0) / fig.idle_s
         fig.health_passes = passes1 - passes0
@@ -487,6 +488,17 @@ async def ttl_and_gc_passes(fig: Figures, leader: Any, fakes: CountingFakes) -> 
     fig.gc_objects = Counter(objects.calls)
     fig.gc_queries = report.queries
     await api.close()
+
+
+def trimmed_rss() -> float:
+    """RSS once freed memory is handed back (glibc only): how much of RSS is live."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_mb()
 
 
 def print_allocations() -> None:
