@@ -37,6 +37,7 @@ from codehub.crd_like.store.interface import (
 )
 from codehub.crd_like.store.pg.admission import PgAdmissionView
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL, columns
+from codehub.crd_like.store.pg.swaps import Batcher
 from codehub.crd_like.store.pg.watch import Hub, LogRow
 from codehub.vocabulary.timestamps import now_rfc3339, rfc3339_before
 
@@ -79,10 +80,13 @@ _ROW_SQL: dict[Mode, str] = {
 }
 
 
-def _write_query(mode: Mode, *, cas: bool = False) -> bytes:
+def _write_query(mode: Mode, *, cas: bool = False, skip_locked: bool = False) -> bytes:
     """``cas``: the compare-and-swap form for a body known from this process's cache.
     The object row is locked first (as a read-modify-write does), and only if it still
-    holds the expected revision; otherwise no revision is allocated and no row returns."""
+    holds the expected revision; otherwise no revision is allocated and no row returns.
+    ``skip_locked``: a row another transaction holds counts as changed, for batches,
+    whose transaction holds the counter while it locks the next row (waiting there for
+    a writer that waits for the counter would deadlock)."""
     prev = "NULL::jsonb" if mode == "insert" else (
         "(SELECT body FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
         " AND name = %(name)s)"
@@ -91,7 +95,8 @@ def _write_query(mode: Mode, *, cas: bool = False) -> bytes:
     if cas:
         lock = (
             "WITH k AS (SELECT 1 FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
-            " AND name = %(name)s AND resource_version = %(expected)s FOR UPDATE),"
+            " AND name = %(name)s AND resource_version = %(expected)s FOR UPDATE"
+            f"{' SKIP LOCKED' if skip_locked else ''}),"
         )
         only_if = " AND EXISTS (SELECT 1 FROM k)"
     return (
@@ -109,6 +114,36 @@ def _write_query(mode: Mode, *, cas: bool = False) -> bytes:
 
 _WRITE_SQL: dict[Mode, bytes] = {m: _write_query(m) for m in ("insert", "update", "delete")}
 _CAS_UPDATE_SQL = _write_query("update", cas=True)
+_CAS_BATCH_SQL = _write_query("update", cas=True, skip_locked=True)
+
+
+async def swap_one(pool: Pool, params: dict[str, Any]) -> int | None:
+    """One compare-and-swap update: the new revision, or None (the row changed)."""
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute(_CAS_UPDATE_SQL, params, prepare=True)
+            row = await cur.fetchone()
+    except psycopg.errors.DataError as exc:
+        raise _invalid(exc) from exc
+    return None if row is None else int(row[0])
+
+
+async def swap_many(pool: Pool, batch: list[dict[str, Any]]) -> list[int | None]:
+    """Several compare-and-swap updates in one pipeline, one implicit transaction. Any
+    error but a lost connection rolled all of them back, so each goes the locked way
+    (None), where an invalid body fails alone."""
+    try:
+        async with pool.connection() as conn:
+            async with conn.pipeline():
+                curs = [await conn.execute(_CAS_BATCH_SQL, p, prepare=True) for p in batch]
+            rows = [await cur.fetchone() for cur in curs]
+    except psycopg.errors.TransactionRollbackError:
+        return [None] * len(batch)  # rolled back (a deadlock, say): nothing committed
+    except psycopg.OperationalError:
+        raise  # the connection is gone: whether it committed is unknown
+    except psycopg.Error:
+        return [None] * len(batch)
+    return [None if row is None else int(row[0]) for row in rows]
 
 
 def _params(kind: str, ns: str, name: str, type_: str, text: str, obj: Obj, mode: Mode
@@ -192,6 +227,15 @@ class Recent:
     def __init__(self, size: int = 4096) -> None:
         self._size = max(0, size)
         self._items: OrderedDict[Key, tuple[int, str]] = OrderedDict()
+        self._swaps: Batcher[dict[str, Any], int | None] | None = None
+
+    def swaps(self, pool: Pool) -> Batcher[dict[str, Any], int | None]:
+        """The group commit of the compare-and-swap updates of these bodies."""
+        if self._swaps is None:
+            self._swaps = Batcher(
+                lambda params: swap_one(pool, params), lambda batch: swap_many(pool, batch)
+            )
+        return self._swaps
 
     def get(self, key: Key) -> tuple[int, str] | None:
         hit = self._items.get(key)
@@ -271,16 +315,10 @@ async def _update_cached(
     new_text = encode(plan.obj)
     params = _params(kind, ns, name, "MODIFIED", new_text, plan.obj, "update")
     params["expected"] = expected
-    try:
-        async with pool.connection() as conn:
-            cur = await conn.execute(_CAS_UPDATE_SQL, params, prepare=True)
-            row = await cur.fetchone()
-    except psycopg.errors.DataError as exc:
-        raise _invalid(exc) from exc
-    if row is None:
+    rev = await recent.swaps(pool).run(params)
+    if rev is None:
         recent.drop(key)
         return None
-    rev = int(row[0])
     recent.put(key, rev, new_text)
     return sem.with_revision(plan.obj, rev), LogRow(rev, kind, ns, "MODIFIED", new_text, text)
 
