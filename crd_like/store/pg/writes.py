@@ -137,7 +137,11 @@ async def swap_many(pool: Pool, batch: list[dict[str, Any]]) -> list[int | None]
             async with conn.pipeline():
                 curs = [await conn.execute(_CAS_BATCH_SQL, p, prepare=True) for p in batch]
             rows = [await cur.fetchone() for cur in curs]
-    except psycopg.errors.TransactionRollbackError:
+    except (
+        psycopg.errors.TransactionRollback,
+        psycopg.errors.SerializationFailure,
+        psycopg.errors.DeadlockDetected,
+    ):
         return [None] * len(batch)  # rolled back (a deadlock, say): nothing committed
     except psycopg.OperationalError:
         raise  # the connection is gone: whether it committed is unknown
