@@ -11,39 +11,30 @@ which answers exactly as it always has.
 The endpoint lives under the proxy's own pages namespace (``/w/-/``), so the API's
 authentication middleware leaves it alone; it answers only a request carrying the shared
 secret that nginx adds (clients never learn it; nginx blanks the header on everything
-it forwards), and 404 otherwise, as if it did not exist.
+it forwards from clients), and 404 otherwise, as if it did not exist.
 """
 
 from __future__ import annotations
-
-import hmac
-import os
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from .activity import WorkspaceRef
+from .edge_trust import EDGE_SECRET_KEY, SECRET_ENV, SECRET_HEADER, edge_secret, from_edge
 from .forward import strip_session_cookie
 from .gate import authenticate, endpoint_of, find_workspace
 from .routing import PAGES_NAMESPACE, PREFIX, Forward, route
 from .state import Caller, state_of
 
+__all__ = ["EDGE_AUTH_PATH", "EDGE_POOLS_PATH", "SECRET_ENV", "SECRET_HEADER", "add_route"]
+
 EDGE_AUTH_PATH = f"{PREFIX}{PAGES_NAMESPACE}/edge-auth"
 #: The running workspaces' loopback endpoints, for the edge's keep-alive pools.
 EDGE_POOLS_PATH = f"{PREFIX}{PAGES_NAMESPACE}/edge-pools"
-SECRET_HEADER = "X-Codehub-Edge-Secret"
-#: The edge's secret; unset means no edge, and the endpoint does not exist.
-SECRET_ENV = "CODEHUB_EDGE_SECRET"
 #: The only upstream host the edge may be sent to: published ports on loopback.
 LOOPBACK = "127.0.0.1"
 _ORIGINAL = "X-Original-"
 _PASSED = ("Host", "Cookie", "Authorization", "Accept", "Origin")
-
-EDGE_SECRET_KEY: web.AppKey[bytes] = web.AppKey("codehub_edge_secret")
-
-
-def edge_secret() -> bytes:
-    return os.environ.get(SECRET_ENV, "").encode()
 
 
 def add_route(app: web.Application) -> None:
@@ -53,9 +44,7 @@ def add_route(app: web.Application) -> None:
 
 
 def _check_secret(request: web.Request) -> None:
-    secret = request.app[EDGE_SECRET_KEY]
-    given = request.headers.get(SECRET_HEADER, "").encode()
-    if not secret or not hmac.compare_digest(given, secret):
+    if not from_edge(request):
         raise web.HTTPNotFound()
 
 

@@ -43,12 +43,15 @@ class EdgeConfig:
     upstreams: tuple[str, ...] = ()
 
 
-def _app_headers() -> str:
+def _app_headers(cfg: EdgeConfig) -> str:
+    """Towards the server: the secret tells it the forwarded headers are nginx's own."""
     return f"""
       proxy_set_header Host $http_host;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $codehub_connection;
-      proxy_set_header {SECRET_HEADER} "";"""
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header {SECRET_HEADER} "{cfg.secret}";"""
 
 
 def _auth_location(cfg: EdgeConfig) -> str:
@@ -109,10 +112,13 @@ def _server(cfg: EdgeConfig) -> str:
     return f"""  server {{
 {_listen(cfg)}
     location / {{
-      proxy_pass http://codehub_app;{_app_headers()}
+      proxy_pass http://codehub_app;{_app_headers(cfg)}
+    }}
+    location ^~ {PREFIX}{PAGES_NAMESPACE}/edge- {{
+      return 404;
     }}
     location {PREFIX}{PAGES_NAMESPACE}/ {{
-      proxy_pass http://codehub_app;{_app_headers()}
+      proxy_pass http://codehub_app;{_app_headers(cfg)}
     }}
     location {PREFIX} {{
       auth_request /_codehub_edge_auth;
@@ -135,7 +141,7 @@ def _server(cfg: EdgeConfig) -> str:
       proxy_redirect ~^(/(?!/).*)$ $codehub_prefix$1;
     }}
     location @app {{
-      proxy_pass http://codehub_app;{_app_headers()}
+      proxy_pass http://codehub_app;{_app_headers(cfg)}
     }}{_auth_location(cfg)}
   }}"""
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from . import pages
+from .edge_trust import SECRET_HEADER, from_edge
 from .routing import Forward, redact
 from .session import COOKIE_NAME
 
@@ -38,6 +39,7 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-prefix",
+    SECRET_HEADER.lower(),
 }
 CHUNK = 64 * 1024
 #: Bodies up to this size (with a Content-Length) are read whole and sent in one write.
@@ -71,8 +73,13 @@ def upstream_headers(request: web.Request, fwd: Forward) -> CIMultiDict[str]:
         out.add(key, value)
     peer = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
-    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    out["X-Forwarded-Proto"] = request.scheme
+    edge = from_edge(request)
+    if edge and prior:  # nginx already appended the client
+        out["X-Forwarded-For"] = prior
+    else:
+        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    scheme = request.headers.get("X-Forwarded-Proto") if edge else None
+    out["X-Forwarded-Proto"] = scheme or request.scheme
     out["X-Forwarded-Host"] = request.headers.get("Host", "")
     out["X-Forwarded-Prefix"] = fwd.prefix
     return out

@@ -315,3 +315,28 @@ async def test_pools_name_running_loopback_endpoints_only(
         await asyncio.sleep(0.05)
     assert pools == (host_port(upstream.url),)
     assert await asyncio.to_thread(fetch_pools, app, "wrong secret") is None
+
+
+async def test_python_forwards_behind_the_edge_keep_the_clients_forwarded_headers(
+    edge_factory: Callable[..., Awaitable[Edge]], upstream: Upstream
+) -> None:
+    """A ``localhost`` endpoint is not one nginx may reach (127.0.0.1 only): the Python
+    proxy forwards it, and still names the client and HTTPS, never the edge."""
+    edge = await edge_factory()
+    await edge.cluster.workspace("alice", "ws", upstream.url.replace("127.0.0.1", "localhost"))
+    headers = {**ALICE, "X-Forwarded-For": "10.9.8.7", SECRET_HEADER: "client-made"}
+    async with edge.get("/w/alice/ws/via-python?x=1", headers=headers) as resp:
+        assert resp.status == 200
+        seen = await resp.json()
+    assert seen["raw_path"] == "/via-python?x=1"
+    fwd = {k.lower(): v for k, v in seen["headers"].items()}
+    assert fwd["x-forwarded-proto"] == "https"
+    assert fwd["x-forwarded-for"] == "10.9.8.7, 127.0.0.1"
+    assert fwd["x-forwarded-host"] == edge.host
+    assert SECRET_HEADER.lower() not in fwd
+    assert "authorization" not in fwd
+    direct = edge.cluster.replicas[0].client
+    resp = await direct.get("/w/alice/ws/direct", headers={**headers, "X-Forwarded-Proto": "https"})
+    fwd = {k.lower(): v for k, v in (await resp.json())["headers"].items()}
+    assert fwd["x-forwarded-proto"] == "http", "without the secret nothing is trusted"
+    assert fwd["x-forwarded-for"] == "10.9.8.7, 127.0.0.1"
