@@ -340,3 +340,35 @@ async def test_python_forwards_behind_the_edge_keep_the_clients_forwarded_header
     fwd = {k.lower(): v for k, v in (await resp.json())["headers"].items()}
     assert fwd["x-forwarded-proto"] == "http", "without the secret nothing is trusted"
     assert fwd["x-forwarded-for"] == "10.9.8.7, 127.0.0.1"
+
+
+async def test_real_workspace_container_through_the_edge(
+    edge_factory: Callable[..., Awaitable[Edge]], workspace_container: str
+) -> None:
+    edge = await edge_factory(upstreams=(host_port(workspace_container),))
+    await edge.cluster.workspace("alice", "ws", workspace_container)
+    async with edge.get("/w/alice/ws/healthz", headers=ALICE) as resp:
+        assert resp.status == 200
+        assert (await resp.text()).strip() == "ok"
+    async with edge.get("/w/alice/ws/echo?x=1", headers=ALICE) as resp:
+        text = await resp.text()
+    assert "uri=/echo?x=1" in text, text
+    url = yarl.URL(edge.base.replace("https://", "wss://") + "/w/alice/ws/ws")
+    async with edge.session.ws_connect(url, headers=ALICE, ssl=edge.tls) as sock:
+        await sock.send_str("hello through the edge")
+        msg = await sock.receive(timeout=30)
+        assert msg.type == aiohttp.WSMsgType.TEXT
+        assert msg.data.strip() == "hello through the edge"
+
+
+async def test_api_watch_streams_through_the_edge(
+    edge_factory: Callable[..., Awaitable[Edge]], upstream: Upstream
+) -> None:
+    """The API behind the edge is unbuffered: a watch event arrives while the stream is open."""
+    edge = await edge_factory()
+    path = "/apis/codehub.io/v1alpha1/namespaces/alice/workspaces?watch=true"
+    async with edge.get(path, headers=ALICE) as resp:
+        assert resp.status == 200
+        await edge.cluster.workspace("alice", "watched", upstream.url)
+        line = await asyncio.wait_for(resp.content.readline(), 30)
+    assert b'"watched"' in line, line
