@@ -14,7 +14,6 @@ from pathlib import Path
 
 from .edge import EDGE_AUTH_PATH, SECRET_HEADER
 from .routing import LINK_PATH, PAGES_NAMESPACE, PREFIX
-from .session import COOKIE_NAME
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def _auth_location(cfg: EdgeConfig) -> str:
       proxy_buffering on;
       proxy_cache codehub_auth;
       proxy_cache_lock on;
-      proxy_cache_key "$http_authorization|$cookie_{COOKIE_NAME}|$http_upgrade|$request_uri";
+      proxy_cache_key "$http_authorization|$http_cookie|$http_upgrade|$request_uri";
       proxy_cache_valid 200 {cfg.auth_cache}s;
       proxy_ignore_headers Cache-Control Expires Set-Cookie;"""
     return f"""

@@ -276,6 +276,10 @@ async def test_auth_cache_reuses_answers_briefly(
     assert any(b"/w/alice/ws/same" in entry for entry in cached if entry), "nothing cached"
     async with edge.get("/w/alice/ws/same", headers=bearer("bob")) as resp:
         assert resp.status == 404, "another credential is never served a cached answer"
+    for theme in ("dark", "light"):
+        async with edge.get("/w/alice/ws/same", headers={**ALICE, "Cookie": f"t={theme}"}) as resp:
+            seen = {k.lower(): v for k, v in (await resp.json())["headers"].items()}
+        assert seen["cookie"] == f"t={theme}", "the app gets the cookies of this request"
     async with edge.get("/w/alice/ws/same", headers={**ALICE, "Upgrade": "websocket"}) as resp:
         assert resp.status != 200 or "raw_path" not in await resp.text()
 
