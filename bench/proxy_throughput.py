@@ -16,8 +16,15 @@ Then, in one run:
    second replica started with ``--insecure-http`` on the same database: the same proxy
    without TLS, to tell TLS cost from the proxy's own. Goals: proxy >= 0.7x the direct
    throughput and p50 at most +2 ms.
+   The native edge (docs/adr/0012-native-edge.md) in the same rounds: nginx on HTTPS in
+   front of that replica, asking it who may pass and moving the bytes itself over a
+   keep-alive pool to the container: "edge" asks on every request, "cached" reuses the
+   answer for 1 s (the ``codehub edge`` default); extra lines: "cached_http" without TLS,
+   "unpooled" with a new upstream connection per request. Their CPU figure is the
+   Python replica's only (nginx not counted).
 2. WebSocket: sequential echo round trips, direct (ws://) and through the proxy (wss://,
-   and ws:// on the plain-HTTP replica).
+   and ws:// on the plain-HTTP replica; wss:// through the edge, which hands WebSockets
+   to the Python proxy).
 3. Wake: a page load (GET, Accept: text/html) of a STANDBY workspace, then polling its
    URL until the workspace itself answers: navigation to first workspace byte. Against
    ``docker run -d`` of the same image until its first byte. The loading page probes
@@ -54,7 +61,7 @@ from api_write_throughput import cpu_seconds
 from watch_latency import REPO, Server, free_port
 
 from codehub.crd_like.proxy.edge_conf import EdgeConfig
-from codehub.crd_like.proxy.edge_run import EdgeProcess
+from codehub.crd_like.proxy.edge_run import EdgeProcess, nginx_binary
 
 IMAGE = "codehub/workspace-test:local"
 NS = "bench"
@@ -330,8 +337,9 @@ async def bench_http(
             "direct": (direct.replace("http://", "ws://") + "/", {}),
             "proxy": (api.base.replace("https://", "wss://") + root, urls["proxy"][1]),
             "plain": (plain_server.url.replace("http://", "ws://") + root, urls["plain"][1]),
-            "edge": (edges["edge"].url.replace("https://", "wss://") + root, urls["edge"][1]),
         }
+        if "edge" in edges:
+            ws["edge"] = (edges["edge"].url.replace("https://", "wss://") + root, urls["edge"][1])
         for side, (url, kw) in ws.items():
             out[f"{side}_ws"] = [await ws_round_trip(client, url, args.requests, **kw)]
     return out
@@ -396,6 +404,8 @@ def report(fig: dict[str, list[float]], woke: list[float], raw: list[float]) -> 
     rounds = len(fig["direct_rps"])
     print(f"HTTP GET /healthz, {rounds} alternating rounds, same client and concurrency:")
     for side, what in SIDES:
+        if side + "_rps" not in fig:  # no nginx here: no edge sides
+            continue
         cpu = f"   server CPU {med(fig[side + '_cpu_ms']):.2f} ms/req" if side != "direct" else ""
         if side in ("edge", "cached", "cached_http", "unpooled"):
             cpu = f"   Python CPU {med(fig[side + '_cpu_ms']):.2f} ms/req (nginx not counted)"
@@ -410,6 +420,8 @@ def report(fig: dict[str, list[float]], woke: list[float], raw: list[float]) -> 
         ("unpooled", "native edge, 1 s cache, no upstream pool"),
     )
     for side, label in labels:
+        if side + "_rps" not in fig:
+            continue
         ratios = [p / d for p, d in zip(fig[side + "_rps"], fig["direct_rps"], strict=True)]
         extras = [p - d for p, d in zip(fig[side + "_p50"], fig["direct_p50"], strict=True)]
         print(
@@ -418,11 +430,14 @@ def report(fig: dict[str, list[float]], woke: list[float], raw: list[float]) -> 
             f"   p50 {med(extras):+.2f} ms (goal <= +2 ms)"
         )
     d = fig["direct_ws"][0]
+    edge = ""
+    if "edge_ws" in fig:
+        e = fig["edge_ws"][0]
+        edge = f"   edge (wss, Python behind) {e:.2f} ms ({e - d:+.2f} ms)"
     print(
         f"WebSocket echo p50  direct {d:.2f} ms   proxy (wss) {fig['proxy_ws'][0]:.2f} ms"
         f" ({fig['proxy_ws'][0] - d:+.2f} ms)   plain-HTTP proxy (ws)"
-        f" {fig['plain_ws'][0]:.2f} ms ({fig['plain_ws'][0] - d:+.2f} ms)"
-        f"   edge (wss, Python behind) {fig['edge_ws'][0]:.2f} ms ({fig['edge_ws'][0] - d:+.2f} ms)"
+        f" {fig['plain_ws'][0]:.2f} ms ({fig['plain_ws'][0] - d:+.2f} ms){edge}"
     )
     if woke and raw:
         w, r = med(woke), med(raw)
@@ -451,12 +466,15 @@ async def main(args: argparse.Namespace) -> None:
             _, direct = await asyncio.to_thread(run_container, labels)
             pool = (direct.removeprefix("http://"),)
             work = Path(tmp)
-            edges.update(
-                edge=Edge(server, plain_server, work / "edge", 0, pools=pool),
-                cached=Edge(server, plain_server, work / "cached", 1, pools=pool),
-                cached_http=Edge(server, plain_server, work / "cached_http", 1, False, pool),
-                unpooled=Edge(server, plain_server, work / "unpooled", 1),
-            )
+            if nginx_binary() is None:
+                print("nginx is not installed: no native-edge sides", file=sys.stderr)
+            else:
+                edges.update(
+                    edge=Edge(server, plain_server, work / "edge", 0, pools=pool),
+                    cached=Edge(server, plain_server, work / "cached", 1, pools=pool),
+                    cached_http=Edge(server, plain_server, work / "cached_http", 1, False, pool),
+                    unpooled=Edge(server, plain_server, work / "unpooled", 1),
+                )
             for edge in edges.values():
                 edge.start()
             headers = {"Authorization": f"Bearer {server.token}"}
