@@ -33,11 +33,10 @@ import docker.errors
 from codehub.adapters import naming
 from codehub.adapters.config import DockerConfig
 from codehub.adapters.docker_client import DockerEngine, scoped_labels
+from codehub.adapters.storage_jobs import DATA, LABEL_JOB_KIND, ROLE_JOB
 
 log = logging.getLogger(__name__)
 
-ROLE_JOB = "job"
-LABEL_JOB_KIND = "codehub.io/job"
 OWNER = "1000:1000"
 
 
@@ -149,7 +148,7 @@ class HomeOwnership:
             user=naming.WORKSPACE_USER,
             labels=self._labels(uid, "home-owner"),
             host_config=api.create_host_config(
-                binds={volume: {"bind": "/data", "mode": "rw"}},
+                binds={volume: {"bind": DATA, "mode": "rw"}},
                 network_mode="none",
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
