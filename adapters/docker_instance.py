@@ -115,7 +115,7 @@ class DockerInstanceController(InstanceController):
         self.pull_missing_images = pull_missing_images
         self.poll_interval = poll_interval
         self._http: aiohttp.ClientSession | None = None
-        self.home = HomeOwnership(config, self.engine)
+        self.home = HomeOwnership(config)
 
     @property
     def engine_calls(self) -> int:

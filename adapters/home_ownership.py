@@ -32,7 +32,7 @@ import docker.errors
 
 from codehub.adapters import naming
 from codehub.adapters.config import DockerConfig
-from codehub.adapters.docker_client import DockerEngine, scoped_labels
+from codehub.adapters.docker_client import scoped_labels
 from codehub.adapters.storage_jobs import DATA, LABEL_JOB_KIND, ROLE_JOB
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,11 @@ def remove_quietly(client: docker.DockerClient, cid: str, *, anonymous: bool = F
 
 class HomeOwnership:
     """Makes sure the workspace container's first mount of a fresh volume gives its root
-    to 1000:1000, at no engine call for images whose own ``/home/coder`` does."""
+    to 1000:1000, without any container of its own for images whose ``/home/coder`` does
+    (after the first check of the image)."""
 
-    def __init__(self, config: DockerConfig, engine: DockerEngine) -> None:
+    def __init__(self, config: DockerConfig) -> None:
         self.config = config
-        self.engine = engine
         self._owns_home: dict[str, bool] = {}
         self._lock = threading.Lock()
 
