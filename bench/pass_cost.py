@@ -37,7 +37,7 @@ async def seed(database_url: str, n: int, fakes: CountingFakes) -> None:
     rows = []
     for i in range(n):
         ns, name, uid = f"u{i % 20:03d}", f"ws-{i:06d}", str(uuid.uuid4())
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "codehub.io/v1alpha1",
             "kind": "Workspace",
             "metadata": {
@@ -48,12 +48,13 @@ async def seed(database_url: str, n: int, fakes: CountingFakes) -> None:
             "spec": {"desired_state": "RUNNING", "image_ref": "bench:latest"},
             "status": {
                 "observed_status": "RUNNING", "display": "RUNNING", "operation": "NONE",
-                "observed_at": now, "endpoint": f"http://127.0.0.1:{20000 + i % 40000}",
+                "observed_at": now,
             },
         }  # fmt: skip
-        rows.append((ns, name, uid, ns, json.dumps(body)))
         await fakes.storage.provision(uid)
         await fakes.instances.start(InstanceSpec(uid, "bench:latest"))
+        body["status"]["endpoint"] = f"http://127.0.0.1:{fakes.instances.containers[uid].port}"
+        rows.append((ns, name, uid, ns, json.dumps(body)))
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         async with conn.cursor() as cur:
             await cur.executemany(
@@ -80,7 +81,7 @@ async def timed(name: str, api_calls: CountingApi, fakes: CountingFakes, fn: Any
     return result, cpu
 
 
-async def measure(n: int) -> None:
+async def measure(n: int, profile: bool = False) -> None:
     from prometheus_client import CollectorRegistry
 
     from codehub.adapters.fake_object_store import MemoryObjectStore
@@ -116,6 +117,15 @@ async def measure(n: int) -> None:
         print(f"    written {report.written}, refreshed {report.refreshed}, unwritten "
               f"{report.unwritten}, failures {report.failures}")  # fmt: skip
         report, hm_cpu = await timed("HealthMonitor pass 2", api_calls, fakes, monitor.pass_once)
+        if profile:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
+            await monitor.pass_once()
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
         queued: list[tuple[str, str]] = []
 
         class Gate:
@@ -161,9 +171,10 @@ def main() -> None:
     p.add_argument(
         "--workspaces", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 10000]
     )
+    p.add_argument("--profile", action="store_true", help="cProfile a steady HealthMonitor pass")
     args = p.parse_args()
     for n in args.workspaces:
-        asyncio.run(measure(n))
+        asyncio.run(measure(n, args.profile))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ class HealthMonitor:
         ctx = self.ctx
         listing = await ctx.api.list(None)
         items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
-        self._note_observed_at(items)  # before the engine: a failed pass still knows ages
+        written_at = self._note_observed_at(items)  # before the engine: ages survive a failure
         try:
             instances, volumes = await asyncio.gather(
                 ctx.instances.list_instances(), ctx.storage.list_volumes()
@@ -108,7 +108,7 @@ class HealthMonitor:
             await self._observe_terminal(items)
             raise
         report.workspaces = len(items)
-        refresh = self._refreshes(items)
+        refresh = self._refreshes(written_at)
         counts: Counter[tuple[str, str]] = Counter()
         live: set[str] = set()
         for obj in items:
@@ -171,16 +171,14 @@ class HealthMonitor:
         self._observed_at[uid] = now
         return seen
 
-    def _refreshes(self, items: list[Obj]) -> set[str]:
-        """The unchanged workspaces whose ``observed_at`` this pass rewrites: the oldest
-        past the refresh period, within the pass's budget."""
+    def _refreshes(self, written_at: dict[str, datetime]) -> set[str]:
+        """The unchanged workspaces whose ``observed_at`` (``written_at``, by uid) this
+        pass rewrites: the oldest past the refresh period, within the pass's budget."""
         now = self.ctx.clock.now()
-        ages = {
-            _uid(obj): age for obj in items if (age := observer.observed_age(obj, now)) is not None
-        }
+        ages = {uid: (now - at).total_seconds() for uid, at in written_at.items()}
         period = observer.refresh_after(self.ctx)
         interval = self.ctx.settings.health_monitor_interval
-        budget = observer.refresh_budget(len(items), interval, period)
+        budget = observer.refresh_budget(len(written_at), interval, period)
         return observer.due_refreshes(ages, period, budget)
 
     async def _observe_terminal(self, items: list[Obj]) -> None:
@@ -203,17 +201,26 @@ class HealthMonitor:
             self._observed_at[seen.uid] = self.ctx.clock.now()
         return seen
 
-    def _note_observed_at(self, items: list[Obj]) -> None:
-        """Ages come from the resource: what any leader wrote counts."""
+    def _note_observed_at(self, items: list[Obj]) -> dict[str, datetime]:
+        """Ages come from the resource: what any leader wrote counts. Answers each
+        workspace's ``observed_at`` by uid (those that have one), parsed once per pass."""
+        written_at: dict[str, datetime] = {}
         for obj in items:
             at = parse_rfc3339((obj.get("status") or {}).get("observed_at"))
+            if at is None:
+                continue
             uid = _uid(obj)
-            if at is not None and (uid not in self._observed_at or at > self._observed_at[uid]):
+            written_at[uid] = at
+            if uid not in self._observed_at or at > self._observed_at[uid]:
                 self._observed_at[uid] = at
+        return written_at
 
     def _overdue(self, obj: Obj) -> bool:
         """A non-terminal operation older than its timeout: the reconciler should have
         recorded a Timeout error by now (docs/errors.md), so something is stuck."""
+        operation = (obj.get("status") or {}).get("operation")
+        if not operation or operation == Operation.NONE.value:
+            return False  # most workspaces, most of the time: no need to parse the rest
         try:
             w = View.of(obj)
         except (TypeError, ValueError):
