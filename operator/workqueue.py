@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -89,7 +89,9 @@ class WorkQueue(Generic[K]):
         self.clock: Clock = clock or SystemClock()
         self.limiter: RateLimiter[K] = limiter or RateLimiter()
         self.metrics: QueueMetrics = metrics or _NoMetrics()
-        self._queue: deque[K] = deque()
+        #: Ready keys in FIFO order, each at most once: an ordered set, so taking a key
+        #: out of the middle (``begin``) is O(1), not a scan of every queued key.
+        self._queue: OrderedDict[K, None] = OrderedDict()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._added_at: dict[K, float] = {}
@@ -108,7 +110,7 @@ class WorkQueue(Generic[K]):
         self._added_at.setdefault(key, self.clock.monotonic())
         if key in self._processing:
             return
-        self._queue.append(key)
+        self._queue[key] = None
         self._changed()
 
     def add_after(self, key: K, delay: float) -> None:
@@ -141,7 +143,7 @@ class WorkQueue(Generic[K]):
         if key in self._dirty:
             self._dirty.discard(key)
             self._added_at.pop(key, None)
-            self._queue.remove(key)
+            self._queue.pop(key, None)
             self._changed()
         self._processing.add(key)
         return True
@@ -151,7 +153,7 @@ class WorkQueue(Generic[K]):
         self._promote()
         if self._shut or not self._queue:
             return None
-        key = self._queue.popleft()
+        key, _ = self._queue.popitem(last=False)
         self._processing.add(key)
         self._dirty.discard(key)
         added = self._added_at.pop(key, None)
@@ -174,7 +176,7 @@ class WorkQueue(Generic[K]):
         """Processing of ``key`` finished: re-queue it if it was added meanwhile."""
         self._processing.discard(key)
         if key in self._dirty and not self._shut:
-            self._queue.append(key)
+            self._queue[key] = None
             self._changed()
 
     def shutdown(self) -> None:

@@ -75,6 +75,24 @@ def test_begin_takes_a_key_directly_and_refuses_a_busy_one() -> None:
     assert q.get_nowait() == "a"  # the refused begin is not lost
 
 
+def test_begin_from_the_middle_keeps_the_others_in_order() -> None:
+    """An event source takes keys out of the middle of a long queue (a safety-net pass
+    queued thousands); the rest keep their FIFO order and each comes out once."""
+    q, _, _ = make()
+    for key in "abcdef":
+        q.add(key)
+    assert q.begin("d")
+    assert q.begin("b")
+    assert len(q) == 4
+    q.add("b")  # added again while processing: dirty, not queued twice
+    assert [q.get_nowait() for _ in range(4)] == ["a", "c", "e", "f"]
+    assert q.get_nowait() is None
+    q.done("b")
+    q.done("d")
+    assert q.get_nowait() == "b"  # re-queued at the end, once
+    assert q.get_nowait() is None
+
+
 def test_add_after_waits_for_the_clock() -> None:
     q, clock, m = make()
     q.add_after("a", 5)
