@@ -132,7 +132,7 @@ class HomeOwnership:
         try:
             if self.image_owns_home(client, image_id, uid):
                 return True
-        except docker.errors.APIError as exc:
+        except (docker.errors.APIError, tarfile.TarError, OSError) as exc:
             log.warning("image %s: %s not checked (%s)", image_ref, naming.HOME_MOUNT, exc)
         self._job_image_copy_up(client, uid)
         return False

@@ -129,3 +129,16 @@ def test_an_image_not_present_yet_is_left_to_the_pull() -> None:
     client: Any = _Client(api)
     assert home.prepare(client, "u1", "missing", None) is True
     assert api.created == []
+
+
+def test_a_check_that_cannot_tell_means_the_job_copy_up() -> None:
+    class Broken(_Api):
+        def _get(self, cid: str, **_: Any) -> _Response:
+            raise OSError("engine went away mid-read")
+
+    api = Broken({"img": header()})
+    home = HomeOwnership(DockerConfig(job_image="job-image"))
+    client: Any = _Client(api)
+    assert home.prepare(client, "u1", "img", None) is False
+    assert api.created == [("img", "home-check"), ("job-image", "home-owner")]
+    assert sorted(api.removed) == ["c0", "c1"]
