@@ -75,7 +75,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         edge.start()
     except EdgeError as exc:
         raise CliError(str(exc)) from None
-    out(f"codehub edge: https://{cfg.listen}/ -> server http://{args.app} (nginx pid {edge.pid})")
+    out(f"codehub edge: https://{cfg.listen}/ -> server http://{args.app} (nginx pid {edge.pid})\n")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -95,9 +95,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_arguments(
-    p: argparse.ArgumentParser, listen_arg: Callable[[str], tuple[str, int]]
-) -> None:
+def add_arguments(p: argparse.ArgumentParser, listen_arg: Callable[[str], tuple[str, int]]) -> None:
     p.add_argument(
         "--listen",
         type=listen_arg,
