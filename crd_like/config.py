@@ -56,6 +56,9 @@ class ApiConfig:
     #: Workspace proxy (docs/proxy.md): HMAC key of session cookies and sign-in links,
     #: shared by every replica; empty = generated once under ``state_dir`` (dev only).
     session_secret: str = field(default="", repr=False)
+    #: Shared with ``codehub edge`` (docs/proxy.md, "The native edge"); empty = no edge:
+    #: its endpoints do not exist and no forwarded header is trusted.
+    edge_secret: str = field(default="", repr=False)
     session_ttl: float = 8 * 3600.0
     signin_link_ttl: float = 60.0
     #: At most one ``status.last_access_at`` write per workspace per this many seconds.
@@ -116,6 +119,7 @@ class ApiConfig:
             ),
             metrics_public=(text("CODEHUB_METRICS_PUBLIC") or "").lower() in ("1", "true"),
             session_secret=text("CODEHUB_SESSION_SECRET") or "",
+            edge_secret=text("CODEHUB_EDGE_SECRET") or "",
             session_ttl=number("CODEHUB_SESSION_TTL", defaults.session_ttl, float),
             signin_link_ttl=min(
                 60.0, number("CODEHUB_SIGNIN_LINK_TTL", defaults.signin_link_ttl, float)

@@ -90,7 +90,7 @@ def add_routes(
     app.router.add_get(LINK_PATH + "{token}", signin.use_link)
     app.router.add_post(signin.LINKS_PATH, signin.mint_link)
     app.router.add_get(events.ROUTE, events.workspace_events)
-    edge.add_route(app)
+    edge.add_route(app, config.edge_secret)
     app.router.add_route("*", "/w", proxy)
     app.router.add_route("*", PREFIX + "{tail:.*}", proxy)
     app.cleanup_ctx.append(_lifecycle(state, owns_store=activity is None))

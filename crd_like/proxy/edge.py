@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .activity import WorkspaceRef
-from .edge_trust import EDGE_SECRET_KEY, SECRET_ENV, SECRET_HEADER, edge_secret, from_edge
+from .edge_trust import EDGE_SECRET_KEY, SECRET_ENV, SECRET_HEADER, from_edge
 from .forward import strip_session_cookie
 from .gate import authenticate, endpoint_of, find_workspace
 from .routing import PAGES_NAMESPACE, PREFIX, Forward, route
@@ -37,8 +37,8 @@ _ORIGINAL = "X-Original-"
 _PASSED = ("Host", "Cookie", "Authorization", "Accept", "Origin")
 
 
-def add_route(app: web.Application) -> None:
-    app[EDGE_SECRET_KEY] = edge_secret()
+def add_route(app: web.Application, secret: str) -> None:
+    app[EDGE_SECRET_KEY] = secret.encode()
     app.router.add_get(EDGE_AUTH_PATH, edge_auth)
     app.router.add_get(EDGE_POOLS_PATH, edge_pools)
 

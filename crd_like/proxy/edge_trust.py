@@ -9,19 +9,15 @@ naming nginx as the client (docs/proxy.md, "The native edge").
 from __future__ import annotations
 
 import hmac
-import os
 
 from aiohttp import web
 
 SECRET_HEADER = "X-Codehub-Edge-Secret"
-#: The edge's secret; unset means no edge: its endpoints do not exist, nothing is trusted.
+#: Where the settings read the edge's secret (``ApiConfig.edge_secret``); unset means no
+#: edge: its endpoints do not exist, nothing is trusted.
 SECRET_ENV = "CODEHUB_EDGE_SECRET"
 
 EDGE_SECRET_KEY: web.AppKey[bytes] = web.AppKey("codehub_edge_secret")
-
-
-def edge_secret() -> bytes:
-    return os.environ.get(SECRET_ENV, "").encode()
 
 
 def from_edge(request: web.Request) -> bool:

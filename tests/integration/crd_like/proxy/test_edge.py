@@ -20,7 +20,7 @@ import pytest
 import yarl
 from proxykit import Cluster, Upstream, bearer
 
-from codehub.crd_like.proxy.edge import EDGE_AUTH_PATH, SECRET_ENV, SECRET_HEADER
+from codehub.crd_like.proxy.edge import EDGE_AUTH_PATH, SECRET_HEADER
 from codehub.crd_like.proxy.edge_conf import EdgeConfig
 from codehub.crd_like.proxy.edge_run import EdgeProcess, nginx_binary
 from codehub.crd_like.proxy.routing import LINK_PATH
@@ -77,15 +77,13 @@ class Edge:
 
 @pytest.fixture
 async def edge_factory(
-    monkeypatch: pytest.MonkeyPatch,
     cluster_factory: Callable[..., Awaitable[Cluster]],
     tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Awaitable[Edge]]]:
-    monkeypatch.setenv(SECRET_ENV, EDGE_SECRET)
     made: list[Edge] = []
 
     async def make(upstreams: tuple[str, ...] = (), auth_cache: int = 0) -> Edge:
-        cluster = await cluster_factory(1)
+        cluster = await cluster_factory(1, edge_secret=EDGE_SECRET)
         cert, key = ensure_certificate(tmp_path / "state")
         cfg = EdgeConfig(
             listen=f"127.0.0.1:{free_port()}",

@@ -41,13 +41,11 @@ def alive(pid: int) -> bool:
 
 
 async def test_edge_command_serves_refreshes_pools_and_stops_nginx(
-    monkeypatch: pytest.MonkeyPatch,
     cluster_factory: Callable[..., Awaitable[Cluster]],
     upstream: Upstream,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    cluster = await cluster_factory(1)
+    cluster = await cluster_factory(1, edge_secret=SECRET)
     await cluster.workspace("alice", "ws", upstream.url)
     state = tmp_path / "state"
     env = {**os.environ, SECRET_ENV: SECRET, "CODEHUB_STATE_DIR": str(state)}
