@@ -215,7 +215,12 @@ async def bench(args: argparse.Namespace) -> dict[str, list[tuple[float, float]]
     )
     bench_id = uuid.uuid4().hex[:8]
     labels = {"codehub.io/bench": bench_id}
-    limits = {"MAX_RUNNING_PER_USER": "1000", "MAX_RUNNING_GLOBAL": "1000"}
+    limits = {
+        "MAX_RUNNING_PER_USER": "1000",
+        "MAX_RUNNING_GLOBAL": "1000",
+        # As deployed with the operator: new workspaces carry its finalizer (docs/api.md).
+        "CODEHUB_FINALIZER_ON_CREATE": "1",
+    }
     raw = Raw(env["DOCKER_HOST"], labels)
     raw_names: list[str] = []
     results: dict[str, list[tuple[float, float]]] = {t: [] for t in TRANSITIONS}

@@ -70,6 +70,9 @@ class ApiConfig:
     #: How long a request waits for a free database connection (503 beyond); during an
     #: outage the store's breaker answers at once instead (docs/operations.md).
     database_acquire_timeout: float = 10.0
+    #: Put the operator's finalizer on every new workspace (a mutating admission step);
+    #: kopf then handles the create on the ADDED event instead of PATCHing it first.
+    finalizer_on_create: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -132,6 +135,8 @@ class ApiConfig:
             database_acquire_timeout=number(
                 "CODEHUB_DB_ACQUIRE_TIMEOUT", defaults.database_acquire_timeout, float
             ),
+            finalizer_on_create=(text("CODEHUB_FINALIZER_ON_CREATE") or "").lower()
+            in ("1", "true"),
         )
 
 

@@ -34,6 +34,7 @@ from .managed_fields import MAX_MANAGER_LENGTH, manager_of, record_update
 from .patch import PatchError, PatchFormatError, json_patch, merge_patch
 from .status import ApiError, bad_request
 from .validation import (
+    OPERATOR_FINALIZER,
     SERVER_METADATA,
     check_identity,
     finish,
@@ -124,6 +125,22 @@ def _check_patch_type(request: web.Request, rk: ResourceKind, name: str) -> None
         )
 
 
+def add_operator_finalizer(meta: dict[str, Any]) -> None:
+    """Put the operator's finalizer on a new workspace, as a mutating admission step would.
+
+    The operator would add it anyway before acting (kopf PATCHes its finalizer on the
+    first event and only handles the workspace on the next one); present from the start,
+    kopf runs the create handler on the ADDED event, one write and one watch round trip
+    sooner (docs/adr/0009-lifecycle-and-scale-performance.md). A list the client sent is
+    kept, the finalizer appended; anything else there is left to validation to refuse.
+    """
+    finalizers = meta.get("finalizers")
+    if finalizers is None:
+        meta["finalizers"] = [OPERATOR_FINALIZER]
+    elif isinstance(finalizers, list) and OPERATOR_FINALIZER not in finalizers:
+        finalizers.append(OPERATOR_FINALIZER)
+
+
 def create_handler(rk: ResourceKind) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         namespace = request.match_info["namespace"]
@@ -146,6 +163,8 @@ def create_handler(rk: ResourceKind) -> Handler:
             body.pop("status", None)
             recovery.strip(body)
             body["spec"] = apply_spec_defaults(body.get("spec"), spec_defaults(request))
+            if ctx.config.finalizer_on_create:
+                add_operator_finalizer(meta)
         validate(rk, body, check_status=False)
         name = meta["name"]
         stamp_managed_fields(rk, field_manager(request), None, body, None)
