@@ -364,7 +364,12 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
                 "apiVersion": "codehub.io/v1alpha1",
                 "kind": "Workspace",
                 "metadata": {"name": f"ws-{i:05d}", "namespace": ns},
-                "spec": {"desired_state": "RUNNING", "image_ref": "bench:latest"},
+                # Nobody uses them: no standby TTL, or it acts during a long run's idle window.
+                "spec": {
+                    "desired_state": "RUNNING",
+                    "image_ref": "bench:latest",
+                    "standby_ttl_seconds": 0,
+                },
             }
             async with sem:
                 await admin.create(ns, body)
