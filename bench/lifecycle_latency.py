@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -43,6 +44,9 @@ from _common import REPO, free_port, service_env
 from scale import local_server, log
 
 IMAGE = "codehub/workspace-test:local"
+#: Wall-clock time each workspace's create was answered, and the create -> claim gaps.
+CREATED_AT: dict[str, float] = {}
+GAPS: list[float] = []
 COORDINATOR_CODE = (
     "import json, sys\n"
     "from codehub.operator.coordinator import run_coordinator\n"
@@ -150,8 +154,23 @@ async def codehub_apply(api: Any, ns: str, name: str) -> float:
     }
     t0 = time.monotonic()
     created = await api.create(ns, body)
+    CREATED_AT[name] = time.time()
     await wait_for(api, ns, name, created["metadata"]["resourceVersion"], "RUNNING")
     return time.monotonic() - t0
+
+
+def claim_gaps(logf: Path) -> list[float]:
+    """Seconds from the API's answer to a create to the coordinator's PROVISIONING claim,
+    from the log's millisecond timestamps (same clock, same machine)."""
+    gaps = []
+    for line in logf.read_text(errors="replace").splitlines():
+        if ": claimed PROVISIONING" not in line:
+            continue
+        name = line.split("bench/", 1)[-1].split(":", 1)[0]
+        if name in CREATED_AT and name != "warmup":
+            stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            gaps.append(stamp.timestamp() - CREATED_AT[name])
+    return gaps
 
 
 async def codehub_desired(api: Any, ns: str, name: str, desired: str) -> float:
@@ -246,6 +265,7 @@ async def bench(args: argparse.Namespace) -> dict[str, list[tuple[float, float]]
                 while (await api.list("bench"))["items"] and time.monotonic() < deadline:
                     await asyncio.sleep(1)
         finally:
+            GAPS.extend(claim_gaps(logf))
             coord.terminate()
             try:
                 coord.wait(60)
@@ -288,6 +308,12 @@ def report(results: dict[str, list[tuple[float, float]]], rounds: int) -> None:
         print(
             f"    ratio {ratio:.2f}x ({verdict} the {GOAL}x goal), "
             f"control-plane overhead {mo - mr:+.3f}s"
+        )
+    if GAPS:
+        print(
+            f"  create answered -> PROVISIONING claimed: median "
+            f"{statistics.median(GAPS) * 1000:.0f}"
+            f" ms, min {min(GAPS) * 1000:.0f} ms, max {max(GAPS) * 1000:.0f} ms"
         )
 
 

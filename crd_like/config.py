@@ -76,6 +76,7 @@ class ApiConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
+        """Long because it is one flat list: a variable per field, each with its default."""
         env = os.environ if env is None else env
         text = functools.partial(_text, env)
         number = functools.partial(_number, env)

@@ -1,14 +1,21 @@
 """core/v1 Events for workspace transitions, so `codehub describe` tells the story.
 
 Posting is best effort: an event that cannot be posted is logged and dropped, never
-allowed to fail or delay a reconcile beyond one API call.
+allowed to fail a reconcile. Inside ``posting_behind`` (the reconciler's scope) a post
+runs as a task beside the next status write instead of before it, so the events of a
+transition cost its critical path no round trip; the scope awaits them before it ends
+(docs/adr/0009-lifecycle-and-scale-performance.md). The event's timestamps are taken
+when it is built, so `codehub describe` orders them as they happened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from codehub.operator.context import Obj, OperatorContext
@@ -25,6 +32,7 @@ OPERATION_FAILED = "OperationFailed"
 DATA_LOST = "DataLost"
 
 _MAX_MESSAGE = 1024
+_behind: ContextVar[list[asyncio.Task[None]] | None] = ContextVar("kube_events", default=None)
 
 
 def build_event(
@@ -65,6 +73,32 @@ async def post(
     ctx: OperatorContext, obj: Obj, reason: str, message: str, type_: EventType = "Normal"
 ) -> None:
     event = build_event(ctx, obj, reason, message, type_)
+    pending = _behind.get()
+    if pending is not None:
+        pending.append(asyncio.create_task(_post(ctx, event, reason)))
+        return
+    await _post(ctx, event, reason)
+
+
+@contextlib.asynccontextmanager
+async def posting_behind() -> AsyncIterator[None]:
+    """Events posted within run beside the caller's next steps; all are awaited (or, if
+    the caller is cancelled, cancelled) before the scope ends."""
+    pending: list[asyncio.Task[None]] = []
+    token = _behind.set(pending)
+    try:
+        yield
+    except BaseException:
+        for task in pending:
+            task.cancel()
+        raise
+    finally:
+        _behind.reset(token)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _post(ctx: OperatorContext, event: Obj, reason: str) -> None:
     try:
         await ctx.api.post_event(event["metadata"]["namespace"], event)
         ctx.metrics.events_posted.labels(reason=reason).inc()

@@ -83,11 +83,41 @@ class _Again(Outcome):
     latest: Obj | None = None
 
 
+@dataclass(frozen=True)
+class _LostClaim(Outcome):
+    """A claim refused because another operation holds the workspace (as far as the
+    step's copy can tell: a copy the caller lent may simply have been stale)."""
+
+
 async def reconcile(ctx: OperatorContext, obj: Mapping[str, Any]) -> Outcome:
     """Converge one workspace as far as possible now; see the module docstring."""
     meta = obj.get("metadata") or {}
     ns, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
-    known: Obj | None = None
+    async with kube_events.posting_behind():
+        return await _steps(ctx, ns, name, uid, _untouched(obj))
+
+
+def _untouched(obj: Mapping[str, Any]) -> Obj | None:
+    """The caller's whole copy when the operator has never written this workspace (a
+    spec and no status: a create event's body), so the first step need not read it
+    again. Safe even if it went stale meanwhile: the first write such a step makes is a
+    claim or an error record, both compare-and-set on this copy's resourceVersion; a
+    refused claim, or a step that found nothing to do, is decided again from a fresh read
+    (``_steps``). Only a whole object: the gate's workers pass bare metadata, which says
+    nothing of status."""
+    meta = obj.get("metadata")
+    if (
+        obj.get("status")
+        or not isinstance(obj.get("spec"), Mapping)
+        or not isinstance(meta, Mapping)
+        or not meta.get("resourceVersion")
+    ):
+        return None
+    return dict(obj)
+
+
+async def _steps(ctx: OperatorContext, ns: str, name: str, uid: str, known: Obj | None) -> Outcome:
+    borrowed = known is not None
     for _ in range(MAX_STEPS):
         try:
             outcome = await _step(ctx, ns, name, uid, known)
@@ -97,6 +127,12 @@ async def reconcile(ctx: OperatorContext, obj: Mapping[str, Any]) -> Outcome:
             log.exception("reconcile of %s/%s failed unexpectedly", ns, name)
             outcome = Outcome("retry", delay=ctx.settings.reconciler_interval, detail="bug")
         known = outcome.latest if isinstance(outcome, _Again) else None
+        if borrowed and (isinstance(outcome, _LostClaim) or outcome.detail == "converged"):
+            # Nothing claimed on the caller's copy, which may be stale (a desired state
+            # changed since): decide again from a fresh read before saying so.
+            borrowed = False
+            continue
+        borrowed = False
         if outcome is AGAIN or isinstance(outcome, _Again):
             continue
         ctx.metrics.reconcile_total.labels(
@@ -213,7 +249,7 @@ async def _after_lost_claim(ctx: OperatorContext, w: View) -> Outcome:
         return Outcome("retry", delay=1.0, detail="lost")
     if fresh.operation is w.operation and fresh.op_id == w.op_id:
         return AGAIN  # an unrelated write (observation, metadata) moved the version
-    return Outcome("done", operation=fresh.operation, detail="lost")
+    return _LostClaim("done", operation=fresh.operation, detail="lost")
 
 
 async def _continue(ctx: OperatorContext, w: View, facts: Facts) -> Outcome:
