@@ -129,6 +129,8 @@ def _child_env(paths: Paths, base: _Base, server_url: str) -> dict[str, str]:
         "CODEHUB_CA_FILE": str(base.cert),
         "CODEHUB_SERVER": server_url,
         "CODEHUB_SCOPE_LABELS": ",".join(f"{k}={v}" for k, v in stack_scope(paths).items()),
+        # The stack always runs the operator: new workspaces carry its finalizer at once.
+        "CODEHUB_FINALIZER_ON_CREATE": "true",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("CODEHUB_TOKEN", None)
