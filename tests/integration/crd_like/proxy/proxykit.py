@@ -151,10 +151,10 @@ def _upstream_app(up: Upstream) -> web.Application:
 
 
 async def raw_request(
-    host: str, port: int, target: str, headers: dict[str, str]
+    host: str, port: int, target: str, headers: dict[str, str], ssl: Any = None
 ) -> tuple[int, bytes]:
     """Send ``target`` exactly as written (clients would normalise it); status and body."""
-    reader, writer = await asyncio.open_connection(host, port)
+    reader, writer = await asyncio.open_connection(host, port, ssl=ssl)
     lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())

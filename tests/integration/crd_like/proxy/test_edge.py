@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yarl
-from proxykit import Cluster, Upstream, bearer
+from proxykit import Cluster, Upstream, bearer, raw_request
 
 from codehub.crd_like.proxy.edge import EDGE_AUTH_PATH, SECRET_HEADER
 from codehub.crd_like.proxy.edge_conf import EdgeConfig
@@ -64,15 +64,7 @@ class Edge:
     async def raw(self, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
         """``target`` exactly as written, over TLS (clients would normalise it)."""
         host, _, port = self.host.rpartition(":")
-        reader, writer = await asyncio.open_connection(host, int(port), ssl=self.tls)
-        lines = [f"GET {target} HTTP/1.1", f"Host: {self.host}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        await writer.drain()
-        data = await reader.read()
-        writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1]), body
+        return await raw_request(host, int(port), target, headers, ssl=self.tls)
 
 
 @pytest.fixture
