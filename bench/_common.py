@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,3 +52,16 @@ def admin_database_url() -> str | None:
     if not url:
         print('set CODEHUB_DATABASE_URL (eval "$(scripts/dev-services up)")', file=sys.stderr)
     return url or None
+
+
+async def insert_running_rows(conn: Any, rows: list[tuple[str, str, str, str, str]]) -> None:
+    """Seed RUNNING workspaces straight into the store's ``objects`` table, with the typed
+    columns the store keeps beside the body: ``(namespace, name, uid, owner, body_json)``.
+    Thousands in a second, where creating them through the API would take minutes."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation,"
+            " owner, desired_state, observed_status, operation, body) VALUES"
+            " ('workspaces', %s, %s, %s, 1, 1, %s, 'RUNNING', 'RUNNING', 'NONE', %s)",
+            rows,
+        )

@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import Any
 
-from _common import service_env
+from _common import insert_running_rows, service_env
 
 Obj = dict[str, Any]
 
@@ -47,13 +47,7 @@ async def seed(database_url: str, n: int, namespaces: int) -> None:
                 "status": {"observed_status": "RUNNING", "operation": "NONE"},
             }
             rows.append((ns, name, uid, ns, json.dumps(body)))
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation,"
-                " owner, desired_state, observed_status, operation, body) VALUES"
-                " ('workspaces', %s, %s, %s, 1, 1, %s, 'RUNNING', 'RUNNING', 'NONE', %s)",
-                rows,
-            )
+        await insert_running_rows(conn, rows)
         await conn.execute("VACUUM ANALYZE objects")
 
 

@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from typing import Any, cast
 
-from _common import service_env
+from _common import insert_running_rows, service_env
 from scale import CountingApi, CountingFakes, cpu_seconds, local_server, rss_mb, trimmed_rss
 
 
@@ -56,13 +56,7 @@ async def seed(database_url: str, n: int, fakes: CountingFakes) -> None:
         body["status"]["endpoint"] = f"http://127.0.0.1:{fakes.instances.containers[uid].port}"
         rows.append((ns, name, uid, ns, json.dumps(body)))
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation,"
-                " owner, desired_state, observed_status, operation, body) VALUES"
-                " ('workspaces', %s, %s, %s, 1, 1, %s, 'RUNNING', 'RUNNING', 'NONE', %s)",
-                rows,
-            )
+        await insert_running_rows(conn, rows)
         await conn.execute("UPDATE revision_counter SET rev = 1")
 
 
