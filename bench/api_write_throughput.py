@@ -83,7 +83,10 @@ async def raw_phase(server: Server, bodies: list[dict[str, object]], seconds: fl
 
 
 async def api_writer(
-    session: aiohttp.ClientSession, server: Server, name: str, until: float,
+    session: aiohttp.ClientSession,
+    server: Server,
+    name: str,
+    until: float,
     latencies: list[float],
 ) -> int:
     done = 0
@@ -152,9 +155,7 @@ async def run(args: argparse.Namespace, servers: list[Server]) -> None:
         await api_writer(session, server, "w0", time.perf_counter() + args.seconds, single)
         p50, p99 = percentile(single, 0.5), percentile(single, 0.99)
         ratio = statistics.median(api / raw for raw, api in results)
-        print(
-            f"single writer PATCH: {len(single)} requests, p50 {p50:.2f} ms  p99 {p99:.2f} ms"
-        )
+        print(f"single writer PATCH: {len(single)} requests, p50 {p50:.2f} ms  p99 {p99:.2f} ms")
         print(
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
             f"goals: ratio >= 0.25 (median of rounds {ratio:.3f}: "
@@ -169,7 +170,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=2, help="raw/API pairs")
     parser.add_argument(
-        "--servers", type=int, default=1,
+        "--servers",
+        type=int,
+        default=1,
         help="API server processes on the one database, writers spread over them",
     )
     args = parser.parse_args()

@@ -317,9 +317,7 @@ def main() -> int:
     parser.add_argument("--watchers", type=int, default=8)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--writes", type=int, default=100, help="per writer")
-    parser.add_argument(
-        "--rate", type=float, default=20.0, help="writes/s per writer; 0: flat out"
-    )
+    parser.add_argument("--rate", type=float, default=20.0, help="writes/s per writer; 0: flat out")
     parser.add_argument("--list-objects", type=int, default=0)
     args = parser.parse_args()
     admin_url = admin_database_url()

@@ -93,8 +93,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if not stuck:
         return
     frames = sys._current_frames()
-    sys.stderr.write(f"\nERROR: {len(stuck)} thread(s) still running after the test session; "
-                     "exiting without waiting for them:\n")
+    sys.stderr.write(
+        f"\nERROR: {len(stuck)} thread(s) still running after the test session; "
+        "exiting without waiting for them:\n"
+    )
     for t in stuck:
         frame = frames.get(t.ident or -1)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "?\n"
@@ -126,11 +128,16 @@ def _wake_idle_executor_workers() -> None:
 def _dev_services_up() -> dict[str, str]:
     proc = subprocess.run(
         [str(REPO / "scripts" / "dev-services"), "up"],
-        stdout=subprocess.PIPE, text=True, cwd=REPO, check=False,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        check=False,
     )
     if proc.returncode != 0:
-        pytest.fail(f"scripts/dev-services up failed (exit {proc.returncode}); see stderr above",
-                    pytrace=False)
+        pytest.fail(
+            f"scripts/dev-services up failed (exit {proc.returncode}); see stderr above",
+            pytrace=False,
+        )
     env: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         words = shlex.split(line)
@@ -177,7 +184,9 @@ def test_images(service_env: dict[str, str]) -> dict[str, str]:
     """Builds (or confirms) the local images; maps image folder name to image reference."""
     proc = subprocess.run(
         [str(REPO / "scripts" / "build-test-images")],
-        env={**os.environ, **service_env}, cwd=REPO, check=False,
+        env={**os.environ, **service_env},
+        cwd=REPO,
+        check=False,
     )
     if proc.returncode != 0:
         pytest.fail("scripts/build-test-images failed; see its output above", pytrace=False)
@@ -271,8 +280,12 @@ def _minio(env: dict[str, str]) -> Any:
     from minio import Minio
 
     url = urlparse(env["CODEHUB_S3_ENDPOINT"])
-    return Minio(url.netloc, access_key=env["CODEHUB_S3_ACCESS_KEY"],
-                 secret_key=env["CODEHUB_S3_SECRET_KEY"], secure=url.scheme == "https")
+    return Minio(
+        url.netloc,
+        access_key=env["CODEHUB_S3_ACCESS_KEY"],
+        secret_key=env["CODEHUB_S3_SECRET_KEY"],
+        secure=url.scheme == "https",
+    )
 
 
 def _remove_bucket(client: Any, name: str) -> None:
@@ -282,7 +295,7 @@ def _remove_bucket(client: Any, name: str) -> None:
         return
     objects = [DeleteObject(o.object_name) for o in client.list_objects(name, recursive=True)]
     for i in range(0, len(objects), 500):
-        for err in client.remove_objects(name, objects[i:i + 500]):
+        for err in client.remove_objects(name, objects[i : i + 500]):
             sys.stderr.write(f"cleanup: could not delete {err.name}\n")
     client.remove_bucket(name)
 
@@ -318,8 +331,9 @@ def _cleanup_run() -> None:
         import psycopg
 
         with psycopg.connect(env["CODEHUB_DATABASE_URL"], autocommit=True) as conn:
-            rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                (f"{RUN_ID}%",)).fetchall()
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{RUN_ID}%",)
+            ).fetchall()
             for (name,) in rows:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     except Exception as exc:

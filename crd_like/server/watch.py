@@ -267,9 +267,7 @@ async def stream_watch(
             await stream.response.prepare(request)
             with tracked_stream(request):
                 limit = float(timeout) if timeout else ctx.config.default_watch_timeout
-                await stream.run(
-                    events, initial, since, send_initial, limit, line_cache(ctx.store)
-                )
+                await stream.run(events, initial, since, send_initial, limit, line_cache(ctx.store))
         except ConnectionResetError:
             pass
         finally:

@@ -153,8 +153,13 @@ class PostgresStore(Store):
     ) -> builtins.list[Obj]:
         """Indexed typed-column query for controllers (TTL scans, GC, admission)."""
         return await reads.list_by(
-            self._pool, kind, namespace=namespace, desired_state=desired_state,
-            observed_status=observed_status, operation=operation, deleting=deleting,
+            self._pool,
+            kind,
+            namespace=namespace,
+            desired_state=desired_state,
+            observed_status=observed_status,
+            operation=operation,
+            deleting=deleting,
         )
 
     async def current_revision(self) -> int:
@@ -176,8 +181,15 @@ class PostgresStore(Store):
         admit: AdmissionCheck | None = None,
     ) -> Obj:
         return await writes.update(
-            self._pool, self._hub, self._recent, kind, namespace, name, mutate,
-            subresource, admit,
+            self._pool,
+            self._hub,
+            self._recent,
+            kind,
+            namespace,
+            name,
+            mutate,
+            subresource,
+            admit,
         )
 
     async def delete(
@@ -190,8 +202,14 @@ class PostgresStore(Store):
         expected_uid: str | None = None,
     ) -> tuple[Obj, bool]:
         return await writes.delete(
-            self._pool, self._hub, self._recent, kind, namespace, name,
-            expected_resource_version, expected_uid,
+            self._pool,
+            self._hub,
+            self._recent,
+            kind,
+            namespace,
+            name,
+            expected_resource_version,
+            expected_uid,
         )
 
     async def expire(self, kind: str, older_than_seconds: float, *, batch: int = 500) -> int:

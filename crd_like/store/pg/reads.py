@@ -36,8 +36,14 @@ async def get(pool: Pool, kind: str, namespace: str | None, name: str) -> Obj:
 
 
 def _current_rows(
-    kind: str, ns: sql.Composable, ns_params: list[Any], filters: sql.Composable,
-    fparams: list[Any], order: sql.Composable, lim: sql.Composable, lim_params: list[Any],
+    kind: str,
+    ns: sql.Composable,
+    ns_params: list[Any],
+    filters: sql.Composable,
+    fparams: list[Any],
+    order: sql.Composable,
+    lim: sql.Composable,
+    lim_params: list[Any],
 ) -> tuple[sql.Composable, list[Any]]:
     """The first page: the objects as they are now."""
     inner = sql.SQL(
@@ -47,8 +53,14 @@ def _current_rows(
 
 
 def _rows_as_of(
-    token: sem.ContinueToken, kind: str, ns: sql.Composable, ns_params: list[Any],
-    filters: sql.Composable, fparams: list[Any], order: sql.Composable, lim: sql.Composable,
+    token: sem.ContinueToken,
+    kind: str,
+    ns: sql.Composable,
+    ns_params: list[Any],
+    filters: sql.Composable,
+    fparams: list[Any],
+    order: sql.Composable,
+    lim: sql.Composable,
     lim_params: list[Any],
 ) -> tuple[sql.Composable, list[Any]]:
     """A later page: the state as of the token's revision, current rows not written
@@ -71,16 +83,28 @@ def _rows_as_of(
         " WHERE prev_body IS NOT NULL) ch WHERE true{after}{f}{order}{lim})"
     ).format(ns=ns, after=after, f=filters, order=order, lim=lim)
     params = [
-        kind, token.revision, *ns_params,
-        kind, *ns_params, *after_params, *fparams, *lim_params,
-        *after_params, *fparams, *lim_params,
+        kind,
+        token.revision,
+        *ns_params,
+        kind,
+        *ns_params,
+        *after_params,
+        *fparams,
+        *lim_params,
+        *after_params,
+        *fparams,
+        *lim_params,
     ]
     return inner, params
 
 
 def _page_query(
-    kind: str, namespace: str | None, selectors: Selectors | None, fetch: int | None,
-    token: sem.ContinueToken | None, raw: bool,
+    kind: str,
+    namespace: str | None,
+    selectors: Selectors | None,
+    fetch: int | None,
+    token: sem.ContinueToken | None,
+    raw: bool,
 ) -> tuple[sql.Composable, list[Any]]:
     """One snapshot: head and floor of the counter beside the page's rows."""
     filters, fparams = body_filters(selectors)
@@ -92,11 +116,11 @@ def _page_query(
     # final order is made in Python, so an unlimited list never sorts wide rows.
     order = sql.SQL(" ORDER BY namespace, name") if fetch is not None else sql.SQL("")
     if token is None:
-        inner, params = _current_rows(
-            kind, ns, ns_params, filters, fparams, order, lim, lim_params)
+        inner, params = _current_rows(kind, ns, ns_params, filters, fparams, order, lim, lim_params)
     else:
         inner, params = _rows_as_of(
-            token, kind, ns, ns_params, filters, fparams, order, lim, lim_params)
+            token, kind, ns, ns_params, filters, fparams, order, lim, lim_params
+        )
     query = sql.SQL(
         "SELECT c.rev, c.compact_rev, s.namespace, s.name, s.body{cast}"
         " FROM revision_counter c LEFT JOIN LATERAL ({inner}) s ON true"

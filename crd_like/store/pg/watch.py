@@ -35,12 +35,26 @@ class LogRow:
     only for what a watcher reads, and each watcher gets its own object by parsing the
     text, which is several times cheaper than ``copy.deepcopy`` of the decoded body."""
 
-    __slots__ = ("_body", "_prev", "body_text", "kind", "namespace", "prev_text",
-                 "revision", "type")
+    __slots__ = (
+        "_body",
+        "_prev",
+        "body_text",
+        "kind",
+        "namespace",
+        "prev_text",
+        "revision",
+        "type",
+    )
 
     def __init__(
-        self, revision: int, kind: str, namespace: str, type_: str, body_text: str,
-        prev_text: str | None, prev: Obj | None = None,
+        self,
+        revision: int,
+        kind: str,
+        namespace: str,
+        type_: str,
+        body_text: str,
+        prev_text: str | None,
+        prev: Obj | None = None,
     ) -> None:
         self.revision = revision
         self.kind = kind
@@ -328,8 +342,13 @@ async def _read_log(
 
 
 async def _from_database(
-    pool: Pool, hub: Hub, kind: str, namespace: str | None, examined: int,
-    selectors: Selectors | None, with_prev: bool,
+    pool: Pool,
+    hub: Hub,
+    kind: str,
+    namespace: str | None,
+    examined: int,
+    selectors: Selectors | None,
+    with_prev: bool,
 ) -> tuple[list[WatchEvent], int]:
     """One batch of catch-up below the cache: the events and the revision examined."""
     head, floor, rows = await _read_log(pool, kind, namespace, examined, with_prev)
@@ -366,8 +385,13 @@ def _from_cache(
 
 
 async def watch(
-    pool: Pool, hub: Hub, kind: str, since: int, namespace: str | None,
-    selectors: Selectors | None, bookmark_interval: float | None,
+    pool: Pool,
+    hub: Hub,
+    kind: str,
+    since: int,
+    namespace: str | None,
+    selectors: Selectors | None,
+    bookmark_interval: float | None,
 ) -> AsyncIterator[WatchEvent]:
     """Every change of ``kind`` after ``since``, in revision order, with bookmarks."""
     with_prev = selectors is not None and bool(
@@ -382,7 +406,8 @@ async def watch(
             raise sem.gone(examined, hub.db_floor)
         if examined < hub.cache_floor:
             events, examined = await _from_database(
-                pool, hub, kind, namespace, examined, selectors, with_prev)
+                pool, hub, kind, namespace, examined, selectors, with_prev
+            )
             any_cached = True
         else:
             events, examined, any_cached = _from_cache(hub, kind, namespace, examined, selectors)

@@ -74,8 +74,7 @@ _ROW_SQL: dict[Mode, str] = {
         " WHERE kind = %(kind)s AND namespace = %(ns)s AND name = %(name)s"
     ),
     "delete": (
-        "DELETE FROM objects"
-        " WHERE kind = %(kind)s AND namespace = %(ns)s AND name = %(name)s"
+        "DELETE FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s AND name = %(name)s"
     ),
 }
 
@@ -87,9 +86,13 @@ def _write_query(mode: Mode, *, cas: bool = False, skip_locked: bool = False) ->
     ``skip_locked``: a row another transaction holds counts as changed, for batches,
     whose transaction holds the counter while it locks the next row (waiting there for
     a writer that waits for the counter would deadlock)."""
-    prev = "NULL::jsonb" if mode == "insert" else (
-        "(SELECT body FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
-        " AND name = %(name)s)"
+    prev = (
+        "NULL::jsonb"
+        if mode == "insert"
+        else (
+            "(SELECT body FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
+            " AND name = %(name)s)"
+        )
     )
     lock, only_if = "", ""
     if cas:
@@ -150,14 +153,20 @@ async def swap_many(pool: Pool, batch: list[dict[str, Any]]) -> list[int | None]
     return [None if row is None else int(row[0]) for row in rows]
 
 
-def _params(kind: str, ns: str, name: str, type_: str, text: str, obj: Obj, mode: Mode
-            ) -> dict[str, Any]:
-    params: dict[str, Any] = {"kind": kind, "ns": ns, "name": name, "type": type_,
-                              "body": text}
+def _params(
+    kind: str, ns: str, name: str, type_: str, text: str, obj: Obj, mode: Mode
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"kind": kind, "ns": ns, "name": name, "type": type_, "body": text}
     if mode != "delete":
         c = columns(obj)
-        params.update(uid=c.uid, gen=c.generation, ds=c.desired_state,
-                      os=c.observed_status, op=c.operation, dt=c.deletion_timestamp)
+        params.update(
+            uid=c.uid,
+            gen=c.generation,
+            ds=c.desired_state,
+            os=c.observed_status,
+            op=c.operation,
+            dt=c.deletion_timestamp,
+        )
     return params
 
 
@@ -267,7 +276,11 @@ class _NoCountView(AdmissionView):
 
 
 async def _create(
-    pool: Pool, hub: Hub, recent: Recent, kind: str, obj: Obj,
+    pool: Pool,
+    hub: Hub,
+    recent: Recent,
+    kind: str,
+    obj: Obj,
     admit: AdmissionCheck | None,
 ) -> Obj:
     namespace = (obj.get("metadata") or {}).get("namespace")
@@ -293,8 +306,12 @@ async def _create(
 
 
 async def _update_cached(
-    pool: Pool, recent: Recent, key: Key, mutate: Mutator,
-    subresource: Literal["status"] | None, admit: AdmissionCheck | None,
+    pool: Pool,
+    recent: Recent,
+    key: Key,
+    mutate: Mutator,
+    subresource: Literal["status"] | None,
+    admit: AdmissionCheck | None,
 ) -> tuple[Obj, LogRow] | None:
     """The one-statement update on the cached body; None: do it the locked way.
 
@@ -328,8 +345,14 @@ async def _update_cached(
 
 
 async def _update(
-    pool: Pool, hub: Hub, recent: Recent, kind: str, namespace: str | None,
-    name: str, mutate: Mutator, subresource: Literal["status"] | None,
+    pool: Pool,
+    hub: Hub,
+    recent: Recent,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    mutate: Mutator,
+    subresource: Literal["status"] | None,
     admit: AdmissionCheck | None,
 ) -> Obj:
     ns = sem.ns_key(namespace)
@@ -358,8 +381,14 @@ async def _update(
 
 
 async def _delete(
-    pool: Pool, hub: Hub, recent: Recent, kind: str, namespace: str | None,
-    name: str, expected_resource_version: str | None, expected_uid: str | None,
+    pool: Pool,
+    hub: Hub,
+    recent: Recent,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    expected_resource_version: str | None,
+    expected_uid: str | None,
 ) -> tuple[Obj, bool]:
     ns = sem.ns_key(namespace)
     recent.drop((kind, ns, name))
@@ -385,7 +414,11 @@ async def _delete(
 
 
 async def create(
-    pool: Pool, hub: Hub, recent: Recent, kind: str, obj: Obj,
+    pool: Pool,
+    hub: Hub,
+    recent: Recent,
+    kind: str,
+    obj: Obj,
     admit: AdmissionCheck | None,
 ) -> Obj:
     with hub.writing():
@@ -393,29 +426,49 @@ async def create(
 
 
 async def update(
-    pool: Pool, hub: Hub, recent: Recent, kind: str, namespace: str | None,
-    name: str, mutate: Mutator, subresource: Literal["status"] | None,
+    pool: Pool,
+    hub: Hub,
+    recent: Recent,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    mutate: Mutator,
+    subresource: Literal["status"] | None,
     admit: AdmissionCheck | None,
 ) -> Obj:
     with hub.writing():
-        return await _update(
-            pool, hub, recent, kind, namespace, name, mutate, subresource, admit
-        )
+        return await _update(pool, hub, recent, kind, namespace, name, mutate, subresource, admit)
 
 
 async def delete(
-    pool: Pool, hub: Hub, recent: Recent, kind: str, namespace: str | None,
-    name: str, expected_resource_version: str | None, expected_uid: str | None,
+    pool: Pool,
+    hub: Hub,
+    recent: Recent,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    expected_resource_version: str | None,
+    expected_uid: str | None,
 ) -> tuple[Obj, bool]:
     with hub.writing():
         return await _delete(
-            pool, hub, recent, kind, namespace, name, expected_resource_version,
+            pool,
+            hub,
+            recent,
+            kind,
+            namespace,
+            name,
+            expected_resource_version,
             expected_uid,
         )
 
 
 async def expire(
-    pool: Pool, hub: Hub, recent: Recent, kind: str, older_than_seconds: float,
+    pool: Pool,
+    hub: Hub,
+    recent: Recent,
+    kind: str,
+    older_than_seconds: float,
     batch: int,
 ) -> int:
     """Delete objects of ``kind`` created more than ``older_than_seconds`` ago, each with
@@ -434,9 +487,7 @@ async def expire(
             keys = await cur.fetchall()
         for ns, name in keys:
             with contextlib.suppress(NotFound):
-                _, gone = await delete(
-                    pool, hub, recent, kind, ns or None, name, None, None
-                )
+                _, gone = await delete(pool, hub, recent, kind, ns or None, name, None, None)
                 removed += int(gone)
         if len(keys) < batch:
             return removed

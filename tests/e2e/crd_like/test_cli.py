@@ -232,7 +232,13 @@ async def test_get_table_yaml_json_and_errors(cli: Cli, api_server: Any) -> None
         assert row[1] == "STANDBY"
         wide = cli.ok("get", "ws", name, "-o", "wide").splitlines()
         assert wide[0].split()[6:] == [
-            "IMAGE", "OP_ID", "ERRORS", "REASON", "LAST-ACTIVITY", "CONNS", "IDLE-ACTION"
+            "IMAGE",
+            "OP_ID",
+            "ERRORS",
+            "REASON",
+            "LAST-ACTIVITY",
+            "CONNS",
+            "IDLE-ACTION",
         ]
         assert "img:test" in wide[1]
         doc = yaml.safe_load(cli.ok("get", "ws", name, "-o", "yaml"))

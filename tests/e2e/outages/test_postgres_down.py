@@ -101,7 +101,6 @@ async def test_api_503_coordinator_reelected_nothing_half_written(
     running = asyncio.create_task(coordinator.run(stop))
     headers = {"Authorization": f"Bearer {IDENTITIES['alice'].token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
-
         retry_after: list[str | None] = []
 
         async def status_of(method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -63,9 +63,7 @@ def servers(make_api: ApiFactory) -> Factory:
     """Servers on this test's database, each with its own PostgresStore."""
 
     async def factory() -> Api:
-        harness = await make_api(
-            "postgres", bookmark_interval=0.3, store_options={"max_size": 20}
-        )
+        harness = await make_api("postgres", bookmark_interval=0.3, store_options={"max_size": 20})
         return Api(harness)
 
     return factory

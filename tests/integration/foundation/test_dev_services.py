@@ -21,13 +21,15 @@ SCRIPT = REPO / "scripts" / "dev-services"
 
 
 def _run(state: Path, docker_host: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CODEHUB_") and k != "DOCKER_HOST"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CODEHUB_") and k != "DOCKER_HOST"
+    }
     env["CODEHUB_DEV_STATE"] = str(state)
     if docker_host is not None:
         env["DOCKER_HOST"] = docker_host
-    return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def _exports(stdout: str) -> dict[str, str]:
@@ -41,8 +43,10 @@ def _exports(stdout: str) -> dict[str, str]:
 
 
 def _pids(state: Path) -> dict[str, int]:
-    files = {"postgres": state / "postgres" / "postgres.pid",
-             "weed": state / "seaweedfs" / "weed.pid"}
+    files = {
+        "postgres": state / "postgres" / "postgres.pid",
+        "weed": state / "seaweedfs" / "weed.pid",
+    }
     return {name: int(f.read_text()) for name, f in files.items()}
 
 
@@ -71,8 +75,14 @@ def test_up_twice_then_down(state_dir: Path, service_env: dict[str, str]) -> Non
     first = _run(state_dir, docker_host, "up")
     assert first.returncode == 0, first.stderr
     env = _exports(first.stdout)
-    assert set(env) == {"CODEHUB_DATABASE_URL", "CODEHUB_S3_ENDPOINT", "CODEHUB_S3_ACCESS_KEY",
-                        "CODEHUB_S3_SECRET_KEY", "CODEHUB_S3_BUCKET", "DOCKER_HOST"}
+    assert set(env) == {
+        "CODEHUB_DATABASE_URL",
+        "CODEHUB_S3_ENDPOINT",
+        "CODEHUB_S3_ACCESS_KEY",
+        "CODEHUB_S3_SECRET_KEY",
+        "CODEHUB_S3_BUCKET",
+        "DOCKER_HOST",
+    }
     assert env["DOCKER_HOST"] == docker_host
     assert not (state_dir / "docker" / "docker.pid").exists()
     assert "@127.0.0.1:" in env["CODEHUB_DATABASE_URL"]

@@ -13,11 +13,14 @@ from docker.models.containers import Container
 
 @pytest.fixture
 def workspace_container(
-    docker_client: docker.DockerClient, test_images: dict[str, str],
+    docker_client: docker.DockerClient,
+    test_images: dict[str, str],
     scope_labels: dict[str, str],
 ) -> Iterator[tuple[Container, int]]:
     container = docker_client.containers.run(
-        test_images["workspace-test"], detach=True, labels=dict(scope_labels),
+        test_images["workspace-test"],
+        detach=True,
+        labels=dict(scope_labels),
         ports={"8080/tcp": ("127.0.0.1", None)},
     )
     try:
@@ -58,14 +61,24 @@ async def test_healthz_and_websocket_echo(workspace_container: tuple[Container, 
 
 
 def test_image_runs_as_coder(
-    docker_client: docker.DockerClient, test_images: dict[str, str],
+    docker_client: docker.DockerClient,
+    test_images: dict[str, str],
     scope_labels: dict[str, str],
 ) -> None:
-    out = docker_client.containers.run(
-        test_images["workspace-test"],
-        ["sh", "-c", "id -u; echo $HOME; stat -c %u /home/coder; "
-         "for t in find stat md5sum readlink head tar gzip sha256sum; do which $t; done"],
-        labels=dict(scope_labels), remove=True,
-    ).decode().split()
+    out = (
+        docker_client.containers.run(
+            test_images["workspace-test"],
+            [
+                "sh",
+                "-c",
+                "id -u; echo $HOME; stat -c %u /home/coder; "
+                "for t in find stat md5sum readlink head tar gzip sha256sum; do which $t; done",
+            ],
+            labels=dict(scope_labels),
+            remove=True,
+        )
+        .decode()
+        .split()
+    )
     assert out[:3] == ["1000", "/home/coder", "1000"]
     assert len(out) == 3 + 8

@@ -13,9 +13,12 @@ from minio.error import S3Error
 
 def _client(env: dict[str, str], secret: str | None = None) -> Minio:
     url = urlparse(env["CODEHUB_S3_ENDPOINT"])
-    return Minio(url.netloc, access_key=env["CODEHUB_S3_ACCESS_KEY"],
-                 secret_key=secret if secret is not None else env["CODEHUB_S3_SECRET_KEY"],
-                 secure=False)
+    return Minio(
+        url.netloc,
+        access_key=env["CODEHUB_S3_ACCESS_KEY"],
+        secret_key=secret if secret is not None else env["CODEHUB_S3_SECRET_KEY"],
+        secure=False,
+    )
 
 
 def test_endpoint_is_loopback(service_env: dict[str, str]) -> None:
@@ -37,16 +40,16 @@ def test_put_get_list_delete(service_env: dict[str, str], s3_bucket: str) -> Non
     finally:
         resp.close()
         resp.release_conn()
-    names = sorted(o.object_name for o in s3.list_objects(s3_bucket, prefix=f"{p}dir/",
-                                                         recursive=True))
+    names = sorted(
+        o.object_name for o in s3.list_objects(s3_bucket, prefix=f"{p}dir/", recursive=True)
+    )
     assert names == [f"{p}dir/a.bin", f"{p}dir/b.txt"]
 
     s3.remove_object(s3_bucket, f"{p}dir/a.bin")
     with pytest.raises(S3Error) as exc:
         s3.stat_object(s3_bucket, f"{p}dir/a.bin")
     assert exc.value.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound")
-    remaining = sorted(o.object_name for o in s3.list_objects(s3_bucket, prefix=p,
-                                                             recursive=True))
+    remaining = sorted(o.object_name for o in s3.list_objects(s3_bucket, prefix=p, recursive=True))
     assert remaining == [f"{p}dir/b.txt", f"{p}other/c.txt"]
 
 

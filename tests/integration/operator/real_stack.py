@@ -113,5 +113,3 @@ def container_exists(real: Real, uid: str) -> bool:
 
 async def set_desired(real: Real, name: str, desired: str) -> None:
     await real.client.patch_merge(NS, name, {"spec": {"desired_state": desired}})
-
-

@@ -19,8 +19,11 @@ ALICE = {"Authorization": "Bearer a"}
 OP = {"Authorization": "Bearer o"}
 MERGE = "application/merge-patch+json"
 JSONP = "application/json-patch+json"
-USERS = [Identity("a", "alice", "1"), Identity("b", "bob", "2"),
-         Identity("o", "op", "3", ("codehub:operator",))]
+USERS = [
+    Identity("a", "alice", "1"),
+    Identity("b", "bob", "2"),
+    Identity("o", "op", "3", ("codehub:operator",)),
+]
 
 Client = TestClient[Any, Any]
 

@@ -31,16 +31,24 @@ def _copy(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("operator", "crd_like", "adapters"):
         shutil.copytree(REPO / folder, dest / folder, ignore=ignore)
-    shutil.copytree(REPO / "src" / "codehub", dest / "src" / "codehub", symlinks=True,
-                    ignore=ignore)
+    shutil.copytree(
+        REPO / "src" / "codehub", dest / "src" / "codehub", symlinks=True, ignore=ignore
+    )
     shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
     return dest
 
 
 def _lint(root: Path) -> tuple[dict[str, str], str]:
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
-    proc = subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     verdicts = dict(re.findall(r"^(.+) (KEPT|BROKEN)$", proc.stdout, re.MULTILINE))
     assert verdicts, proc.stdout + proc.stderr
     assert (proc.returncode == 0) == ("BROKEN" not in verdicts.values())

@@ -24,8 +24,11 @@ def _sources() -> list[Path]:
 
 
 def _excused(node: ast.AST) -> bool:
-    doc = ast.get_docstring(node) if isinstance(
-        node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) else None
+    doc = (
+        ast.get_docstring(node)
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        else None
+    )
     return bool(doc and EXCUSE in doc)
 
 

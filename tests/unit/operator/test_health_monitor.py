@@ -301,8 +301,12 @@ async def test_every_state_is_exported_even_when_empty(env: Env) -> None:
     """A dashboard shows 0 for a state nobody is in, not "no data" (all deleted, say)."""
     await env.monitor.pass_once()
     pairs = {
-        ("PENDING", "PENDING"), ("PENDING", "ARCHIVED"), ("STANDBY", "STANDBY"),
-        ("RUNNING", "RUNNING"), ("ERROR", "ERROR"), ("DELETED", "DELETED"),
+        ("PENDING", "PENDING"),
+        ("PENDING", "ARCHIVED"),
+        ("STANDBY", "STANDBY"),
+        ("RUNNING", "RUNNING"),
+        ("ERROR", "ERROR"),
+        ("DELETED", "DELETED"),
     }
     for observed, display in pairs:
         labels = {"observed_status": observed, "display": display}

@@ -27,8 +27,9 @@ REQUIRED_ALERTS = {
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     promtool = shutil.which("promtool")
     assert promtool, "promtool not found: install Debian's prometheus package (scripts/dev does)"
-    return subprocess.run([promtool, *args], cwd=RULES_DIR, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [promtool, *args], cwd=RULES_DIR, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _alerts() -> set[str]:
