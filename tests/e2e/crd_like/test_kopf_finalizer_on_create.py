@@ -6,14 +6,12 @@ Deletion still waits for the delete handler."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 import pytest
+from kopf_kit import OperatorThread, add_login, eventually
 
 from codehub.crd_like.client.api import ApiClient, ApiError
 from codehub.operator.handlers import FINALIZER, configure_kopf
@@ -30,14 +28,7 @@ def make_registry(server: Any, seen: dict[str, list[Any]]) -> kopf.OperatorRegis
         settings.watching.server_timeout = 60
         settings.watching.client_timeout = 90
 
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(
-            server=server.url,
-            token=server.tokens["operator"],
-            ca_path=server.ca_file,
-            scheme="Bearer",
-        )
+    add_login(registry, server)
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     def on_create(body: kopf.Body, **_: Any) -> None:
@@ -52,19 +43,6 @@ def make_registry(server: Any, seen: dict[str, list[Any]]) -> kopf.OperatorRegis
     return registry
 
 
-async def eventually(check: Callable[[], Any], what: str, limit: float = 30.0) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize("on_create", [True, False])
 async def test_create_handler_runs_on_the_created_version_when_the_server_adds_the_finalizer(
     api_server_factory: Callable[..., Any], on_create: bool
@@ -73,27 +51,9 @@ async def test_create_handler_runs_on_the_created_version_when_the_server_adds_t
         extra_env={"CODEHUB_FINALIZER_ON_CREATE": "1" if on_create else "0"}, tag="kopf-fin"
     )
     seen: dict[str, list[Any]] = {"create": [], "delete": []}
-    stop, ready = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(
-                kopf.operator(
-                    registry=make_registry(server, seen),
-                    standalone=True,
-                    clusterwide=True,
-                    stop_flag=stop,
-                    ready_flag=ready,
-                )
-            )
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    op = OperatorThread(make_registry(server, seen))
+    op.start()
     try:
-        assert ready.wait(60), "kopf did not become ready"
         async with ApiClient(server.url, server.tokens["alice"], server.ca_file) as alice:
             created = await alice.create(
                 "alice",
@@ -125,6 +85,5 @@ async def test_create_handler_runs_on_the_created_version_when_the_server_adds_t
 
             await eventually(gone, "deletion once kopf removed its finalizer")
     finally:
-        stop.set()
-        thread.join(60)
-    assert not errors, errors
+        op.stop()
+    assert op.error is None, op.error

@@ -8,15 +8,14 @@ login handler pointing at the server with the operator's token.
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 import pytest
+from kopf_kit import OperatorThread, add_login, eventually
 
 from codehub.crd_like.client.api import ApiClient, ApiError
 
@@ -49,14 +48,7 @@ def make_registry(server: Any, seen: Seen) -> kopf.OperatorRegistry:
         settings.networking.request_timeout = 30
         settings.posting.level = 20
 
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(
-            server=server.url,
-            token=server.tokens["operator"],
-            ca_path=server.ca_file,
-            scheme="Bearer",
-        )
+    add_login(registry, server)
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     def on_create(
@@ -82,37 +74,6 @@ def make_registry(server: Any, seen: Seen) -> kopf.OperatorRegistry:
     return registry
 
 
-class OperatorThread:
-    def __init__(self, registry: kopf.OperatorRegistry) -> None:
-        self.stop_flag = threading.Event()
-        self.ready_flag = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(registry,), daemon=True)
-
-    def _run(self, registry: kopf.OperatorRegistry) -> None:
-        try:
-            asyncio.run(
-                kopf.operator(
-                    registry=registry,
-                    standalone=True,
-                    clusterwide=True,
-                    stop_flag=self.stop_flag,
-                    ready_flag=self.ready_flag,
-                )
-            )
-        except BaseException as exc:
-            self.error = exc
-
-    def start(self) -> None:
-        self.thread.start()
-        assert self.ready_flag.wait(60), "kopf did not become ready"
-
-    def stop(self) -> None:
-        self.stop_flag.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "kopf did not stop"
-
-
 @pytest.fixture
 def run_operator(api_server: Any) -> Iterator[Callable[[Seen], OperatorThread]]:
     running: list[OperatorThread] = []
@@ -127,19 +88,6 @@ def run_operator(api_server: Any) -> Iterator[Callable[[Seen], OperatorThread]]:
     for op in running:
         if op.thread.is_alive():
             op.stop()
-
-
-async def eventually(check: Callable[[], Any], what: str, limit: float = 30.0) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_kopf_create_update_resume_delete(
