@@ -8,12 +8,18 @@ found drift or an unexplained ERROR, a reconcile that must run again — calls `
 it is being reconciled is reconciled again afterwards, and worker retries are
 rate-limited per key (exponential, capped).
 
+Both paths also take one of ``RECONCILE_CONCURRENCY`` slots (``reconcile_slots``) for
+the reconcile: with thousands of workspaces changing at once, the excess waits here in
+arrival order instead of timing out at the API server. Archive and restore transfers
+run outside the slots (``TransfersOutsideBound``), so long operations never hold one.
+
 Components never call each other: they talk through the resource (the API) or this gate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +27,7 @@ from typing import Any
 from codehub.crd_like.client.api import ApiError
 from codehub.operator.context import OperatorContext
 from codehub.operator.metrics import QueueMetricsAdapter
+from codehub.operator.reconcile_slots import ReconcileSlots, TransfersOutsideBound
 from codehub.operator.reconcile_view import Outcome
 from codehub.operator.reconciler import reconcile
 from codehub.operator.workqueue import RateLimiter, WorkQueue
@@ -52,6 +59,7 @@ class ReconcileGate:
             limiter=RateLimiter(RETRY_BASE, RETRY_CAP),
             metrics=QueueMetricsAdapter(ctx.metrics, CONTROLLER),
         )
+        self.slots = ReconcileSlots(ctx.settings.reconcile_concurrency)
 
     # -- producers -------------------------------------------------------------------------
 
@@ -62,8 +70,9 @@ class ReconcileGate:
         self.queue.add_after((ns, name), delay)
 
     async def reconcile_now(self, obj: Mapping[str, Any]) -> Outcome:
-        """Reconcile in the caller's task (kopf's handlers); ``busy`` if a reconcile of
-        this workspace is running, which then runs once more afterwards."""
+        """Reconcile in the caller's task (kopf's handlers) once a slot is free; ``busy``
+        if a reconcile of this workspace is running or waiting for a slot, which then
+        runs once more afterwards."""
         key = key_of(obj)
         if not self.queue.begin(key):
             self.ctx.metrics.reconcile_total.labels(operation="NONE", result="busy").inc()
@@ -71,7 +80,8 @@ class ReconcileGate:
                 return Outcome("retry", delay=1.0, detail="busy")
             return Outcome("done", detail="busy")
         try:
-            return await self._timed(obj)
+            async with self.slots.held():
+                return await self._timed(obj)
         finally:
             self.queue.done(key)
 
@@ -109,7 +119,8 @@ class ReconcileGate:
     async def _process(self, key: Key) -> None:
         ns, name = key
         try:
-            outcome = await self._timed({"metadata": await self._identity(ns, name)})
+            async with self.slots.held():
+                outcome = await self._timed({"metadata": await self._identity(ns, name)})
         except asyncio.CancelledError:
             self.queue.done(key)
             raise
@@ -138,13 +149,18 @@ class ReconcileGate:
         m = self.ctx.metrics
         start = self.ctx.clock.monotonic()
         try:
-            outcome = await reconcile(self.ctx, obj)
+            outcome = await reconcile(self._bounded(), obj)
         finally:
             m.cr_reconcile_time.labels(controller=CONTROLLER).observe(
                 max(self.ctx.clock.monotonic() - start, 0.0)
             )
         m.cr_reconcile_total.labels(controller=CONTROLLER, result=_cr_result(outcome)).inc()
         return outcome
+
+    def _bounded(self) -> OperatorContext:
+        """The context a reconcile runs with: the same one, but storage transfers hand
+        the slot back while they run. Built per call, so it follows the context."""
+        return dataclasses.replace(self.ctx, storage=TransfersOutsideBound(self.ctx.storage))
 
 
 def _cr_result(outcome: Outcome) -> str:

@@ -40,6 +40,9 @@ class Settings:
     max_running_per_user: int = 2
     max_running_global: int = 100
     coordinator_retry_interval: float = 5.0
+    #: Reconciles in flight at once (their API-heavy part; archive and restore transfers
+    #: run outside the bound); the rest wait in the coordinator (docs/operator.md).
+    reconcile_concurrency: int = 16
     # Per-operation timeouts (docs/errors.md).
     timeout_starting: float = 300.0
     timeout_stopping: float = 300.0
@@ -111,6 +114,8 @@ class Settings:
         for name in ("max_running_per_user", "max_running_global", "reconciler_max_retries"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative")
+        if self.reconcile_concurrency < 1:
+            raise SettingsError("CODEHUB_RECONCILE_CONCURRENCY must be at least 1")
 
     def s3_config(self) -> S3Config:
         return S3Config(
@@ -162,6 +167,7 @@ _ENV_NAMES = {
     "replica_id": "CODEHUB_REPLICA_ID",
     "replica_ttl": "CODEHUB_REPLICA_TTL",
     "idle_warning_seconds": "CODEHUB_IDLE_WARNING_SECONDS",
+    "reconcile_concurrency": "CODEHUB_RECONCILE_CONCURRENCY",
 }
 
 
