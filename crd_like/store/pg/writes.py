@@ -36,6 +36,7 @@ from codehub.crd_like.store.interface import (
     RunningRef,
 )
 from codehub.crd_like.store.pg.admission import PgAdmissionView
+from codehub.crd_like.store.pg.batch import swap_batch
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL, columns
 from codehub.crd_like.store.pg.swaps import Batcher
 from codehub.crd_like.store.pg.watch import Hub, LogRow
@@ -79,13 +80,11 @@ _ROW_SQL: dict[Mode, str] = {
 }
 
 
-def _write_query(mode: Mode, *, cas: bool = False, skip_locked: bool = False) -> bytes:
+def _write_query(mode: Mode, *, cas: bool = False) -> bytes:
     """``cas``: the compare-and-swap form for a body known from this process's cache.
     The object row is locked first (as a read-modify-write does), and only if it still
     holds the expected revision; otherwise no revision is allocated and no row returns.
-    ``skip_locked``: a row another transaction holds counts as changed, for batches,
-    whose transaction holds the counter while it locks the next row (waiting there for
-    a writer that waits for the counter would deadlock)."""
+    (A batch of them is one statement of its own: ``batch.BATCH_SQL``.)"""
     prev = (
         "NULL::jsonb"
         if mode == "insert"
@@ -98,8 +97,7 @@ def _write_query(mode: Mode, *, cas: bool = False, skip_locked: bool = False) ->
     if cas:
         lock = (
             "WITH k AS (SELECT 1 FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
-            " AND name = %(name)s AND resource_version = %(expected)s FOR UPDATE"
-            f"{' SKIP LOCKED' if skip_locked else ''}),"
+            " AND name = %(name)s AND resource_version = %(expected)s FOR UPDATE),"
         )
         only_if = " AND EXISTS (SELECT 1 FROM k)"
     return (
@@ -117,7 +115,6 @@ def _write_query(mode: Mode, *, cas: bool = False, skip_locked: bool = False) ->
 
 _WRITE_SQL: dict[Mode, bytes] = {m: _write_query(m) for m in ("insert", "update", "delete")}
 _CAS_UPDATE_SQL = _write_query("update", cas=True)
-_CAS_BATCH_SQL = _write_query("update", cas=True, skip_locked=True)
 
 
 async def swap_one(pool: Pool, params: dict[str, Any]) -> int | None:
@@ -132,14 +129,12 @@ async def swap_one(pool: Pool, params: dict[str, Any]) -> int | None:
 
 
 async def swap_many(pool: Pool, batch: list[dict[str, Any]]) -> list[int | None]:
-    """Several compare-and-swap updates in one pipeline, one implicit transaction. Any
-    error but a lost connection rolled all of them back, so each goes the locked way
-    (None), where an invalid body fails alone."""
+    """Several compare-and-swap updates in one statement, one implicit transaction
+    (``batch.BATCH_SQL``). Any error but a lost connection rolled all of them back, so
+    each goes the locked way (None), where an invalid body fails alone."""
     try:
         async with pool.connection() as conn:
-            async with conn.pipeline():
-                curs = [await conn.execute(_CAS_BATCH_SQL, p, prepare=True) for p in batch]
-            rows = [await cur.fetchone() for cur in curs]
+            return await swap_batch(conn, batch)
     except (
         psycopg.errors.TransactionRollback,
         psycopg.errors.SerializationFailure,
@@ -150,7 +145,6 @@ async def swap_many(pool: Pool, batch: list[dict[str, Any]]) -> list[int | None]
         raise  # the connection is gone: whether it committed is unknown
     except psycopg.Error:
         return [None] * len(batch)
-    return [None if row is None else int(row[0]) for row in rows]
 
 
 def _params(

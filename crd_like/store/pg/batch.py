@@ -1,0 +1,90 @@
+"""A batch of compare-and-swap updates as one statement (group commit,
+docs/adr/0007-api-write-path-performance.md).
+
+The batch goes out as **one** prepared statement whose parameters are arrays, one
+element per update: one ``send()``, one round trip, one plan, one NOTIFY. A pipeline of
+one statement per update cost a socket wait, a ``send()`` and a result to process per
+update in this process, and a message to parse per update in the backend.
+
+What the statement does, in order, all in its one implicit transaction:
+
+1. locks the rows that still hold the expected revision, ``FOR UPDATE SKIP LOCKED``: a
+   row another transaction holds counts as changed (that update goes the locked way)
+   rather than waiting while this statement may already be queued for the counter;
+   rows are locked before the counter, the lock order of every other write;
+2. of several updates of one row with the same expected revision, keeps the first (in
+   arrival order): the later ones would have failed their swap after it, as they did
+   one statement after another;
+3. allocates one revision per update that holds its lock (none when no row did), in
+   arrival order, then writes the rows, the log entries (``prev_body`` read in SQL from
+   the statement's snapshot, i.e. the row as locked) and one NOTIFY with the highest
+   revision (the listeners only advance to the newest one).
+
+Returns, per update in arrival order, its new revision or None (the row changed, or is
+locked by someone else: do it the locked way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL
+
+#: The keys of each update's parameters (as ``writes._params`` builds them) that the
+#: statement reads, each sent as one array.
+_ARRAYS = ("kind", "ns", "name", "expected", "body", "gen", "ds", "os", "op", "dt")
+
+BATCH_SQL = (
+    'WITH i AS (SELECT t.kind COLLATE "C" AS kind, t.ns COLLATE "C" AS ns,'
+    ' t.name COLLATE "C" AS name, t.expected, t.body, t.gen, t.ds, t.os, t.op, t.dt, t.i'
+    " FROM unnest(%(kind)s::text[], %(ns)s::text[], %(name)s::text[], %(expected)s::bigint[],"
+    " %(body)s::text[], %(gen)s::bigint[], %(ds)s::text[], %(os)s::text[], %(op)s::text[],"
+    " %(dt)s::timestamptz[]) WITH ORDINALITY"
+    " AS t(kind, ns, name, expected, body, gen, ds, os, op, dt, i)),"
+    " x AS (SELECT o.kind, o.namespace, o.name, o.resource_version FROM objects o"
+    " WHERE (o.kind, o.namespace, o.name, o.resource_version) IN"
+    " (SELECT kind, ns, name, expected FROM i) FOR UPDATE SKIP LOCKED),"
+    " k AS (SELECT DISTINCT ON (i.kind, i.ns, i.name) i.* FROM i JOIN x"
+    " ON x.kind = i.kind AND x.namespace = i.ns AND x.name = i.name"
+    " AND x.resource_version = i.expected ORDER BY i.kind, i.ns, i.name, i.i),"
+    " c AS (SELECT count(*) AS n FROM k),"
+    " r AS (UPDATE revision_counter SET rev = rev + c.n FROM c WHERE id = 1 AND c.n > 0"
+    " RETURNING rev - c.n AS base),"
+    " v AS (SELECT k.*, r.base + row_number() OVER (ORDER BY k.i) AS rev FROM k, r),"
+    " d AS (SELECT v.*, jsonb_set(v.body::jsonb, '{metadata,resourceVersion}',"
+    " to_jsonb(v.rev::text)) AS doc FROM v),"
+    " o AS (UPDATE objects SET resource_version = d.rev, generation = d.gen,"
+    " desired_state = d.ds, observed_status = d.os, operation = d.op,"
+    " deletion_timestamp = d.dt, body = d.doc FROM d"
+    " WHERE objects.kind = d.kind AND objects.namespace = d.ns AND objects.name = d.name),"
+    " l AS (INSERT INTO event_log (revision, kind, namespace, name, type, body, prev_body)"
+    " SELECT d.rev, d.kind, d.ns, d.name, 'MODIFIED', d.doc, p.body FROM d JOIN objects p"
+    " ON p.kind = d.kind AND p.namespace = d.ns AND p.name = d.name),"
+    f" n AS (SELECT pg_notify('{NOTIFY_CHANNEL}', max(d.rev)::text) FROM d"
+    " HAVING count(*) > 0)"
+    " SELECT d.i, d.rev FROM d, n"
+).encode()
+
+
+def batch_params(batch: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The updates' parameters as the statement's arrays."""
+    return {key: [p[key] for p in batch] for key in _ARRAYS}
+
+
+def revisions(batch_size: int, rows: Sequence[tuple[int, int]]) -> list[int | None]:
+    """Each update's revision (in arrival order) from the statement's ``(i, rev)`` rows."""
+    out: list[int | None] = [None] * batch_size
+    for i, rev in rows:
+        out[int(i) - 1] = int(rev)
+    return out
+
+
+async def swap_batch(
+    conn: psycopg.AsyncConnection[Any], batch: Sequence[dict[str, Any]]
+) -> list[int | None]:
+    """Run the batch's statement on ``conn`` (in autocommit: its own transaction)."""
+    cur = await conn.execute(BATCH_SQL, batch_params(batch), prepare=True)
+    return revisions(len(batch), await cur.fetchall())
