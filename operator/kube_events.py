@@ -1,5 +1,10 @@
 """core/v1 Events for workspace transitions, so `codehub describe` tells the story.
 
+Every operation is told by its ``OperationCompleted`` (with its op_id) or by its
+``OperationRetrying`` / ``OperationFailed``; only the operations that can take minutes
+(``announces_start``) also get an ``OperationStarted``, so a PENDING -> RUNNING costs two
+POSTs, not four, and says the same (docs/events.md).
+
 Posting is best effort: an event that cannot be posted is logged and dropped, never
 allowed to fail a reconcile. Inside ``posting_behind`` (the reconciler's scope) a post
 runs as a task beside the next status write instead of before it, so the events of a
@@ -19,6 +24,7 @@ from contextvars import ContextVar
 from typing import Any, Literal
 
 from codehub.operator.context import Obj, OperatorContext
+from codehub.operator.planning import Operation
 from codehub.vocabulary.timestamps import format_rfc3339
 
 log = logging.getLogger(__name__)
@@ -31,8 +37,17 @@ OPERATION_RETRYING = "OperationRetrying"
 OPERATION_FAILED = "OperationFailed"
 DATA_LOST = "DataLost"
 
+#: Operations that move data or take minutes: their start is an Event of its own.
+_ANNOUNCED = frozenset({Operation.ARCHIVING, Operation.RESTORING, Operation.DELETING})
+
 _MAX_MESSAGE = 1024
 _behind: ContextVar[list[asyncio.Task[None]] | None] = ContextVar("kube_events", default=None)
+
+
+def announces_start(op: Operation) -> bool:
+    """Whether claiming ``op`` posts an ``OperationStarted``: a short operation (seconds)
+    is told by its completion alone; a long one shows it began while it runs."""
+    return op in _ANNOUNCED
 
 
 def build_event(

@@ -1,11 +1,18 @@
 """Observing one workspace and writing what was seen (docs/observation.md).
 
-The only writer of ``observed_status``, ``display``, ``endpoint`` and ``observed_at``.
-The HealthMonitor's batch pass and the reconciler (right after each operation's outcome)
-both use it: plain calls, no callback, and it never calls the reconciler back. An ERROR
-that no terminal error explains yet (data vanished, a container without its volume) is
-*not* written here: the caller hands the workspace to the reconcile gate, whose reconcile
-records why (``error_info`` with ``previous_status`` still intact) and then observes.
+The only module that decides ``observed_status``, ``display``, ``endpoint`` and
+``observed_at``. The HealthMonitor's batch pass and the reconciler (after a failure, or
+when its write could not carry them) call it to observe and write: plain calls, no
+callback, and it never calls the reconciler back. An ERROR that no terminal error
+explains yet (data vanished, a container without its volume) is *not* written here: the
+caller hands the workspace to the reconcile gate, whose reconcile records why
+(``error_info`` with ``previous_status`` still intact) and then observes.
+
+A completed operation's observation is computed here too (``fields``, pure) but written
+by the reconciler, inside the write that records the completion: the facts that decided
+the completion are the observation's facts, so gathering them again and writing a second
+time would cost an engine round trip, a status write and a watch event for nothing
+(docs/adr/0013-fewer-writes-per-operation.md).
 
 Every write is a JSON Patch conditional on the resourceVersion the observation was
 computed from (status read first, so the facts are the newer of the two): an observation
@@ -73,6 +80,28 @@ def compute(obj: Obj, facts: Facts) -> Seen:
     )
 
 
+def fields(obj: Obj, facts: Facts, now: datetime) -> dict[str, Any] | None:
+    """The status fields that record the observation of ``obj`` given ``facts`` at
+    ``now`` (pure): what a writer carrying the observation puts into ``/status``.
+
+    None for an ERROR no terminal error explains: that is never written before the
+    reconciler has recorded why, so no write may carry it.
+    """
+    seen = compute(obj, facts)
+    if seen.unexplained:
+        return None
+    return _recorded(seen, now)
+
+
+def _recorded(seen: Seen, now: datetime) -> dict[str, Any]:
+    return {
+        "observed_status": seen.observed.value,
+        "display": seen.display.value,
+        "endpoint": seen.endpoint,
+        "observed_at": format_rfc3339(now, micro=True),
+    }
+
+
 def changed(obj: Obj, seen: Seen) -> bool:
     status = obj.get("status") or {}
     return (
@@ -137,13 +166,7 @@ async def _write(ctx: OperatorContext, obj: Obj, seen: Seen) -> Obj | None:
     """``write``, answering the server's copy of the written workspace (``{}`` if it
     vanished) or None if the write was refused."""
     meta = obj.get("metadata") or {}
-    status = dict(obj.get("status") or {})
-    status.update(
-        observed_status=seen.observed.value,
-        display=seen.display.value,
-        endpoint=seen.endpoint,
-        observed_at=format_rfc3339(ctx.clock.now(), micro=True),
-    )
+    status = {**(obj.get("status") or {}), **_recorded(seen, ctx.clock.now())}
     ops: list[dict[str, Any]] = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": rv(obj)},
         {"op": "add", "path": "/status", "value": status},

@@ -4,12 +4,18 @@ Every call re-reads the workspace and the real resources and recomputes what to 
 (docs/state-machine.md); it is only ever called through the reconcile gate
 (``gate.ReconcileGate``), which decides *when* and guarantees one reconcile per workspace
 at a time in this process. One call may drive several steps (PENDING -> STANDBY ->
-RUNNING): after each completed operation it re-reads the resource and plans again, which
-is also how a desired change made during an operation is applied after it.
+RUNNING), which is also how a desired change made during an operation is applied after it.
+
+A completion is one write: it carries the observation of the facts that decided it
+(computed by ``observer.fields``) and, when planning on that observation yields a next
+operation, that operation's claim, all fenced on the resourceVersion this reconciler
+last wrote (docs/state-machine.md#completion-and-the-next-claim). If anyone wrote in
+between, the completion is written alone (fenced on the op_id), observed, and the next
+step is planned from what the server then holds.
 
 The seams: ``reconcile_view`` reads and derives (View, Facts, timing), ``actuation`` runs
 an operation's adapters, ``failures`` turns errors into retry / terminal,
-``status_writes`` fences every write, ``observer`` writes the observation afterwards.
+``status_writes`` fences every write, ``observer`` decides the observation.
 """
 
 from __future__ import annotations
@@ -78,9 +84,17 @@ class _Again(Outcome):
     """AGAIN after a completion, carrying the server's copy of the workspace as the
     observation wrote it: the next step plans from it instead of reading it again
     (every later write is a compare-and-set or fenced, so a copy that went stale
-    meanwhile is refused, never acted on blindly)."""
+    meanwhile is refused, never acted on blindly). ``claimed``: the next operation,
+    claimed by the completion's own write, which the next step runs at once."""
 
     latest: Obj | None = None
+    claimed: tuple[View, Operation] | None = None
+
+
+@dataclass(frozen=True)
+class _Settled(Outcome):
+    """Converged, as decided on the copy this reconciler itself last wrote (a completion
+    fenced on it): unlike a ``converged`` from a lent copy, it needs no fresh read."""
 
 
 @dataclass(frozen=True)
@@ -118,16 +132,22 @@ def _untouched(obj: Mapping[str, Any]) -> Obj | None:
 
 async def _steps(ctx: OperatorContext, ns: str, name: str, uid: str, known: Obj | None) -> Outcome:
     borrowed = known is not None
+    claimed: tuple[View, Operation] | None = None
     for _ in range(MAX_STEPS):
         try:
-            outcome = await _step(ctx, ns, name, uid, known)
+            if claimed is not None:
+                outcome = await _run(ctx, *claimed)
+            else:
+                outcome = await _step(ctx, ns, name, uid, known)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("reconcile of %s/%s failed unexpectedly", ns, name)
             outcome = Outcome("retry", delay=ctx.settings.reconciler_interval, detail="bug")
         known = outcome.latest if isinstance(outcome, _Again) else None
-        if borrowed and (isinstance(outcome, _LostClaim) or outcome.detail == "converged"):
+        claimed = outcome.claimed if isinstance(outcome, _Again) else None
+        unverified = outcome.detail == "converged" and not isinstance(outcome, _Settled)
+        if borrowed and (isinstance(outcome, _LostClaim) or unverified):
             # Nothing claimed on the caller's copy, which may be stale (a desired state
             # changed since): decide again from a fresh read before saying so.
             borrowed = False
@@ -222,11 +242,15 @@ async def _plan_and_claim(ctx: OperatorContext, w: View, facts: Facts) -> Outcom
     except LostOwnership:
         return await _after_lost_claim(ctx, w)
     claimed = written_view(w, obj, status)
-    log.info("%s/%s: claimed %s op_id=%s", w.ns, w.name, target.value, op_id)
-    await kube_events.post(
-        ctx, claimed.obj, kube_events.OPERATION_STARTED, f"{target.value} started (op_id {op_id})"
-    )
+    await _claimed(ctx, claimed, target)
     return await _run(ctx, claimed, target)
+
+
+async def _claimed(ctx: OperatorContext, w: View, op: Operation) -> None:
+    log.info("%s/%s: claimed %s op_id=%s", w.ns, w.name, op.value, w.op_id)
+    if kube_events.announces_start(op):
+        message = f"{op.value} started (op_id {w.op_id})"
+        await kube_events.post(ctx, w.obj, kube_events.OPERATION_STARTED, message)
 
 
 def _observe(w: View, facts: Facts, op: Operation) -> Any:
@@ -260,7 +284,7 @@ async def _continue(ctx: OperatorContext, w: View, facts: Facts) -> Outcome:
     if op is not Operation.RESTORING and is_complete(
         op, facts.instance, facts.volume, own_archive(w)
     ):
-        return await _complete(ctx, w, op)
+        return await _complete(ctx, w, op, facts)
     return await _run(ctx, w, op)
 
 
@@ -283,7 +307,7 @@ async def _run(ctx: OperatorContext, w: View, op: Operation) -> Outcome:
     except CodehubError as exc:
         return await fail(ctx, w, op, exc)
     if is_complete(op, facts.instance, facts.volume, own_archive(w), restore_returned):
-        return await _complete(ctx, w, op)
+        return await _complete(ctx, w, op, facts)
     after = _observe(w, facts, op)
     if after.error_rule is ErrorRule.DATA_LOST and op is not Operation.DELETING:
         return await fail(ctx, w, op, observed_error(after.error_rule))
@@ -300,10 +324,13 @@ async def _run(ctx: OperatorContext, w: View, op: Operation) -> Outcome:
     )
 
 
-async def _complete(ctx: OperatorContext, w: View, op: Operation) -> Outcome:
+async def _complete(ctx: OperatorContext, w: View, op: Operation, facts: Facts) -> Outcome:
+    """Record that ``op`` finished, as observation (``facts``) confirmed: in one write
+    with the observation and the next claim when nobody wrote since this reconciler
+    did, else the completion alone (module docstring)."""
     observe_duration(ctx, w, op, "completed")
     if op is Operation.DELETING:
-        await kube_events.post(ctx, w.obj, kube_events.OPERATION_COMPLETED, "DELETING completed")
+        await _completed_event(ctx, w, op)
         return Outcome("done", operation=op, detail="deleted")
     changes = {
         "operation": Operation.NONE.value,
@@ -315,6 +342,11 @@ async def _complete(ctx: OperatorContext, w: View, op: Operation) -> Outcome:
     }
     if w.status.get("progress") is not None:
         changes["progress"] = None  # left by a coordinator that died mid-transfer
+    after = _after_completion(ctx, w, changes, facts)
+    if after is not None:
+        merged = await _write_merged(ctx, w, op, *after)
+        if merged is not None:
+            return merged
     try:
         written = await write_op_fenced(ctx, w, changes)
     except LostOwnership:
@@ -322,8 +354,59 @@ async def _complete(ctx: OperatorContext, w: View, op: Operation) -> Outcome:
     except CodehubError as exc:
         return Outcome("retry", delay=api_retry_delay(ctx), operation=op, reason=str(exc))
     log.info("%s/%s: %s completed", w.ns, w.name, op.value)
-    await kube_events.post(ctx, w.obj, kube_events.OPERATION_COMPLETED, f"{op.value} completed")
+    await _completed_event(ctx, w, op)
     return _Again("done", detail="again", latest=await _observe_after(ctx, w, written))
+
+
+def _after_completion(
+    ctx: OperatorContext, w: View, changes: dict[str, Any], facts: Facts
+) -> tuple[dict[str, Any], Operation] | None:
+    """The whole status after the completion (pure): ``changes``, the observation of
+    ``facts`` on it and, if planning on that observation yields one, the next claim;
+    with that next operation (NONE: converged). None when the observation may not be
+    written with it (an ERROR that must be recorded first)."""
+    status = {**w.status, **changes}
+    seen = observer.fields({**w.obj, "status": status}, facts, ctx.clock.now())
+    if seen is None:
+        return None
+    status.update(seen)
+    done = View.of({**w.obj, "status": status})
+    target = plan(done.observed, done.desired, Operation.NONE, done.archive_key, done.deleting)
+    if target is not Operation.NONE:
+        status.pop("progress", None)
+        status.update(
+            operation=target.value,
+            op_id=str(uuid.uuid4()),
+            op_started_at=format_rfc3339(ctx.clock.now(), micro=True),
+        )
+    return status, target
+
+
+async def _write_merged(
+    ctx: OperatorContext, w: View, op: Operation, status: dict[str, Any], target: Operation
+) -> Outcome | None:
+    """Write the completion of ``op``, its observation and the claim of ``target`` in
+    one compare-and-set on the resourceVersion of ``w``; None if that version moved
+    (the caller writes the completion alone)."""
+    try:
+        obj = await write_rv_fenced(ctx, w, status)
+    except LostOwnership:
+        log.info("%s/%s: changed during %s; completion written alone", w.ns, w.name, op.value)
+        return None
+    except CodehubError as exc:
+        return Outcome("retry", delay=api_retry_delay(ctx), operation=op, reason=str(exc))
+    log.info("%s/%s: %s completed, observed %s", w.ns, w.name, op.value, status["observed_status"])
+    await _completed_event(ctx, w, op)
+    if target is Operation.NONE:
+        return _Settled("done", detail="converged")
+    claimed = written_view(w, obj, status)
+    await _claimed(ctx, claimed, target)
+    return _Again("done", detail="again", claimed=(claimed, target))
+
+
+async def _completed_event(ctx: OperatorContext, w: View, op: Operation) -> None:
+    message = f"{op.value} completed (op_id {w.op_id})"
+    await kube_events.post(ctx, w.obj, kube_events.OPERATION_COMPLETED, message)
 
 
 async def _observe_after(ctx: OperatorContext, w: View, written: Obj) -> Obj | None:

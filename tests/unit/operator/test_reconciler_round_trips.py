@@ -1,10 +1,16 @@
 """Round trips on the apply path (docs/adr/0009-lifecycle-and-scale-performance.md): a
 create event's body is planned from without reading it again, a stale such copy still
-converges, and the transition events are posted beside the next steps, not before them."""
+converges, and the transition events are posted beside the next steps, not before them.
+
+Writes per operation (docs/adr/0013-fewer-writes-per-operation.md): a completion carries
+its observation and the next claim in one compare-and-set, which falls back to the
+completion alone when the workspace changed meanwhile, and a crash after it resumes the
+claimed operation with its op_id."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -116,19 +122,109 @@ async def test_a_stale_create_body_still_converges(setup: Any) -> None:
 async def test_transition_events_do_not_hold_the_next_steps(setup: Any) -> None:
     admin, counting, _ctx, gate = setup
     counting.hold_events = asyncio.Event()
-    created = await admin.create(NS, manifest("behind"))
+    created = await admin.create(NS, manifest("behind", "RUNNING"))
     task = asyncio.create_task(gate.reconcile_now(created))
 
     async def observed() -> bool:
         st = (await admin.get(NS, "behind")).get("status") or {}
-        return st.get("display") == "STANDBY" and st.get("operation") in (None, "NONE")
+        return st.get("display") == "RUNNING" and st.get("operation") in (None, "NONE")
 
     while not await observed():  # the events are held: the steps went on without them
         assert not task.done()
         await asyncio.sleep(0.01)
-    assert counting.events_waiting == 2  # PROVISIONING started and completed, still held
+    assert counting.events_waiting == 2  # PROVISIONING and STARTING completed, still held
     assert not task.done()  # the reconcile does not end before its events are posted
     counting.hold_events.set()
     assert (await task).detail == "converged"
     reasons = [e["reason"] for e in await admin.list_events(NS, "behind")]
-    assert sorted(reasons) == ["OperationCompleted", "OperationStarted"]
+    assert reasons == ["OperationCompleted", "OperationCompleted"]
+
+
+# -- writes per operation --------------------------------------------------------------
+
+
+async def test_pending_to_running_costs_three_writes_two_events(setup: Any) -> None:
+    admin, counting, ctx, gate = setup
+    created = await admin.create(NS, manifest("counted", "RUNNING"))
+    assert (await gate.reconcile_now(created)).detail == "converged"
+    st = (await admin.get(NS, "counted"))["status"]
+    assert (st["display"], st["operation"]) == ("RUNNING", "NONE")
+    assert st["endpoint"].startswith("http://")
+    assert st["observed_at"]
+    # claim PROVISIONING; PROVISIONING completed + observed STANDBY + STARTING claimed;
+    # STARTING completed + observed RUNNING (was 6 writes: each completion and each
+    # observation written apart, and a claim after each)
+    assert counting.calls["patch_json"] == 3, counting.calls
+    assert counting.calls["post_event"] == 2  # two OperationCompleted (was 4)
+    assert counting.calls["get"] == 0
+    # facts gathered before the first claim and after each actuation only (was 7)
+    assert ctx.instances.calls["inspect"] == 3
+
+
+async def test_a_desired_change_during_the_operation_moves_the_merged_write_aside(
+    setup: Any,
+) -> None:
+    """The completion's compare-and-set fails on the version the user's change wrote:
+    the completion is written alone, and the next step is planned from the new wish,
+    not from the copy the operation was claimed on (which still asked for RUNNING)."""
+    admin, counting, ctx, gate = setup
+    created = await admin.create(NS, manifest("moved", "RUNNING"))
+
+    async def user_changes_mind(*_: Any) -> None:
+        await admin.patch_merge(NS, "moved", {"spec": {"desired_state": "STANDBY"}})
+
+    ctx.storage.hook("provision", before=user_changes_mind)
+    assert (await gate.reconcile_now(created)).detail == "converged"
+    st = (await admin.get(NS, "moved"))["status"]
+    assert (st["display"], st["operation"], st.get("op_id")) == ("STANDBY", "NONE", None)
+    assert ctx.instances.calls["start"] == 0  # no STARTING was claimed on the stale copy
+    # claim, refused merged write, completion alone (op-fenced), observation
+    assert counting.calls["patch_json"] == 4, counting.calls
+
+
+async def test_a_wish_to_run_made_during_provisioning_still_starts(setup: Any) -> None:
+    admin, _counting, ctx, gate = setup
+    created = await admin.create(NS, manifest("wished", "STANDBY"))
+
+    async def user_wants_it_running(*_: Any) -> None:
+        await admin.patch_merge(NS, "wished", {"spec": {"desired_state": "RUNNING"}})
+
+    ctx.storage.hook("provision", before=user_wants_it_running)
+    assert (await gate.reconcile_now(created)).detail == "converged"
+    st = (await admin.get(NS, "wished"))["status"]
+    assert (st["display"], st["operation"]) == ("RUNNING", "NONE")
+    assert ctx.instances.calls["start"] == 1
+
+
+async def test_a_crash_after_the_merged_write_resumes_the_claimed_operation(setup: Any) -> None:
+    """Completion and claim are one write: a coordinator that dies right after it leaves
+    the next operation claimed, never a completion without its successor; the next
+    reconcile resumes that operation with the op_id the merged write recorded."""
+    admin, _counting, ctx, gate = setup
+    created = await admin.create(NS, manifest("crashed", "RUNNING"))
+    entered = asyncio.Event()
+
+    async def die(*_: Any) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    ctx.instances.hook("start", before=die)
+    task = asyncio.create_task(gate.reconcile_now(created))
+    await entered.wait()
+    task.cancel()  # SIGKILL: nothing after this point runs
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    st = (await admin.get(NS, "crashed"))["status"]
+    assert (st["operation"], st["observed_status"], st["display"]) == (
+        "STARTING",
+        "STANDBY",
+        "STANDBY",
+    )
+    op_id = st["op_id"]
+    ctx.instances.unhook("start")
+    fresh = ReconcileGate(ctx)  # a new process: nothing in flight
+    assert (await fresh.reconcile_now(await admin.get(NS, "crashed"))).detail == "converged"
+    st = (await admin.get(NS, "crashed"))["status"]
+    assert (st["display"], st["operation"]) == ("RUNNING", "NONE")
+    messages = [e["message"] for e in await admin.list_events(NS, "crashed")]
+    assert f"STARTING completed (op_id {op_id})" in messages
