@@ -9,6 +9,11 @@ in-memory adapters, so what is measured is the control plane alone:
   RUNNING with no operation left;
 - the coordinator's own API requests per converged workspace, by method and kind (kopf's
   finalizer and annotation patches are apart);
+- CPU seconds per workspace during convergence, by process: the API server, the
+  PostgreSQL backends serving the bench's database (found by name in /proc), PostgreSQL's
+  shared writers, the coordinator (this process's threads but the main one) and the
+  bench's client (the main thread: creates, progress, leader election); and the floor
+  that total implies on this machine (CPU seconds / cores);
 - the coordinator's CPU and RSS while idle afterwards (this process = the coordinator);
 - engine calls and API requests per HealthMonitor pass (expected constant: one API list,
   one container listing, one volume listing, whatever N; writes only where something
@@ -51,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, free_port, service_env
+from _common import cpu_seconds as process_cpu_seconds
 
 CODEHUB = REPO / ".venv" / "bin" / "codehub"
 
@@ -183,6 +189,90 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def thread_cpu_seconds(tid: int) -> float:
+    """User plus system CPU of one thread of this process (from /proc)."""
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: PostgreSQL's background processes that work for every database (their titles).
+PG_SHARED = ("walwriter", "checkpointer", "background writer", "walsummarizer")
+
+
+class CpuMeter:
+    """CPU seconds by process over a window, sampled every ``period`` seconds (a
+    PostgreSQL backend that exits between two samples loses at most one period)."""
+
+    def __init__(self, server_pid: int, db_name: str, period: float = 2.0) -> None:
+        self.server_pid = server_pid
+        self.db_name = db_name
+        self.period = period
+        self.exclude: set[int] = set()
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._role: dict[int, str] = {}
+        self._start: dict[str, float] = {}
+        self._end: dict[str, float] = {}
+
+    def _postgres(self) -> dict[int, tuple[str, float]]:
+        found: dict[int, tuple[str, float]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                if not title.startswith("postgres: "):
+                    continue
+                rest = title.removeprefix("postgres: ")
+                if f" {self.db_name} " in f" {rest} ":
+                    role = "PostgreSQL backends of the bench's database"
+                elif rest.startswith(PG_SHARED):
+                    role = "PostgreSQL shared writers (WAL, checkpoints; all databases)"
+                else:
+                    continue
+                found[int(entry.name)] = (role, process_cpu_seconds(int(entry.name)))
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
+
+    def _own(self) -> dict[str, float]:
+        main = thread_cpu_seconds(os.getpid())
+        return {
+            "API server": process_cpu_seconds(self.server_pid),
+            "coordinator (this process but its main thread)": cpu_seconds() - main,
+            "bench client (main thread: creates, progress, election)": main,
+        }
+
+    def sample(self) -> None:
+        for pid, (role, cpu) in self._postgres().items():
+            if pid in self.exclude:
+                continue
+            self._first.setdefault(pid, 0.0 if self._start else cpu)
+            self._last[pid] = cpu
+            self._role[pid] = role
+
+    def start(self) -> None:
+        self.sample()
+        self._start = self._own()
+
+    def stop(self) -> None:
+        self.sample()
+        self._end = self._own()
+
+    async def run(self) -> None:
+        """Sample until cancelled (catches backends opened and closed in the window)."""
+        while True:
+            await asyncio.sleep(self.period)
+            await asyncio.to_thread(self.sample)
+
+    def totals(self) -> dict[str, float]:
+        out = {k: self._end.get(k, 0.0) - v for k, v in self._start.items()}
+        for pid, last in self._last.items():
+            role = self._role[pid]
+            out[role] = out.get(role, 0.0) + last - self._first[pid]
+        return out
+
+
 # --- the benchmark ----------------------------------------------------------------------
 
 
@@ -286,6 +376,9 @@ class Figures:
     gc_objects: Counter[str] = field(default_factory=Counter)
     gc_queries: int = 0
     settle_s: float = 0.0
+    converge_cpu: dict[str, float] = field(default_factory=dict)
+    slots_peak: int = 0
+    slots_limit: int = 0
 
     @property
     def kb_per_workspace(self) -> float:
@@ -317,6 +410,7 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
             reconciler_interval=args.reconciler_interval,
             health_monitor_interval=args.health_interval,
             coordinator_retry_interval=1,
+            reconcile_concurrency=args.reconcile_concurrency,
             max_running_per_user=1_000_000,
             max_running_global=1_000_000,
             # Nobody uses the workspaces: the standby TTL must not act while a big size
@@ -354,8 +448,14 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         api0 = api_calls.snapshot()
 
         admin = ApiClient(server.url, server.tokens["admin"], ca_file=server.ca_file)
+        progress = await Progress.connect(server.database_url)
+        assert server.proc is not None
+        meter = CpuMeter(server.proc.pid, server.db_name)
+        meter.exclude.add(progress.backend_pid)
         log(f"creating {n} workspaces in {len(users)} namespaces")
         t0 = time.monotonic()
+        meter.start()
+        sampler = asyncio.create_task(meter.run())
         sem = asyncio.Semaphore(args.concurrency)
 
         async def create(i: int) -> None:
@@ -379,24 +479,14 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         await asyncio.gather(*(create(i) for i in range(n)))
         fig.created_s = time.monotonic() - t0
         log(f"created in {fig.created_s:.1f}s; waiting for convergence")
-        while True:
-            await asyncio.sleep(2)
-            items = (await admin.list())["items"]
-            fig.running = sum(1 for o in items if _settled_running(o))
-            fig.errors = sum(1 for o in items if (o.get("status") or {}).get("display") == "ERROR")
-            del items
-            log(
-                f"  {fig.running}/{n} RUNNING, {fig.errors} ERROR ({time.monotonic() - t0:.0f}s,"
-                f" RSS {rss_mb():.0f} MB)"
-            )
-            if fig.running + fig.errors >= n:
-                break
-            if time.monotonic() - t0 > args.max_wait:
-                log("giving up waiting")
-                break
+        await converge(fig, admin, progress, t0, args.max_wait, coordinator)
+        meter.stop()
+        sampler.cancel()
         fig.converged_s = time.monotonic() - t0
         fig.converge_api = api_calls.snapshot() - api0
+        fig.converge_cpu = meter.totals()
         await admin.close()
+        await progress.close()
 
         # The TTL Manager's first pass over new workspaces writes each one's idle_action
         # (once): done here, so the idle window below is idle.
@@ -424,6 +514,68 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         stop.set()
         await asyncio.wait_for(runner, 60)
     return fig
+
+
+class Progress:
+    """How many workspaces are settled RUNNING or ERROR, counted by PostgreSQL from the
+    store's typed columns: listing 10,000 bodies every 2 s through the API would cost
+    the API server and this process more than the coordinator's own work."""
+
+    def __init__(self, conn: Any, backend_pid: int) -> None:
+        self.conn = conn
+        self.backend_pid = backend_pid
+
+    @classmethod
+    async def connect(cls, database_url: str) -> Progress:
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+        row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+        assert row is not None
+        return cls(conn, int(row[0]))
+
+    async def counts(self) -> tuple[int, int]:
+        row = await (
+            await self.conn.execute(
+                "SELECT count(*) FILTER (WHERE observed_status = 'RUNNING'"
+                " AND coalesce(operation, 'NONE') = 'NONE'),"
+                " count(*) FILTER (WHERE observed_status = 'ERROR')"
+                " FROM objects WHERE kind = 'workspaces'"
+            )
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def converge(
+    fig: Figures, admin: Any, progress: Progress, t0: float, max_wait: float, coordinator: Any
+) -> None:
+    """Wait until every workspace is settled RUNNING (or ERROR), then confirm it with one
+    listing through the API (display and operation, as a user sees them)."""
+    n = fig.n
+    while True:
+        await asyncio.sleep(2)
+        running, errors = await progress.counts()
+        term = coordinator._term
+        slots = term.gate.slots if term is not None and term.ctx is not None else None
+        if slots is not None:
+            fig.slots_peak, fig.slots_limit = slots.peak, slots.limit
+        held = f", slots {slots.in_use}/{slots.limit} +{slots.waiting} waiting" if slots else ""
+        log(
+            f"  {running}/{n} RUNNING, {errors} ERROR ({time.monotonic() - t0:.0f}s,"
+            f" RSS {rss_mb():.0f} MB{held})"
+        )
+        if running + errors >= n:
+            break
+        if time.monotonic() - t0 > max_wait:
+            log("giving up waiting")
+            break
+    items = (await admin.list())["items"]
+    fig.running = sum(1 for o in items if _settled_running(o))
+    fig.errors = sum(1 for o in items if (o.get("status") or {}).get("display") == "ERROR")
 
 
 async def settle(api_calls: CountingApi, max_wait: float, window: float = 3.0) -> float:
@@ -531,6 +683,9 @@ def print_figures(fig: Figures) -> None:
         f"({fig.running / fig.converged_s:.1f} workspaces/s)"
     )
     print(f"  coordinator API requests per workspace to converge: {_per(fig.converge_api, n)}")
+    if fig.slots_limit:
+        print(f"  reconciles in flight at most:  {fig.slots_peak} of {fig.slots_limit} slots")
+    print_cpu(fig)
     print(
         f"  idle window:                  {fig.idle_s:8.1f} s  (after {fig.settle_s:.0f} s "
         "for the passes begun during convergence to finish)"
@@ -562,6 +717,24 @@ def print_figures(fig: Figures) -> None:
     print(
         f"  GC pass: API requests {_per(fig.gc_api, 1)}; object-store calls "
         f"{_per(fig.gc_objects, 1)}; first-seen queries {fig.gc_queries}; engine calls 0"
+    )
+
+
+def print_cpu(fig: Figures) -> None:
+    """CPU per workspace by process during convergence, and the floor it implies."""
+    cpu = fig.converge_cpu
+    if not cpu:
+        return
+    n, cores = fig.n, os.cpu_count() or 1
+    total = sum(cpu.values())
+    print(f"  CPU during convergence ({fig.converged_s:.0f} s wall), per workspace:")
+    for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        print(f"    {1000 * seconds / n:7.1f} ms  {seconds:7.1f} s  {role}")
+    per = total / n
+    print(
+        f"    {1000 * per:7.1f} ms  {total:7.1f} s  total; floor on {cores} cores: "
+        f"{total / cores:.0f} s for {n:,} ({10_000 * per / cores:.0f} s for 10,000 at this "
+        f"cost; 120 s for 10,000 needs <= {1000 * 120 * cores / 10_000:.0f} ms per workspace)"
     )
 
 
@@ -621,6 +794,8 @@ async def bench(args: argparse.Namespace) -> Figures:
 
 
 def main() -> None:
+    from codehub.operator.settings import Settings
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--workspaces",
@@ -634,6 +809,12 @@ def main() -> None:
     p.add_argument("--health-interval", type=float, default=5.0)
     p.add_argument("--reconciler-interval", type=float, default=10.0)
     p.add_argument("--max-wait", type=float, default=1800.0)
+    p.add_argument(
+        "--reconcile-concurrency",
+        type=int,
+        default=Settings().reconcile_concurrency,
+        help="the coordinator's CODEHUB_RECONCILE_CONCURRENCY (a huge value: unbounded)",
+    )
     p.add_argument("--json-out", default="", help=argparse.SUPPRESS)
     p.add_argument(
         "--tracemalloc", action="store_true", help="print where live memory was allocated (slow)"
