@@ -126,6 +126,10 @@ async def measure(n: int, profile: bool = False) -> None:
             def add(self, ns: str, name: str) -> None:
                 queued.append((ns, name))
 
+            def nudge(self, ns: str, name: str) -> bool:
+                queued.append((ns, name))
+                return True
+
         net = SafetyNet(ctx, cast(Any, Gate()))
         _, sn_cpu = await timed("safety net pass", api_calls, fakes, net.pass_once)
         print(f"    unsettled queued: {len(queued)}")

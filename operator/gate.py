@@ -66,6 +66,13 @@ class ReconcileGate:
     def add(self, ns: str, name: str) -> None:
         self.queue.add((ns, name))
 
+    def nudge(self, ns: str, name: str) -> bool:
+        """``add``, unless a reconcile of this workspace is under way (running, or
+        waiting for a slot): for the periodic passes, whose finding such a reconcile
+        already covers. With thousands of workspaces waiting for slots, ``add`` would
+        mark each dirty at every pass and buy each a second reconcile afterwards."""
+        return self.queue.add_unless_processing((ns, name))
+
     def add_after(self, ns: str, name: str, delay: float) -> None:
         self.queue.add_after((ns, name), delay)
 

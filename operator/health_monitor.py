@@ -8,7 +8,8 @@ then one engine listing of containers and one of volumes; it writes (through
 It talks to the rest of the operator only through the resource and the reconcile gate:
 a workspace whose fresh observation looks unsettled (drift from desired, or an ERROR no
 terminal error explains yet) is added to the gate, whose reconcile repairs it or records
-the error and then observes it. It never calls the reconciler and installs nothing.
+the error and then observes it; a drift of a workspace whose reconcile is already under
+way is left to that reconcile (``gate.nudge``). It never calls the reconciler and installs nothing.
 
 Staleness (docs/observation.md): every workspace a pass observes counts as observed at
 that pass, written or not (the pass is the heartbeat); ``observed_at`` is written with
@@ -125,7 +126,7 @@ class HealthMonitor:
             counts[(seen.observed.value, seen.display.value)] += 1
             status = {**(obj.get("status") or {}), "observed_status": seen.observed.value}
             if seen.unexplained or needs_reconcile({**obj, "status": status}):
-                report.nudged += self._hand_over(obj)
+                report.nudged += self._hand_over(obj, urgent=seen.unexplained)
         for uid in list(self._observed_at):
             if uid not in live:
                 del self._observed_at[uid]
@@ -229,12 +230,17 @@ class HealthMonitor:
             return False
         return remaining(self.ctx, w, w.operation) <= 0
 
-    def _hand_over(self, obj: Obj) -> int:
+    def _hand_over(self, obj: Obj, *, urgent: bool) -> int:
+        """Queue the workspace; a drift only if no reconcile of it is under way (it will
+        see the same facts), an unexplained ERROR also after one, to be recorded."""
         if self.gate is None:
             return 0
         meta = obj.get("metadata") or {}
-        self.gate.add(str(meta.get("namespace")), str(meta.get("name")))
-        return 1
+        ns, name = str(meta.get("namespace")), str(meta.get("name"))
+        if urgent:
+            self.gate.add(ns, name)
+            return 1
+        return int(self.gate.nudge(ns, name))
 
     def _report_staleness(self) -> list[str]:
         ctx = self.ctx

@@ -4,7 +4,10 @@ reconcile gate; a settled one costs nothing.
 
 Not a kopf timer: a timer sees the body kopf last processed, which was seen to lag behind
 the resource, so the pass works from a fresh listing. It only adds keys to the gate; the
-gate's workers reconcile them.
+gate's workers reconcile them. A workspace whose reconcile is under way (running, or
+waiting for one of the gate's slots) is left to it (``gate.nudge``): re-running it
+afterwards would only find nothing to do, and while thousands converge that doubled the
+reconciles; if it ends unsettled, the next pass queues it.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ class SafetyNet:
         )
 
     async def pass_once(self) -> int:
-        """Queue the unsettled workspaces; returns how many."""
+        """Queue the unsettled workspaces not already being reconciled; returns how many
+        unsettled workspaces it saw."""
         listing = await self.ctx.api.list(None)
         items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
         unsettled = [key_of(i) for i in items if needs_reconcile(i)]
         for ns, name in unsettled:
-            self.gate.add(ns, name)
+            self.gate.nudge(ns, name)
         return len(unsettled)

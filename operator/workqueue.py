@@ -133,6 +133,16 @@ class WorkQueue(Generic[K]):
     def forget(self, key: K) -> None:
         self.limiter.forget(key)
 
+    def add_unless_processing(self, key: K) -> bool:
+        """``add``, unless ``key`` is being processed: for a periodic re-check, which
+        processing that has not ended yet makes redundant (its outcome goes to whoever
+        processes it; marking the key dirty would only buy a second run afterwards that
+        finds nothing to do). True if the key is queued now."""
+        if key in self._processing:
+            return False
+        self.add(key)
+        return not self._shut
+
     # -- processing --------------------------------------------------------------------
 
     def begin(self, key: K) -> bool:

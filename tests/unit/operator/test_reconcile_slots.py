@@ -260,3 +260,30 @@ async def test_an_archive_holds_no_slot_so_a_deletion_completes_meanwhile(
     status = (await admin.get(NS, "long"))["status"]
     assert status["display"] == "ARCHIVED"
     assert gate.slots.in_use == 0
+
+
+async def test_a_workspace_waiting_for_a_slot_is_not_queued_again_by_the_periodic_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The safety net and the HealthMonitor ``nudge``: a reconcile under way (here,
+    waiting for the only slot) covers their finding, so it runs once, not twice."""
+    runs: list[str] = []
+    release = asyncio.Event()
+
+    async def stand_in(ctx: OperatorContext, obj: Mapping[str, Any]) -> Outcome:
+        runs.append(str(obj["metadata"]["name"]))
+        await release.wait()
+        return Outcome("done", detail="converged")
+
+    monkeypatch.setattr(gate_module, "reconcile", stand_in)
+    gate = ReconcileGate(_context(None, FakeStorageProvider(), limit=1))
+    first = asyncio.create_task(gate.reconcile_now({"metadata": {"namespace": NS, "name": "a"}}))
+    waiting = asyncio.create_task(gate.reconcile_now({"metadata": {"namespace": NS, "name": "b"}}))
+    await until(lambda: gate.slots.waiting == 1)
+    assert not gate.nudge(NS, "a")  # running
+    assert not gate.nudge(NS, "b")  # waiting for a slot
+    assert gate.nudge(NS, "c")  # idle: queued
+    release.set()
+    await asyncio.gather(first, waiting)
+    assert len(gate.queue) == 1  # only c; neither a nor b runs a second time
+    assert runs == ["a", "b"]

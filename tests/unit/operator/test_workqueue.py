@@ -93,6 +93,21 @@ def test_begin_from_the_middle_keeps_the_others_in_order() -> None:
     assert q.get_nowait() is None
 
 
+def test_add_unless_processing_leaves_a_key_in_processing_clean() -> None:
+    q, _, _ = make()
+    assert q.begin("a")
+    assert not q.add_unless_processing("a")  # no dirty mark: no second run after done
+    q.done("a")
+    assert q.get_nowait() is None
+    assert q.add_unless_processing("a")  # idle: queued like add
+    assert q.add_unless_processing("a")  # already queued: still queued, once
+    assert len(q) == 1
+    assert q.get_nowait() == "a"
+    q.add("a")  # a real change during processing still re-runs it
+    q.done("a")
+    assert q.get_nowait() == "a"
+
+
 def test_add_after_waits_for_the_clock() -> None:
     q, clock, m = make()
     q.add_after("a", 5)
