@@ -6,22 +6,23 @@ as a subprocess, and a ``codehub/workspace-test:local`` container (busybox httpd
 websocketd echo) published on 127.0.0.1; services from ``eval "$(scripts/dev-services up)"``.
 Then, in one run:
 
-1. HTTP: C concurrent keep-alive clients for S seconds, GET /healthz, directly on the
-   published port (plain HTTP) and through ``/w/bench/direct/`` (bearer) on the API's
-   HTTPS listener, as in production: requests/s, the server's CPU per proxied request
-   and the p50 of one client's sequential requests. The same client session and
-   concurrency serve every side, in R alternating rounds (direct, proxy, proxy over
-   plain HTTP), and ratios are taken within a round, so a change of machine load
-   between rounds does not favour either side. The extra line "proxy, plain HTTP" is a
-   second replica started with ``--insecure-http`` on the same database: the same proxy
-   without TLS, to tell TLS cost from the proxy's own. Goals: proxy >= 0.7x the direct
-   throughput and p50 at most +2 ms.
+1. HTTP: C concurrent keep-alive clients, GET /healthz, directly on the published port
+   (plain HTTP) and through ``/w/bench/direct/`` (bearer) on the API's HTTPS listener, as
+   in production: requests/s, the CPU per request of the client, the Python server and
+   nginx, and the p50 of one client's sequential requests. The load generator
+   (``--client``, printed first) is ``wrk`` (C) when installed, else aiohttp (Python,
+   this process: it spends more CPU per request than what it measures, which flattens
+   the ratios; ``proxy_clients.py``). The same client and concurrency serve every side, in
+   R rounds; each round passes over the sides ``--slices`` times (seconds/slices each),
+   and ratios are taken within a round, so a change of machine load does not favour
+   either side. The extra line "proxy, plain HTTP" is a second replica started with
+   ``--insecure-http`` on the same database: the same proxy without TLS, to tell TLS cost
+   from the proxy's own. Goals: proxy >= 0.7x the direct throughput and p50 at most +2 ms.
    The native edge (docs/adr/0012-native-edge.md) in the same rounds: nginx on HTTPS in
    front of that replica, asking it who may pass and moving the bytes itself over a
    keep-alive pool to the container: "edge" asks on every request, "cached" reuses the
    answer for 1 s (the ``codehub edge`` default); extra lines: "cached_http" without TLS,
-   "unpooled" with a new upstream connection per request. Their CPU figure is the
-   Python replica's only (nginx not counted).
+   "unpooled" with a new upstream connection per request. ``--sides`` picks a subset.
 2. WebSocket: sequential echo round trips, direct (ws://) and through the proxy (wss://,
    and ws:// on the plain-HTTP replica; wss:// through the edge, which hands WebSockets
    to the Python proxy).
@@ -34,6 +35,8 @@ Everything is printed, ratios included; nothing is asserted (the machine may be 
 compare ratios of one run, repeat it).
 
     .venv/bin/python bench/proxy_throughput.py --seconds 4 --clients 16 --rounds 3 --wakes 3
+    .venv/bin/python bench/proxy_throughput.py --client wrk --sides cached,cached_http \
+        --seconds 6 --slices 6 --rounds 5 --wakes 0
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_write_throughput import cpu_seconds
-from watch_latency import REPO, Server, free_port
+from _common import REPO, cpu_seconds, free_port
+from proxy_clients import AiohttpClient, Target, WrkClient, wrk_binary
+from watch_latency import Server
 
 from codehub.crd_like.proxy.edge_conf import EdgeConfig
 from codehub.crd_like.proxy.edge_run import EdgeProcess, nginx_binary
@@ -102,33 +106,14 @@ async def first_byte(session: aiohttp.ClientSession, url: str, **kw: Any) -> Non
         await asyncio.sleep(0.02)
 
 
-async def throughput(
-    session: aiohttp.ClientSession, url: str, clients: int, seconds: float, **kw: Any
-) -> float:
-    """Requests per second of ``clients`` concurrent keep-alive loops."""
-    count = 0
-    stop = time.perf_counter() + seconds
-
-    async def loop() -> None:
-        nonlocal count
-        while time.perf_counter() < stop:
-            async with session.get(url, **kw) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"{url}: {resp.status}")
-            count += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(clients)))
-    return count / (time.perf_counter() - started)
-
-
-async def latency(session: aiohttp.ClientSession, url: str, n: int, **kw: Any) -> float:
-    """p50 (ms) of ``n`` sequential GETs on one keep-alive connection."""
+async def latency(session: aiohttp.ClientSession, target: Target, n: int) -> float:
+    """p50 (ms) of ``n`` sequential GETs on one keep-alive connection (always aiohttp: the
+    added latency is a difference, and one client's sequential requests do not load it)."""
     times = []
+    kw = target.aiohttp_kw()
     for _ in range(n):
         t0 = time.perf_counter()
-        async with session.get(url, **kw) as resp:
+        async with session.get(target.url, **kw) as resp:  # type: ignore[arg-type]
             await resp.read()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
@@ -242,6 +227,7 @@ class Edge:
         cache: int,
         tls: bool = True,
         pools: tuple[str, ...] = (),
+        workers: int = 0,
     ) -> None:
         self.tls = tls
         self.process = EdgeProcess(
@@ -253,7 +239,7 @@ class Edge:
                 secret=app.edge_secret,
                 workdir=workdir,
                 auth_cache=cache,
-                workers=int(os.environ.get("EDGE_WORKERS", "1")),
+                workers=workers,
                 upstreams=pools,
             )
         )
@@ -264,6 +250,14 @@ class Edge:
 
     def start(self) -> None:
         self.process.start()
+
+    def cpu(self) -> float:
+        """CPU seconds of nginx's workers so far (the master only supervises)."""
+        pid = self.process.pid
+        if pid is None:
+            return 0.0
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return sum(cpu_seconds(int(child)) for child in children)
 
     def stop(self) -> None:
         self.process.stop()
@@ -284,12 +278,81 @@ SIDES = (
     ("cached_http", "the same without TLS (extra line: TLS cost at the edge)"),
     ("unpooled", "cached, but a new upstream connection per request (extra line)"),
 )
+EDGE_SIDES = ("edge", "cached", "cached_http", "unpooled")
+LABELS = (
+    ("proxy", "proxy (HTTPS) "),
+    ("plain", "plain-HTTP proxy"),
+    ("edge", "native edge (HTTPS)"),
+    ("cached", "native edge, 1 s auth cache"),
+    ("cached_http", "native edge, 1 s cache, plain HTTP"),
+    ("unpooled", "native edge, 1 s cache, no upstream pool"),
+)
+
+
+def http_targets(
+    api: Api, plain_server: Server, edges: dict[str, Edge], direct: str, sides: list[str]
+) -> dict[str, Target]:
+    """Each side's URL and headers, in the order of ``SIDES`` (``sides`` chosen)."""
+    auth = {"Authorization": f"Bearer {api.session.headers['Authorization'].split()[1]}"}
+    path = f"/w/{NS}/direct/healthz"
+    every = {
+        "direct": Target(direct + "/healthz", {}),
+        "proxy": Target(api.base + path, auth, api.ctx),
+        "plain": Target(plain_server.url + path, auth),
+        **{
+            side: Target(edge.url + path, auth, api.ctx if edge.tls else None)
+            for side, edge in edges.items()
+        },
+    }
+    return {side: every[side] for side, _ in SIDES if side in every and side in sides}
+
+
+class Meter:
+    """CPU seconds so far of what serves a side besides the client: the Python server it
+    asks (all but direct) and nginx's workers (the edge sides)."""
+
+    def __init__(self, api: Api, plain_server: Server, edges: dict[str, Edge]) -> None:
+        self.api, self.edges = api, edges
+        self.plain_pid = plain_server.proc.pid if plain_server.proc else None
+
+    def python(self, side: str) -> float:
+        pid = self.api.pid if side == "proxy" else self.plain_pid
+        return cpu_seconds(pid) if pid and side != "direct" else 0.0
+
+    def nginx(self, side: str) -> float:
+        return self.edges[side].cpu() if side in self.edges else 0.0
+
+
+async def http_round(
+    client: AiohttpClient | WrkClient,
+    targets: dict[str, Target],
+    meter: Meter,
+    args: argparse.Namespace,
+    out: dict[str, list[float]],
+) -> None:
+    """One round: ``args.slices`` passes over every side, each ``seconds / slices`` long,
+    so that the machine's load swings within the round fall on every side alike."""
+    total: dict[str, list[float]] = {side: [0.0] * 5 for side in targets}
+    for _ in range(args.slices):
+        for side, target in targets.items():
+            py0, ngx0 = meter.python(side), meter.nginx(side)
+            load = await client.run(target, args.seconds / args.slices)
+            acc = total[side]
+            acc[0] += load.requests
+            acc[1] += load.seconds
+            acc[2] += load.client_cpu
+            acc[3] += meter.python(side) - py0
+            acc[4] += meter.nginx(side) - ngx0
+    for side, (requests, seconds, client_cpu, python, nginx) in total.items():
+        out.setdefault(f"{side}_rps", []).append(requests / seconds)
+        for key, cpu in (("client", client_cpu), ("cpu", python), ("nginx", nginx)):
+            out.setdefault(f"{side}_{key}_ms", []).append(cpu * 1000 / requests)
 
 
 async def bench_http(
     api: Api, plain_server: Server, edges: dict[str, Edge], direct: str, args: argparse.Namespace
 ) -> dict[str, list[float]]:
-    """Per-round figures of every side; one client session and concurrency for all."""
+    """Per-round figures of every side; one load generator and concurrency for all."""
     await api.create("direct", "RUNNING")
     await api.call(
         "PATCH",
@@ -297,52 +360,54 @@ async def bench_http(
         {"status": {"observed_status": "RUNNING", "endpoint": direct}},
         merge=True,
     )
-    auth = {"Authorization": f"Bearer {api.session.headers['Authorization'].split()[1]}"}
-    urls: dict[str, tuple[str, dict[str, Any]]] = {
-        "direct": (direct + "/healthz", {}),
-        "proxy": (f"{api.base}/w/{NS}/direct/healthz", {"ssl": api.ctx, "headers": auth}),
-        "plain": (f"{plain_server.url}/w/{NS}/direct/healthz", {"headers": auth}),
-        **{
-            side: (
-                f"{edge.url}/w/{NS}/direct/healthz",
-                {"ssl": api.ctx, "headers": auth} if edge.tls else {"headers": auth},
-            )
-            for side, edge in edges.items()
-        },
-    }
-    plain_pid = plain_server.proc.pid if plain_server.proc else None
-    pids = {"proxy": api.pid, "plain": plain_pid}
-    pids.update((side, plain_pid) for side in edges)
+    targets = http_targets(api, plain_server, edges, direct, args.sides)
+    meter = Meter(api, plain_server, edges)
     out: dict[str, list[float]] = {}
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as client:
-        for url, kw in urls.values():
-            await latency(client, url, 50, **kw)  # warm: connections, endpoint cache
+    async with aiohttp.ClientSession(connector=connector) as session:
+        client: AiohttpClient | WrkClient = (
+            WrkClient(args.clients, args.threads)
+            if args.client == "wrk"
+            else AiohttpClient(session, args.clients)
+        )
+        args.client_name = client.name
+        print(f"load generator: {client.name}", flush=True)
+        for target in targets.values():
+            await latency(session, target, 50)  # warm: connections, endpoint cache
         for _ in range(args.rounds):
-            for side, (url, kw) in urls.items():
-                pid = pids.get(side)
-                cpu0 = cpu_seconds(pid) if pid else 0.0
-                t0 = time.perf_counter()
-                rps = await throughput(client, url, args.clients, args.seconds, **kw)
-                served = rps * (time.perf_counter() - t0)
-                out.setdefault(f"{side}_rps", []).append(rps)
-                if pid:
-                    cpu = (cpu_seconds(pid) - cpu0) * 1000 / served
-                    out.setdefault(f"{side}_cpu_ms", []).append(cpu)
+            await http_round(client, targets, meter, args, out)
+            for side, target in targets.items():
                 out.setdefault(f"{side}_p50", []).append(
-                    await latency(client, url, args.requests, **kw)
+                    await latency(session, target, args.requests)
                 )
-        root = f"/w/{NS}/direct/"
-        ws: dict[str, tuple[str, dict[str, Any]]] = {
-            "direct": (direct.replace("http://", "ws://") + "/", {}),
-            "proxy": (api.base.replace("https://", "wss://") + root, urls["proxy"][1]),
-            "plain": (plain_server.url.replace("http://", "ws://") + root, urls["plain"][1]),
-        }
-        if "edge" in edges:
-            ws["edge"] = (edges["edge"].url.replace("https://", "wss://") + root, urls["edge"][1])
-        for side, (url, kw) in ws.items():
-            out[f"{side}_ws"] = [await ws_round_trip(client, url, args.requests, **kw)]
+        if {"proxy", "plain"} <= targets.keys():
+            await bench_ws(session, api, plain_server, edges, direct, targets, args, out)
     return out
+
+
+async def bench_ws(
+    session: aiohttp.ClientSession,
+    api: Api,
+    plain_server: Server,
+    edges: dict[str, Edge],
+    direct: str,
+    targets: dict[str, Target],
+    args: argparse.Namespace,
+    out: dict[str, list[float]],
+) -> None:
+    """Sequential echo round trips: direct (ws), proxy (wss), plain replica (ws), edge."""
+    root = f"/w/{NS}/direct/"
+    kw = targets["proxy"].aiohttp_kw()
+    plain_kw = {"headers": kw["headers"]}
+    ws: dict[str, tuple[str, dict[str, Any]]] = {
+        "direct": (direct.replace("http://", "ws://") + "/", {}),
+        "proxy": (api.base.replace("https://", "wss://") + root, kw),
+        "plain": (plain_server.url.replace("http://", "ws://") + root, plain_kw),
+    }
+    if "edge" in edges:
+        ws["edge"] = (edges["edge"].url.replace("https://", "wss://") + root, kw)
+    for side, (url, side_kw) in ws.items():
+        out[f"{side}_ws"] = [await ws_round_trip(session, url, args.requests, **side_kw)]
 
 
 async def timed(fn: Callable[[], Awaitable[None]]) -> float:
@@ -399,27 +464,24 @@ def start_coordinator(
     )
 
 
-def report(fig: dict[str, list[float]], woke: list[float], raw: list[float]) -> None:
+def report_http(fig: dict[str, list[float]], client: str) -> None:
     med = statistics.median
     rounds = len(fig["direct_rps"])
-    print(f"HTTP GET /healthz, {rounds} alternating rounds, same client and concurrency:")
-    for side, what in SIDES:
-        if side + "_rps" not in fig:  # no nginx here: no edge sides
-            continue
-        cpu = f"   server CPU {med(fig[side + '_cpu_ms']):.2f} ms/req" if side != "direct" else ""
-        if side in ("edge", "cached", "cached_http", "unpooled"):
-            cpu = f"   Python CPU {med(fig[side + '_cpu_ms']):.2f} ms/req (nginx not counted)"
-        rps, p50 = med(fig[side + "_rps"]), med(fig[side + "_p50"])
-        print(f"  {side:6} {rps:7.0f} req/s   p50 {p50:5.2f} ms{cpu}   ({what})")
-    labels = (
-        ("proxy", "proxy (HTTPS) "),
-        ("plain", "plain-HTTP proxy"),
-        ("edge", "native edge (HTTPS)"),
-        ("cached", "native edge, 1 s auth cache"),
-        ("cached_http", "native edge, 1 s cache, plain HTTP"),
-        ("unpooled", "native edge, 1 s cache, no upstream pool"),
+    print(
+        f"HTTP GET /healthz, {rounds} alternating rounds, same client and concurrency ({client}):"
     )
-    for side, label in labels:
+    for side, what in SIDES:
+        if side + "_rps" not in fig:  # no nginx here, or not chosen with --sides
+            continue
+        cpu = f"   Python {med(fig[side + '_cpu_ms']):.3f}" if side != "direct" else ""
+        if side in EDGE_SIDES:
+            cpu += f" nginx {med(fig[side + '_nginx_ms']):.3f}"
+        rps, p50 = med(fig[side + "_rps"]), med(fig[side + "_p50"])
+        print(
+            f"  {side:11} {rps:7.0f} req/s   p50 {p50:5.2f} ms   CPU ms/req: client"
+            f" {med(fig[side + '_client_ms']):.3f}{cpu}   ({what})"
+        )
+    for side, label in LABELS:
         if side + "_rps" not in fig:
             continue
         ratios = [p / d for p, d in zip(fig[side + "_rps"], fig["direct_rps"], strict=True)]
@@ -429,16 +491,22 @@ def report(fig: dict[str, list[float]], woke: list[float], raw: list[float]) -> 
             f" rounds {' '.join(f'{r:.2f}' for r in ratios)})"
             f"   p50 {med(extras):+.2f} ms (goal <= +2 ms)"
         )
-    d = fig["direct_ws"][0]
-    edge = ""
-    if "edge_ws" in fig:
-        e = fig["edge_ws"][0]
-        edge = f"   edge (wss, Python behind) {e:.2f} ms ({e - d:+.2f} ms)"
-    print(
-        f"WebSocket echo p50  direct {d:.2f} ms   proxy (wss) {fig['proxy_ws'][0]:.2f} ms"
-        f" ({fig['proxy_ws'][0] - d:+.2f} ms)   plain-HTTP proxy (ws)"
-        f" {fig['plain_ws'][0]:.2f} ms ({fig['plain_ws'][0] - d:+.2f} ms){edge}"
-    )
+
+
+def report(fig: dict[str, list[float]], client: str, woke: list[float], raw: list[float]) -> None:
+    med = statistics.median
+    report_http(fig, client)
+    if "direct_ws" in fig:
+        d = fig["direct_ws"][0]
+        edge = ""
+        if "edge_ws" in fig:
+            e = fig["edge_ws"][0]
+            edge = f"   edge (wss, Python behind) {e:.2f} ms ({e - d:+.2f} ms)"
+        print(
+            f"WebSocket echo p50  direct {d:.2f} ms   proxy (wss) {fig['proxy_ws'][0]:.2f} ms"
+            f" ({fig['proxy_ws'][0] - d:+.2f} ms)   plain-HTTP proxy (ws)"
+            f" {fig['plain_ws'][0]:.2f} ms ({fig['plain_ws'][0] - d:+.2f} ms){edge}"
+        )
     if woke and raw:
         w, r = med(woke), med(raw)
         print(
@@ -447,7 +515,30 @@ def report(fig: dict[str, list[float]], woke: list[float], raw: list[float]) -> 
         )
 
 
+def make_edges(
+    server: Server, plain_server: PlainServer, direct: str, work: Path, args: argparse.Namespace
+) -> dict[str, Edge]:
+    """The chosen edge sides (none without nginx), each its own nginx."""
+    if nginx_binary() is None:
+        print("nginx is not installed: no native-edge sides", file=sys.stderr)
+        return {}
+    pool = (direct.removeprefix("http://"),)
+    shapes: dict[str, tuple[int, bool, tuple[str, ...]]] = {
+        "edge": (0, True, pool),
+        "cached": (1, True, pool),
+        "cached_http": (1, False, pool),
+        "unpooled": (1, True, ()),
+    }
+    return {
+        side: Edge(server, plain_server, work / side, cache, tls, pools, args.edge_workers)
+        for side, (cache, tls, pools) in shapes.items()
+        if side in args.sides
+    }
+
+
 async def main(args: argparse.Namespace) -> None:
+    """Long because it owns every process of the run (server, replica, container, nginx,
+    coordinator) and must stop them all whatever fails."""
     admin_url = os.environ["CODEHUB_DATABASE_URL"]
     labels = {"codehub.io/bench": uuid.uuid4().hex[:8]}
     with tempfile.TemporaryDirectory(prefix="codehub-bench-") as tmp:
@@ -464,17 +555,7 @@ async def main(args: argparse.Namespace) -> None:
             plain_server.start()
             await plain_server.wait_ready()
             _, direct = await asyncio.to_thread(run_container, labels)
-            pool = (direct.removeprefix("http://"),)
-            work = Path(tmp)
-            if nginx_binary() is None:
-                print("nginx is not installed: no native-edge sides", file=sys.stderr)
-            else:
-                edges.update(
-                    edge=Edge(server, plain_server, work / "edge", 0, pools=pool),
-                    cached=Edge(server, plain_server, work / "cached", 1, pools=pool),
-                    cached_http=Edge(server, plain_server, work / "cached_http", 1, False, pool),
-                    unpooled=Edge(server, plain_server, work / "unpooled", 1),
-                )
+            edges = make_edges(server, plain_server, direct, Path(tmp), args)
             for edge in edges.values():
                 edge.start()
             headers = {"Authorization": f"Bearer {server.token}"}
@@ -488,7 +569,7 @@ async def main(args: argparse.Namespace) -> None:
                 if args.wakes:
                     coordinator = start_coordinator(server, operator_token, labels)
                     woke, raw = await bench_wake(api, labels, args.wakes)
-            report(fig, woke, raw)
+            report(fig, args.client_name, woke, raw)
         finally:
             if coordinator is not None:
                 coordinator.terminate()
@@ -506,11 +587,40 @@ async def main(args: argparse.Namespace) -> None:
                     docker(kind, "rm", "-f", *ids)
 
 
-if __name__ == "__main__":
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="per throughput run")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per side and round")
+    parser.add_argument(
+        "--slices", type=int, default=1, help="passes over the sides per round (seconds each)"
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "aiohttp"),
+        default="auto",
+        help="load generator (auto: wrk when installed, else aiohttp)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="wrk's threads")
+    parser.add_argument(
+        "--sides",
+        default=",".join(side for side, _ in SIDES),
+        help="comma-separated sides to measure (direct is always measured)",
+    )
+    parser.add_argument(
+        "--edge-workers", type=int, default=0, help="nginx workers (0: auto, codehub edge's)"
+    )
     parser.add_argument("--requests", type=int, default=300, help="sequential, for p50")
     parser.add_argument("--rounds", type=int, default=3, help="alternating HTTP rounds")
     parser.add_argument("--wakes", type=int, default=3, help="wake rounds (0: skip)")
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    if args.client == "auto":
+        args.client = "wrk" if wrk_binary() else "aiohttp"
+    args.sides = ["direct", *(s for s in args.sides.split(",") if s and s != "direct")]
+    unknown = set(args.sides) - {side for side, _ in SIDES}
+    if unknown:
+        parser.error(f"unknown sides: {', '.join(sorted(unknown))}")
+    return args
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

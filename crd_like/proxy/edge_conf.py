@@ -15,6 +15,11 @@ from pathlib import Path
 from .edge import EDGE_AUTH_PATH, SECRET_HEADER
 from .routing import LINK_PATH, PAGES_NAMESPACE, PREFIX
 
+#: Requests per keep-alive connection, client side and upstream (nginx's default, 1000,
+#: closes a busy connection every few tenths of a second: a new TLS handshake, or a new
+#: connection through the workspace's published port).
+KEEPALIVE_REQUESTS = 10000
+
 
 @dataclass(frozen=True)
 class EdgeConfig:
@@ -33,6 +38,7 @@ class EdgeConfig:
     #: Seconds a "may pass" answer is reused for the same credential and URL (0: never;
     #: nginx counts cache lifetimes in whole seconds).
     auth_cache: int = 0
+    #: nginx worker processes; 0 is nginx's ``auto`` (one per core).
     workers: int = 1
     #: The workers' user when nginx starts as root (it would switch to ``nobody``, which
     #: cannot use the files under ``workdir``); None when it starts as anyone else.
@@ -54,12 +60,17 @@ def _app_headers(cfg: EdgeConfig) -> str:
 
 
 def _auth_location(cfg: EdgeConfig) -> str:
+    """The subrequest to the server, and its short cache of "may pass" answers.
+
+    No ``proxy_cache_lock``: its waiters poll every 500 ms, so each expiry stalled every
+    concurrent request on the key for up to half a second; a few concurrent misses each
+    second cost the server far less (docs/adr/0012-native-edge.md, second pass).
+    """
     cache = ""
     if cfg.auth_cache > 0:
         cache = f"""
       proxy_buffering on;
       proxy_cache codehub_auth;
-      proxy_cache_lock on;
       proxy_cache_key "$http_authorization|$http_cookie|$http_upgrade|$request_uri";
       proxy_cache_valid 200 {cfg.auth_cache}s;
       proxy_ignore_headers Cache-Control Expires Set-Cookie;"""
@@ -86,9 +97,9 @@ def _auth_location(cfg: EdgeConfig) -> str:
 def _pools(cfg: EdgeConfig) -> str:
     """An upstream group per known endpoint, and the map choosing it (nginx keeps
     connections alive only to a named group, never to an address in a variable)."""
+    keep = f"keepalive 16; keepalive_requests {KEEPALIVE_REQUESTS};"
     groups = "".join(
-        f"  upstream codehub_w{i} {{ server {hp}; keepalive 16; }}\n"
-        for i, hp in enumerate(cfg.upstreams)
+        f"  upstream codehub_w{i} {{ server {hp}; {keep} }}\n" for i, hp in enumerate(cfg.upstreams)
     )
     entries = "".join(f'    "{hp}" codehub_w{i};\n' for i, hp in enumerate(cfg.upstreams))
     return (
@@ -160,7 +171,7 @@ def render(cfg: EdgeConfig) -> str:
     )
     user = f"user {cfg.user};\n" if cfg.user else ""
     return f"""daemon off;
-{user}worker_processes {cfg.workers};
+{user}worker_processes {cfg.workers or "auto"};
 pid {d / "nginx.pid"};
 error_log {d / "error.log"} warn;
 events {{ worker_connections 4096; }}
@@ -179,12 +190,15 @@ http {{
   absolute_redirect off;
   merge_slashes off;
   client_max_body_size 0;
+  keepalive_requests {KEEPALIVE_REQUESTS};
   proxy_http_version 1.1;
   proxy_buffering off;
   proxy_request_buffering off;
   proxy_read_timeout 1h;
   proxy_send_timeout 1h;
-  upstream codehub_app {{ server {cfg.app}; keepalive 32; }}
+  upstream codehub_app {{
+    server {cfg.app}; keepalive 32; keepalive_requests {KEEPALIVE_REQUESTS};
+  }}
 {_pools(cfg)}
 {_server(cfg)}
 }}

@@ -115,5 +115,10 @@ def add_arguments(p: argparse.ArgumentParser, listen_arg: Callable[[str], tuple[
         help="seconds nginx reuses a 'may pass' answer per credential and URL (0: never;"
         " a revoked token or user may pass for up to one second more)",
     )
-    p.add_argument("--workers", type=int, default=1, help="nginx worker processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="nginx worker processes (default 0: one per core, nginx's 'auto')",
+    )
     p.set_defaults(func=cmd_edge)

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from codehub.crd_like.proxy.edge_conf import EdgeConfig, render
+from codehub.crd_like.proxy.edge_conf import KEEPALIVE_REQUESTS, EdgeConfig, render
 from codehub.crd_like.proxy.edge_run import EdgeProcess, nginx_binary
 from codehub.crd_like.proxy.edge_trust import EDGE_SECRET_KEY, SECRET_HEADER, from_edge
 from codehub.crd_like.server.tls import ensure_certificate
@@ -39,11 +39,22 @@ def test_auth_cache_is_keyed_by_credential_upgrade_and_target(tmp_path: Path) ->
     assert key in text
     assert "proxy_cache_valid 200 1s;" in text
     assert "proxy_cache_valid 401" not in text
+    # A cache lock's waiters poll every 500 ms: each expiry would stall concurrent requests.
+    assert "proxy_cache_lock" not in text
+
+
+def test_workers_and_long_keep_alive(tmp_path: Path) -> None:
+    assert "worker_processes 1;" in render(config(tmp_path))
+    assert "worker_processes auto;" in render(config(tmp_path, workers=0))
+    text = render(config(tmp_path, upstreams=("127.0.0.1:32768",)))
+    # Client connections, the server's pool and each workspace pool: not nginx's 1000.
+    assert text.count(f"keepalive_requests {KEEPALIVE_REQUESTS};") == 3
 
 
 def test_pools_and_their_map(tmp_path: Path) -> None:
     text = render(config(tmp_path, upstreams=("127.0.0.1:32768", "127.0.0.1:32769")))
-    assert "upstream codehub_w0 { server 127.0.0.1:32768; keepalive 16; }" in text
+    pool = "upstream codehub_w0 { server 127.0.0.1:32768; keepalive 16; keepalive_requests"
+    assert pool in text
     assert '"127.0.0.1:32769" codehub_w1;' in text
     assert "proxy_pass http://$codehub_pool$codehub_path;" in text
 
