@@ -108,23 +108,30 @@ async def reconcile(ctx: OperatorContext, obj: Mapping[str, Any]) -> Outcome:
     meta = obj.get("metadata") or {}
     ns, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
     async with kube_events.posting_behind():
-        return await _steps(ctx, ns, name, uid, _untouched(obj))
+        return await _steps(ctx, ns, name, uid, _borrowable(obj))
 
 
-def _untouched(obj: Mapping[str, Any]) -> Obj | None:
-    """The caller's whole copy when the operator has never written this workspace (a
-    spec and no status: a create event's body), so the first step need not read it
-    again. Safe even if it went stale meanwhile: the first write such a step makes is a
-    claim or an error record, both compare-and-set on this copy's resourceVersion; a
-    refused claim, or a step that found nothing to do, is decided again from a fresh read
-    (``_steps``). Only a whole object: the gate's workers pass bare metadata, which says
-    nothing of status."""
+def _borrowable(obj: Mapping[str, Any]) -> Obj | None:
+    """The caller's whole copy when it shows no work under way (no status yet: a create
+    event's body; or a settled one, no operation and no error: a desired-state change's
+    body), so the first step need not read it again. Safe even if it went stale
+    meanwhile: the first write such a step makes is a claim or an error record, both
+    compare-and-set on this copy's resourceVersion; a refused claim, or a step that found
+    nothing to do, is decided again from a fresh read (``_steps``). Not a copy with an
+    operation or an error: resuming, timing out or backing off would act on its word
+    before any compare-and-set; nor one being deleted (rare, and its steps read first as
+    they always did). Only a whole object: the gate's workers pass bare metadata, which
+    says nothing of status."""
     meta = obj.get("metadata")
+    status = obj.get("status") or {}
     if (
-        obj.get("status")
+        not isinstance(status, Mapping)
+        or status.get("operation") not in (None, Operation.NONE.value)
+        or status.get("error_info")
         or not isinstance(obj.get("spec"), Mapping)
         or not isinstance(meta, Mapping)
         or not meta.get("resourceVersion")
+        or meta.get("deletionTimestamp")
     ):
         return None
     return dict(obj)

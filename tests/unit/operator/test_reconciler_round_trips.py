@@ -228,3 +228,43 @@ async def test_a_crash_after_the_merged_write_resumes_the_claimed_operation(setu
     assert (st["display"], st["operation"]) == ("RUNNING", "NONE")
     messages = [e["message"] for e in await admin.list_events(NS, "crashed")]
     assert f"STARTING completed (op_id {op_id})" in messages
+
+
+async def test_a_desired_change_body_is_claimed_without_reading_it_again(setup: Any) -> None:
+    admin, counting, _ctx, gate = setup
+    created = await admin.create(NS, manifest("woken"))
+    assert (await gate.reconcile_now(created)).detail == "converged"
+    changed = await admin.patch_merge(NS, "woken", {"spec": {"desired_state": "RUNNING"}})
+    counting.calls.clear()
+    assert (await gate.reconcile_now(changed)).detail == "converged"
+    assert (await admin.get(NS, "woken"))["status"]["display"] == "RUNNING"
+    assert counting.calls["get"] == 0, counting.calls
+    assert counting.calls["patch_json"] == 2  # claim STARTING; completed + observed RUNNING
+
+
+async def test_a_stale_settled_body_is_refused_then_decided_afresh(setup: Any) -> None:
+    admin, _counting, ctx, gate = setup
+    created = await admin.create(NS, manifest("flip"))
+    assert (await gate.reconcile_now(created)).detail == "converged"
+    run = await admin.patch_merge(NS, "flip", {"spec": {"desired_state": "RUNNING"}})
+    assert (await gate.reconcile_now(run)).detail == "converged"
+    await admin.patch_merge(NS, "flip", {"spec": {"desired_state": "STANDBY"}})
+    # ``run`` is stale (observed STANDBY, desired RUNNING): its STARTING claim is refused
+    assert (await gate.reconcile_now(run)).detail == "converged"
+    st = (await admin.get(NS, "flip"))["status"]
+    assert (st["display"], st["operation"]) == ("STANDBY", "NONE")
+    assert ctx.instances.calls["start"] == 1  # only the start ``run`` asked for when fresh
+
+
+@pytest.mark.parametrize(
+    "status",
+    [{"operation": "STARTING", "op_id": "x"}, {"error_info": {"reason": "Unreachable"}}],
+)
+async def test_a_body_with_work_under_way_is_read_first(setup: Any, status: dict[str, Any]) -> None:
+    admin, counting, _ctx, gate = setup
+    created = await admin.create(NS, manifest("busy"))
+    assert (await gate.reconcile_now(created)).detail == "converged"
+    body = {**created, "status": {**(await admin.get(NS, "busy"))["status"], **status}}
+    counting.calls.clear()
+    await gate.reconcile_now(body)
+    assert counting.calls["get"] >= 1
