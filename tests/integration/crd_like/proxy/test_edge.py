@@ -18,7 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yarl
+from aiohttp import web
 from proxykit import Cluster, Upstream, bearer, raw_request
+from support.api import serve_app
 
 from codehub.crd_like.proxy.edge import EDGE_AUTH_PATH, SECRET_HEADER
 from codehub.crd_like.proxy.edge_conf import EdgeConfig
@@ -272,6 +274,68 @@ async def test_auth_cache_reuses_answers_briefly(
         assert seen["cookie"] == f"t={theme}", "the app gets the cookies of this request"
     async with edge.get("/w/alice/ws/same", headers={**ALICE, "Upgrade": "websocket"}) as resp:
         assert resp.status != 200 or "raw_path" not in await resp.text()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], limit: float = 20.0) -> bool:
+    """Poll ``check`` until it holds (True) or ``limit`` seconds pass (False)."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_auth_cache_follows_a_moved_endpoint(
+    edge_factory: Callable[..., Awaitable[Edge]], upstream: Upstream
+) -> None:
+    """Cached answers are files nginx keeps open; a new answer for the same key is a new
+    file, so after the cache lifetime the edge follows the workspace, and never goes back."""
+    async def answer(_: web.Request) -> web.Response:
+        return web.Response(text="moved")
+
+    moved = web.Application()
+    moved.router.add_get("/{tail:.*}", answer)
+    runner, other = await serve_app(moved)
+    try:
+        edge = await edge_factory(
+            upstreams=(host_port(upstream.url), host_port(other)), auth_cache=1
+        )
+        await edge.cluster.workspace("alice", "ws", upstream.url)
+
+        async def body() -> str:
+            async with edge.get("/w/alice/ws/x", headers=ALICE) as resp:
+                return await resp.text()
+
+        assert "raw_path" in await body()
+        await edge.cluster.set_status("alice", "ws", {"endpoint": other})
+
+        async def followed() -> bool:
+            return await body() == "moved"
+
+        assert await _until(followed), "the edge kept the old endpoint"
+        assert [await body() for _ in range(20)] == ["moved"] * 20
+    finally:
+        await runner.cleanup()
+
+
+async def test_auth_cache_forgets_a_stopped_workspace(
+    edge_factory: Callable[..., Awaitable[Edge]], upstream: Upstream
+) -> None:
+    """The revocation lag is bounded: once the cached answer expires the server decides
+    again (a refusal is never cached), and nginx stops forwarding."""
+    edge = await edge_factory(upstreams=(host_port(upstream.url),), auth_cache=1)
+    await edge.cluster.workspace("alice", "ws", upstream.url)
+    async with edge.get("/w/alice/ws/x", headers=ALICE) as resp:
+        assert resp.status == 200
+    await edge.cluster.set_status("alice", "ws", {"observed_status": "STOPPED", "endpoint": None})
+
+    async def refused() -> bool:
+        async with edge.get("/w/alice/ws/x", headers=ALICE) as resp:
+            return resp.status != 200 and "raw_path" not in await resp.text()
+
+    assert await _until(refused), "a stopped workspace kept passing"
+    assert await refused(), "and it stays refused"
 
 
 async def test_no_credential_in_the_access_log(

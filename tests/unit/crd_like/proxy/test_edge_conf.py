@@ -41,6 +41,7 @@ def test_auth_cache_is_keyed_by_credential_upgrade_and_target(tmp_path: Path) ->
     assert "proxy_cache_valid 401" not in text
     # A cache lock's waiters poll every 500 ms: each expiry would stall concurrent requests.
     assert "proxy_cache_lock" not in text
+    assert "open_file_cache max=1024 inactive=2s;" in text  # a hit is one pread
 
 
 def test_workers_and_long_keep_alive(tmp_path: Path) -> None:
