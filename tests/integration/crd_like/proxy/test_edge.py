@@ -291,6 +291,7 @@ async def test_auth_cache_follows_a_moved_endpoint(
 ) -> None:
     """Cached answers are files nginx keeps open; a new answer for the same key is a new
     file, so after the cache lifetime the edge follows the workspace, and never goes back."""
+
     async def answer(_: web.Request) -> web.Response:
         return web.Response(text="moved")
 
