@@ -75,7 +75,7 @@ __all__ = ["MAX_STEPS", "Outcome", "needs_reconcile", "reconcile"]
 
 log = logging.getLogger(__name__)
 
-#: Steps one call may take before yielding (a full PENDING -> RUNNING needs about 6).
+#: Steps one call may take before yielding (a full PENDING -> RUNNING needs 2 or 3).
 MAX_STEPS = 24
 
 
@@ -368,7 +368,7 @@ async def _complete(ctx: OperatorContext, w: View, op: Operation, facts: Facts) 
 def _after_completion(
     ctx: OperatorContext, w: View, changes: dict[str, Any], facts: Facts
 ) -> tuple[dict[str, Any], Operation] | None:
-    """The whole status after the completion (pure): ``changes``, the observation of
+    """The whole status after the completion (no I/O): ``changes``, the observation of
     ``facts`` on it and, if planning on that observation yields one, the next claim;
     with that next operation (NONE: converged). None when the observation may not be
     written with it (an ERROR that must be recorded first)."""
