@@ -16,10 +16,10 @@ from aiohttp import web
 
 from codehub.crd_like.models import SpecDefaults, apply_spec_defaults
 from codehub.crd_like.store.interface import Obj, StoreError
-from codehub.vocabulary.timestamps import now_rfc3339
 
 from . import desired_source, recovery
 from .bodies import media_type, parse_document, require_body_type
+from .clock import now_rfc3339
 from .context import (
     WORKSPACES,
     ResourceKind,
@@ -91,7 +91,7 @@ def field_manager(request: web.Request) -> str:
 
 
 def stamp_managed_fields(
-    rk: ResourceKind, manager: str, old: Obj | None, new: Obj, sent: Any
+    rk: ResourceKind, manager: str, old: Obj | None, new: Obj, sent: Any, now: str | None = None
 ) -> Obj:
     """Record ``manager``'s Update in ``new``'s managedFields (workspaces only).
 
@@ -103,7 +103,9 @@ def stamp_managed_fields(
         return new
     stored = ((old or {}).get("metadata") or {}).get("managedFields")
     base = sent if isinstance(sent, list) and sent != stored else stored
-    managed = record_update(old, new, base, manager, api_version=rk.api_version, now=now_rfc3339())
+    managed = record_update(
+        old, new, base, manager, api_version=rk.api_version, now=now or now_rfc3339()
+    )
     meta = new["metadata"]
     if managed:
         meta["managedFields"] = managed
@@ -255,12 +257,13 @@ def _write_handler(rk: ResourceKind, subresource: str, method: str) -> Handler:
                 identity=identity,
                 replacing=method == "PUT",
             )
+            now = now_rfc3339()
             if rk is WORKSPACES and subresource == "":
-                recovery.finish(result, recovering, now_rfc3339())
+                recovery.finish(result, recovering, now)
             if subresource == "":
                 if rk is WORKSPACES:
-                    desired_source.stamp(current, result, doc if method == "PATCH" else None)
-                stamp_managed_fields(rk, manager, current, result, sent)
+                    desired_source.stamp(current, result, doc if method == "PATCH" else None, now)
+                stamp_managed_fields(rk, manager, current, result, sent, now)
             if dry_run:
                 raise DryRun(recovery.with_recovered_status(result) if recovering else result)
             return result

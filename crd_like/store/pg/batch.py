@@ -34,15 +34,16 @@ import psycopg
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL
 
 #: The keys of each update's parameters (as ``writes._params`` builds them) that the
-#: statement reads, each sent as one array.
+#: statement reads, each sent as one array, in binary: a text array's text form escapes
+#: every quote of every body, in Python, with a regular expression.
 _ARRAYS = ("kind", "ns", "name", "expected", "body", "gen", "ds", "os", "op", "dt")
 
 BATCH_SQL = (
     'WITH i AS (SELECT t.kind COLLATE "C" AS kind, t.ns COLLATE "C" AS ns,'
     ' t.name COLLATE "C" AS name, t.expected, t.body, t.gen, t.ds, t.os, t.op, t.dt, t.i'
-    " FROM unnest(%(kind)s::text[], %(ns)s::text[], %(name)s::text[], %(expected)s::bigint[],"
-    " %(body)s::text[], %(gen)s::bigint[], %(ds)s::text[], %(os)s::text[], %(op)s::text[],"
-    " %(dt)s::timestamptz[]) WITH ORDINALITY"
+    " FROM unnest(%(kind)b::text[], %(ns)b::text[], %(name)b::text[], %(expected)b::bigint[],"
+    " %(body)b::text[], %(gen)b::bigint[], %(ds)b::text[], %(os)b::text[], %(op)b::text[],"
+    " %(dt)b::timestamptz[]) WITH ORDINALITY"
     " AS t(kind, ns, name, expected, body, gen, ds, os, op, dt, i)),"
     " x AS (SELECT o.kind, o.namespace, o.name, o.resource_version FROM objects o"
     " WHERE (o.kind, o.namespace, o.name, o.resource_version) IN"
