@@ -42,7 +42,7 @@ class Settings:
     coordinator_retry_interval: float = 5.0
     #: Reconciles in flight at once (their API-heavy part; archive and restore transfers
     #: run outside the bound); the rest wait in the coordinator (docs/operator.md).
-    reconcile_concurrency: int = 16
+    reconcile_concurrency: int = 32
     # Per-operation timeouts (docs/errors.md).
     timeout_starting: float = 300.0
     timeout_stopping: float = 300.0

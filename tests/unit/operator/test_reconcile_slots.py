@@ -151,7 +151,7 @@ async def test_outside_a_reconcile_outside_bound_is_a_no_op() -> None:
 
 
 def test_the_setting_is_typed_and_at_least_one() -> None:
-    assert Settings().reconcile_concurrency == 16
+    assert Settings().reconcile_concurrency == 32
     env = {"CODEHUB_RECONCILE_CONCURRENCY": "4"}
     assert Settings.from_env(env).reconcile_concurrency == 4
     with pytest.raises(SettingsError):
