@@ -377,6 +377,7 @@ class Figures:
     gc_queries: int = 0
     settle_s: float = 0.0
     converge_cpu: dict[str, float] = field(default_factory=dict)
+    setup: str = ""
     slots_peak: int = 0
     slots_limit: int = 0
 
@@ -400,7 +401,12 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
     env = service_env()
     users = tuple(f"u{i:03d}" for i in range(args.namespaces))
     limits = {"MAX_RUNNING_PER_USER": "1000000", "MAX_RUNNING_GLOBAL": "1000000"}
+    if args.finalizer_on_create:  # as `codehub dev up` and docs/api.md recommend
+        limits["CODEHUB_FINALIZER_ON_CREATE"] = "1"
     fig = Figures(n)
+    fig.setup = (
+        f"finalizer on create: {'yes' if args.finalizer_on_create else 'no (kopf PATCHes it)'}"
+    )
     with local_server(env, extra_env=limits, users=users) as server:
         settings = Settings(
             database_url=server.database_url,
@@ -677,6 +683,7 @@ def print_figures(fig: Figures) -> None:
     n = fig.n
     print()
     print(f"scale benchmark: {n} workspaces, fake adapters, real API + PostgreSQL + kopf")
+    print(f"  reconcile slots:              {fig.slots_limit}; {fig.setup}")
     print(f"  create requests:              {fig.created_s:8.1f} s  ({n / fig.created_s:.0f}/s)")
     print(
         f"  PENDING -> RUNNING ({fig.running}/{n}, {fig.errors} ERROR): {fig.converged_s:8.1f} s  "
@@ -809,6 +816,12 @@ def main() -> None:
     p.add_argument("--health-interval", type=float, default=5.0)
     p.add_argument("--reconciler-interval", type=float, default=10.0)
     p.add_argument("--max-wait", type=float, default=1800.0)
+    p.add_argument(
+        "--finalizer-on-create",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the API server puts the operator's finalizer on at create (kopf skips a PATCH)",
+    )
     p.add_argument(
         "--reconcile-concurrency",
         type=int,
