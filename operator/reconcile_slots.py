@@ -90,9 +90,11 @@ _LEASE: ContextVar[_Lease | None] = ContextVar("codehub_reconcile_lease", defaul
 @contextlib.asynccontextmanager
 async def outside_bound() -> AsyncIterator[None]:
     """Run the body without the current reconcile's slot, and take one again afterwards
-    (also after an error: the failure is then written under the bound; not after a
-    cancellation, which ends the reconcile). Outside a reconcile that holds a slot, it
-    does nothing."""
+    (also after an error: the failure is then written under the bound). Not after a
+    cancellation: a cancelled task must not wait. That includes a transfer cut short by
+    its operation's timeout (``asyncio.timeout`` cancels it), whose Timeout error is then
+    written without a slot: one write, and rare. Outside a reconcile that holds a slot,
+    it does nothing."""
     lease = _LEASE.get()
     if lease is None or not lease.held:
         yield
