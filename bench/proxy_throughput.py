@@ -215,6 +215,20 @@ class PlainServer(Server):
         raise RuntimeError("plain-HTTP replica did not become ready")
 
 
+class FloorProcess(EdgeProcess):
+    """The edge's nginx plus ``/floor/``: straight to the first pool, no ``auth_request``
+    (benchmark only). What any TLS proxy hop costs here, whoever decides who may pass."""
+
+    def _write(self) -> None:
+        super()._write()
+        floor = (
+            "    location /floor/ {\n      proxy_pass http://codehub_w0/;\n"
+            '      proxy_set_header Connection "";\n    }\n'
+        )
+        at = "    location @app {"
+        self.conf_path.write_text(self.conf_path.read_text().replace(at, floor + at))
+
+
 class Edge:
     """nginx (the native edge, ``crd_like/proxy/edge_run.py``) on HTTPS in front of
     ``app`` (the plain-HTTP replica), with the primary server's certificate."""
@@ -228,9 +242,10 @@ class Edge:
         tls: bool = True,
         pools: tuple[str, ...] = (),
         workers: int = 0,
+        floor: bool = False,
     ) -> None:
         self.tls = tls
-        self.process = EdgeProcess(
+        self.process = (FloorProcess if floor else EdgeProcess)(
             EdgeConfig(
                 listen=f"127.0.0.1:{free_port()}",
                 app=f"127.0.0.1:{app.port}",
@@ -277,8 +292,9 @@ SIDES = (
     ("cached", "native edge, its 'may pass' answers reused for up to 1 s"),
     ("cached_http", "the same without TLS (extra line: TLS cost at the edge)"),
     ("unpooled", "cached, but a new upstream connection per request (extra line)"),
+    ("floor", "nginx alone, TLS and the pool, no auth_request (extra line: any proxy's floor)"),
 )
-EDGE_SIDES = ("edge", "cached", "cached_http", "unpooled")
+EDGE_SIDES = ("edge", "cached", "cached_http", "unpooled", "floor")
 LABELS = (
     ("proxy", "proxy (HTTPS) "),
     ("plain", "plain-HTTP proxy"),
@@ -286,6 +302,7 @@ LABELS = (
     ("cached", "native edge, 1 s auth cache"),
     ("cached_http", "native edge, 1 s cache, plain HTTP"),
     ("unpooled", "native edge, 1 s cache, no upstream pool"),
+    ("floor", "nginx alone (TLS, pool, no auth)"),
 )
 
 
@@ -304,16 +321,34 @@ def http_targets(
             for side, edge in edges.items()
         },
     }
+    if "floor" in edges:
+        every["floor"] = Target(edges["floor"].url + "/floor/healthz", {}, api.ctx)
     return {side: every[side] for side, _ in SIDES if side in every and side in sides}
+
+
+def workspace_pids(direct: str) -> list[int]:
+    """The processes behind the published port: docker's userland proxy (when docker runs
+    one) and the container's main process (websocketd, which serves /healthz)."""
+    port = direct.rpartition(":")[2]
+    found = subprocess.run(
+        ["pgrep", "-f", f"docker-proxy .*-host-port {port} "], capture_output=True, text=True
+    ).stdout.split()
+    cid = docker("ps", "-q", "--filter", f"publish={port}").split()[0]
+    return [*map(int, found), int(docker("inspect", "-f", "{{.State.Pid}}", cid))]
 
 
 class Meter:
     """CPU seconds so far of what serves a side besides the client: the Python server it
-    asks (all but direct) and nginx's workers (the edge sides)."""
+    asks (all but direct), nginx's workers (the edge sides) and the workspace (every side:
+    docker-proxy and websocketd)."""
 
-    def __init__(self, api: Api, plain_server: Server, edges: dict[str, Edge]) -> None:
+    def __init__(self, api: Api, plain_server: Server, edges: dict[str, Edge], direct: str) -> None:
         self.api, self.edges = api, edges
         self.plain_pid = plain_server.proc.pid if plain_server.proc else None
+        self.workspace_pids = workspace_pids(direct)
+
+    def workspace(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.workspace_pids)
 
     def python(self, side: str) -> float:
         pid = self.api.pid if side == "proxy" else self.plain_pid
@@ -332,10 +367,10 @@ async def http_round(
 ) -> None:
     """One round: ``args.slices`` passes over every side, each ``seconds / slices`` long,
     so that the machine's load swings within the round fall on every side alike."""
-    total: dict[str, list[float]] = {side: [0.0] * 5 for side in targets}
+    total: dict[str, list[float]] = {side: [0.0] * 6 for side in targets}
     for _ in range(args.slices):
         for side, target in targets.items():
-            py0, ngx0 = meter.python(side), meter.nginx(side)
+            py0, ngx0, ws0 = meter.python(side), meter.nginx(side), meter.workspace()
             load = await client.run(target, args.seconds / args.slices)
             acc = total[side]
             acc[0] += load.requests
@@ -343,9 +378,10 @@ async def http_round(
             acc[2] += load.client_cpu
             acc[3] += meter.python(side) - py0
             acc[4] += meter.nginx(side) - ngx0
-    for side, (requests, seconds, client_cpu, python, nginx) in total.items():
+            acc[5] += meter.workspace() - ws0
+    for side, (requests, seconds, *cpus) in total.items():
         out.setdefault(f"{side}_rps", []).append(requests / seconds)
-        for key, cpu in (("client", client_cpu), ("cpu", python), ("nginx", nginx)):
+        for key, cpu in zip(("client", "cpu", "nginx", "workspace"), cpus, strict=True):
             out.setdefault(f"{side}_{key}_ms", []).append(cpu * 1000 / requests)
 
 
@@ -361,7 +397,7 @@ async def bench_http(
         merge=True,
     )
     targets = http_targets(api, plain_server, edges, direct, args.sides)
-    meter = Meter(api, plain_server, edges)
+    meter = Meter(api, plain_server, edges, direct)
     out: dict[str, list[float]] = {}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -464,6 +500,13 @@ def start_coordinator(
     )
 
 
+def host_ms(fig: dict[str, list[float]], side: str, i: int) -> float:
+    """CPU per request of everything but the client in round ``i``: what a host serving
+    remote clients would spend (its capacity when CPU-bound is the inverse)."""
+    keys = ("workspace", "cpu", "nginx")
+    return sum(fig[f"{side}_{k}_ms"][i] for k in keys if f"{side}_{k}_ms" in fig)
+
+
 def report_http(fig: dict[str, list[float]], client: str) -> None:
     med = statistics.median
     rounds = len(fig["direct_rps"])
@@ -473,23 +516,26 @@ def report_http(fig: dict[str, list[float]], client: str) -> None:
     for side, what in SIDES:
         if side + "_rps" not in fig:  # no nginx here, or not chosen with --sides
             continue
-        cpu = f"   Python {med(fig[side + '_cpu_ms']):.3f}" if side != "direct" else ""
+        cpu = f" Python {med(fig[side + '_cpu_ms']):.3f}" if side != "direct" else ""
         if side in EDGE_SIDES:
             cpu += f" nginx {med(fig[side + '_nginx_ms']):.3f}"
         rps, p50 = med(fig[side + "_rps"]), med(fig[side + "_p50"])
         print(
             f"  {side:11} {rps:7.0f} req/s   p50 {p50:5.2f} ms   CPU ms/req: client"
-            f" {med(fig[side + '_client_ms']):.3f}{cpu}   ({what})"
+            f" {med(fig[side + '_client_ms']):.3f} workspace"
+            f" {med(fig[side + '_workspace_ms']):.3f}{cpu}   ({what})"
         )
     for side, label in LABELS:
         if side + "_rps" not in fig:
             continue
         ratios = [p / d for p, d in zip(fig[side + "_rps"], fig["direct_rps"], strict=True)]
         extras = [p - d for p, d in zip(fig[side + "_p50"], fig["direct_p50"], strict=True)]
+        hosts = [host_ms(fig, "direct", i) / host_ms(fig, side, i) for i in range(len(ratios))]
         print(
             f"  {label} vs direct: throughput {med(ratios):.2f}x (goal >= 0.70;"
             f" rounds {' '.join(f'{r:.2f}' for r in ratios)})"
             f"   p50 {med(extras):+.2f} ms (goal <= +2 ms)"
+            f"   capacity by host CPU {med(hosts):.2f}x"
         )
 
 
@@ -528,9 +574,12 @@ def make_edges(
         "cached": (1, True, pool),
         "cached_http": (1, False, pool),
         "unpooled": (1, True, ()),
+        "floor": (1, True, pool),
     }
     return {
-        side: Edge(server, plain_server, work / side, cache, tls, pools, args.edge_workers)
+        side: Edge(
+            server, plain_server, work / side, cache, tls, pools, args.edge_workers, side == "floor"
+        )
         for side, (cache, tls, pools) in shapes.items()
         if side in args.sides
     }
