@@ -66,6 +66,9 @@ async def test_edge_command_serves_refreshes_pools_and_stops_nginx(
         assert alive(nginx_pid)
         conf = state / "edge" / "nginx.conf"
         assert conf.stat().st_mode & 0o077 == 0
+        text = conf.read_text()
+        assert "worker_processes auto;" in text, "one worker per core by default"
+        assert "proxy_cache_valid 200 1s;" in text, "the 1 s auth cache by default"
         pool = upstream.url.removeprefix("http://")
         for _ in range(600):  # the 2 s refresh, then a reload
             if pool in conf.read_text():
