@@ -9,7 +9,6 @@ archive are cleaned up (see docs/api.md).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from codehub.crd_like.models import (
@@ -19,6 +18,7 @@ from codehub.crd_like.models import (
     validate_workspace_body,
 )
 from codehub.crd_like.store.interface import Conflict, Obj
+from codehub.crd_like.store.semantics import clone
 
 from .auth import Identity
 from .bodies import short
@@ -243,7 +243,7 @@ def finish(
     _carry_server_metadata(meta, cur_meta)
     new["apiVersion"], new["kind"] = rk.api_version, rk.kind
     if subresource == "status":
-        merged = copy.deepcopy(current)
+        merged = clone(current)
         if "status" in new:
             merged["status"] = new["status"]
         else:
@@ -252,7 +252,7 @@ def finish(
     else:
         guard_finalizer(rk, current, new, identity, replacing=replacing)
         if "status" in current:
-            new["status"] = copy.deepcopy(current["status"])
+            new["status"] = clone(current["status"])
         else:
             new.pop("status", None)
         if defaults is not None:

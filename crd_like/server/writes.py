@@ -8,6 +8,7 @@ leaves the stored object exactly as it was.
 from __future__ import annotations
 
 import copy
+import functools
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -70,10 +71,14 @@ def dry_run_of(request: web.Request) -> bool:
 
 def spec_defaults(request: web.Request) -> SpecDefaults:
     cfg = ctx_of(request).config
+    return _spec_defaults(cfg.default_image, cfg.default_standby_ttl, cfg.default_archive_ttl)
+
+
+@functools.lru_cache(maxsize=16)
+def _spec_defaults(image_ref: str, standby_ttl: int, archive_ttl: int) -> SpecDefaults:
+    """One (frozen) SpecDefaults per configuration instead of one per request."""
     return SpecDefaults(
-        image_ref=cfg.default_image,
-        standby_ttl_seconds=cfg.default_standby_ttl,
-        archive_ttl_seconds=cfg.default_archive_ttl,
+        image_ref=image_ref, standby_ttl_seconds=standby_ttl, archive_ttl_seconds=archive_ttl
     )
 
 

@@ -1,8 +1,8 @@
 """A batch of compare-and-swap updates as one statement (group commit,
 docs/adr/0007-api-write-path-performance.md).
 
-The batch goes out as **one** prepared statement whose parameters are arrays, one
-element per update: one ``send()``, one round trip, one plan, one NOTIFY. A pipeline of
+The batch goes out as **one** prepared statement whose one parameter is a JSON array,
+one element per update: one ``send()``, one round trip, one plan, one NOTIFY. A pipeline of
 one statement per update cost a socket wait, a ``send()`` and a result to process per
 update in this process, and a message to parse per update in the backend.
 
@@ -26,6 +26,7 @@ locked by someone else: do it the locked way).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,17 +35,15 @@ import psycopg
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL
 
 #: The keys of each update's parameters (as ``writes._params`` builds them) that the
-#: statement reads, each sent as one array, in binary: a text array's text form escapes
-#: every quote of every body, in Python, with a regular expression.
-_ARRAYS = ("kind", "ns", "name", "expected", "body", "gen", "ds", "os", "op", "dt")
+#: statement reads, in the order of each element of the batch's JSON array.
+_FIELDS = ("kind", "ns", "name", "expected", "gen", "ds", "os", "op")
 
 BATCH_SQL = (
-    'WITH i AS (SELECT t.kind COLLATE "C" AS kind, t.ns COLLATE "C" AS ns,'
-    ' t.name COLLATE "C" AS name, t.expected, t.body, t.gen, t.ds, t.os, t.op, t.dt, t.i'
-    " FROM unnest(%(kind)b::text[], %(ns)b::text[], %(name)b::text[], %(expected)b::bigint[],"
-    " %(body)b::text[], %(gen)b::bigint[], %(ds)b::text[], %(os)b::text[], %(op)b::text[],"
-    " %(dt)b::timestamptz[]) WITH ORDINALITY"
-    " AS t(kind, ns, name, expected, body, gen, ds, os, op, dt, i)),"
+    'WITH i AS (SELECT (e.v->>0) COLLATE "C" AS kind, (e.v->>1) COLLATE "C" AS ns,'
+    ' (e.v->>2) COLLATE "C" AS name, (e.v->>3)::bigint AS expected,'
+    " (e.v->>4)::bigint AS gen, e.v->>5 AS ds, e.v->>6 AS os, e.v->>7 AS op,"
+    " (e.v->>8)::timestamptz AS dt, e.v->9 AS body, e.i"
+    " FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(v, i)),"
     " x AS (SELECT o.kind, o.namespace, o.name, o.resource_version FROM objects o"
     " WHERE (o.kind, o.namespace, o.name, o.resource_version) IN"
     " (SELECT kind, ns, name, expected FROM i) FOR UPDATE SKIP LOCKED),"
@@ -55,7 +54,7 @@ BATCH_SQL = (
     " r AS (UPDATE revision_counter SET rev = rev + c.n FROM c WHERE id = 1 AND c.n > 0"
     " RETURNING rev - c.n AS base),"
     " v AS (SELECT k.*, r.base + row_number() OVER (ORDER BY k.i) AS rev FROM k, r),"
-    " d AS (SELECT v.*, jsonb_set(v.body::jsonb, '{metadata,resourceVersion}',"
+    " d AS (SELECT v.*, jsonb_set(v.body, '{metadata,resourceVersion}',"
     " to_jsonb(v.rev::text)) AS doc FROM v),"
     " o AS (UPDATE objects SET resource_version = d.rev, generation = d.gen,"
     " desired_state = d.ds, observed_status = d.os, operation = d.op,"
@@ -70,9 +69,18 @@ BATCH_SQL = (
 ).encode()
 
 
-def batch_params(batch: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The updates' parameters as the statement's arrays."""
-    return {key: [p[key] for p in batch] for key in _ARRAYS}
+def batch_param(batch: Sequence[dict[str, Any]]) -> str:
+    """The batch as the statement's one parameter: a JSON array with one array per
+    update, its columns then its body. The bodies are JSON text already, so they go in
+    as they are: no Python-level adaptation per value (ten array parameters cost ~3 %
+    of the server's CPU per PATCH in psycopg's dumpers), and PostgreSQL parses each
+    body once, as it parsed the text it was cast from before."""
+    parts = []
+    for p in batch:
+        dt = p["dt"]
+        head = [*(p[key] for key in _FIELDS), None if dt is None else dt.isoformat()]
+        parts.append(f"{json.dumps(head)[:-1]},{p['body']}]")
+    return f"[{','.join(parts)}]"
 
 
 def revisions(batch_size: int, rows: Sequence[tuple[int, int]]) -> list[int | None]:
@@ -87,5 +95,5 @@ async def swap_batch(
     conn: psycopg.AsyncConnection[Any], batch: Sequence[dict[str, Any]]
 ) -> list[int | None]:
     """Run the batch's statement on ``conn`` (in autocommit: its own transaction)."""
-    cur = await conn.execute(BATCH_SQL, batch_params(batch), prepare=True)
+    cur = await conn.execute(BATCH_SQL, (batch_param(batch),), prepare=True)
     return revisions(len(batch), await cur.fetchall())

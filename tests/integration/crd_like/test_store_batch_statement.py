@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -93,16 +94,25 @@ async def test_updates_land_in_arrival_order_and_stale_or_repeated_ones_are_refu
 
 
 async def test_typed_columns_follow_the_body(store: PostgresStore) -> None:
-    objs = await created(store, "t")
+    objs = await created(store, "t", "u")
+    deleting = swap(objs["u"])
+    body = json.loads(deleting["body"])
+    body["metadata"]["deletionTimestamp"] = "2026-01-02T03:04:05Z"
+    deleting = _params("workspaces", "alice", "u", "MODIFIED", encode(body), body, "update")
+    deleting["expected"] = int(objs["u"]["metadata"]["resourceVersion"])
     params = swap(objs["t"], desired_state="STOPPED")
-    [rev] = await run(store, [params])
-    assert rev is not None
+    revs = await run(store, [params, deleting])
+    assert None not in revs
     async with store._pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT resource_version, desired_state, generation FROM objects WHERE name = 't'"
+            "SELECT name, resource_version, desired_state, generation, deletion_timestamp"
+            " FROM objects WHERE name IN ('t', 'u') ORDER BY name"
         )
-        row = await cur.fetchone()
-    assert row == (rev, "STOPPED", params["gen"])
+        rows = await cur.fetchall()
+    assert rows == [
+        ("t", revs[0], "STOPPED", params["gen"], None),
+        ("u", revs[1], "RUNNING", deleting["gen"], datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+    ]
 
 
 async def test_a_row_locked_elsewhere_is_refused_without_waiting_and_the_rest_land(
