@@ -11,7 +11,7 @@ Then, in one run:
    in production: requests/s, the CPU per request of the client, the Python server and
    nginx, and the p50 of one client's sequential requests. The load generator
    (``--client``, printed first) is ``wrk`` (C) when installed, else aiohttp (Python,
-   this process: it spends more CPU per request than what it measures, which flattens
+   this process: it spends about as much CPU per request as the workspace, which blurs
    the ratios; ``proxy_clients.py``). The same client and concurrency serve every side, in
    R rounds; each round passes over the sides ``--slices`` times (seconds/slices each),
    and ratios are taken within a round, so a change of machine load does not favour
