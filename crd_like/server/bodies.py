@@ -136,7 +136,8 @@ def parse_document(raw: bytes, media: str) -> Any:
         raise bad_request("the request body is not valid UTF-8") from None
     if media in YAML_TYPES:
         return _load_yaml(text)
-    if json_depth(raw) > MAX_DEPTH:
+    # Nesting needs a bracket per level: a body shorter than the limit is within it.
+    if len(raw) > MAX_DEPTH and json_depth(raw) > MAX_DEPTH:
         raise too_deep()
     try:
         return json.loads(text)

@@ -214,9 +214,13 @@ def store_error(exc: StoreError, rk: ResourceKind, name: str) -> ApiError:
     return from_store_error(exc, resource=rk.plural, group=rk.group, kind=rk.kind, name=name)
 
 
+#: ``json.dumps(..., separators=(",", ":"))`` without making an encoder per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
+        body=_COMPACT.encode(body).encode(),
         status=status,
         content_type="application/json",
     )

@@ -164,9 +164,13 @@ def _params(
     return params
 
 
+#: ``json.dumps(..., separators=(",", ":"))`` without making an encoder per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(obj: Obj) -> str:
     """The body as JSON text: sent as the statement's parameter and kept in ``Recent``."""
-    return json.dumps(obj, separators=(",", ":"))
+    return _COMPACT.encode(obj)
 
 
 async def write(

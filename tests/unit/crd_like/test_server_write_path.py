@@ -1,5 +1,6 @@
 """Small parts of the API's write path (docs/adr/0007-api-write-path-performance.md): the
-once-a-second clock and reading a body that arrived whole with its headers."""
+once-a-second clock, reading a body that arrived whole with its headers, and the nesting
+limit of short bodies."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from support.api import ApiFactory
 
 from codehub.crd_like.server import clock
+from codehub.crd_like.server.bodies import MAX_DEPTH, parse_document
+from codehub.crd_like.server.status import ApiError
 from codehub.vocabulary.timestamps import format_rfc3339
 
 NS = "/apis/codehub.io/v1alpha1/namespaces/alice/workspaces"
@@ -62,3 +65,23 @@ async def test_a_body_without_length_is_still_bounded_and_read_whole(
     r = await api.http.post(NS, data=send(ok), headers=headers)
     assert r.status == 201, await r.text()
     assert (await r.json())["spec"]["memo"] == "m"
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"[" * (MAX_DEPTH + 1), "nested too deeply"),
+        (b"[" * MAX_DEPTH + b"]" * MAX_DEPTH, None),
+        (b"[" * MAX_DEPTH, "not valid JSON"),
+        (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "nested too deeply"),
+    ],
+)
+def test_nesting_is_bounded_whatever_the_length(raw: bytes, says: str | None) -> None:
+    """Short bodies skip the bracket count (they cannot nest deeper than they are long);
+    the limit is the same either side of that length."""
+    if says is None:
+        assert parse_document(raw, "application/json") is not None
+        return
+    with pytest.raises(ApiError) as caught:
+        parse_document(raw, "application/json")
+    assert says in caught.value.body()["message"]
