@@ -327,7 +327,8 @@ async def _update_cached(
         if plan is None or plan.remove:
             return None
         if admit is not None:
-            await admit(_NoCountView(), sem.clone(current), plan.obj)
+            # ``current`` was decoded for this call alone and is not used again: no copy.
+            await admit(_NoCountView(), current, plan.obj)
     except Exception:
         return None
     kind, ns, name = key
