@@ -128,6 +128,40 @@ class StorageProvider(ABC):
         """Release clients; the default has nothing to release."""
 
 
+class ForwardingStorage(StorageProvider):
+    """A StorageProvider that hands every call to ``inner``: the base of wrappers that
+    change one or two calls (a test pause, a reconcile slot handed back around a
+    transfer) and must pass the rest through unchanged."""
+
+    def __init__(self, inner: StorageProvider) -> None:
+        self.inner = inner
+
+    async def provision(self, uid: str, labels: Mapping[str, str] | None = None) -> None:
+        await self.inner.provision(uid, labels)
+
+    async def restore(
+        self, uid: str, archive_key: str, *, on_progress: ProgressCallback | None = None
+    ) -> None:
+        await self.inner.restore(uid, archive_key, on_progress=on_progress)
+
+    async def archive(
+        self, uid: str, op_id: str, *, on_progress: ProgressCallback | None = None
+    ) -> str:
+        return await self.inner.archive(uid, op_id, on_progress=on_progress)
+
+    async def delete_volume(self, uid: str) -> None:
+        await self.inner.delete_volume(uid)
+
+    async def volume_exists(self, uid: str) -> bool:
+        return await self.inner.volume_exists(uid)
+
+    async def list_volumes(self) -> set[str]:
+        return await self.inner.list_volumes()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 class ObjectStore(ABC):
     """Bucket access the Archive GC needs (docs/archive-gc.md)."""
 

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping
 
 from codehub.adapters.interfaces import (
+    ForwardingStorage,
     InstanceController,
     InstanceInfo,
     InstanceSpec,
@@ -53,9 +54,9 @@ class _Pauses:
             await self.clock.sleep(seconds)
 
 
-class PausingStorage(StorageProvider):
+class PausingStorage(ForwardingStorage):
     def __init__(self, inner: StorageProvider, pauses: Mapping[str, float], clock: Clock) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._p = _Pauses(pauses, clock)
 
     async def provision(self, uid: str, labels: Mapping[str, str] | None = None) -> None:
@@ -78,15 +79,6 @@ class PausingStorage(StorageProvider):
     async def delete_volume(self, uid: str) -> None:
         await self._p.pause("delete_volume")
         await self.inner.delete_volume(uid)
-
-    async def volume_exists(self, uid: str) -> bool:
-        return await self.inner.volume_exists(uid)
-
-    async def list_volumes(self) -> set[str]:
-        return await self.inner.list_volumes()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 class PausingInstances(InstanceController):

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 
-from codehub.adapters.interfaces import ProgressCallback, StorageProvider
+from codehub.adapters.interfaces import ForwardingStorage, ProgressCallback
 
 
 class ReconcileSlots:
@@ -110,15 +110,9 @@ async def outside_bound() -> AsyncIterator[None]:
     await lease.take()
 
 
-class TransfersOutsideBound(StorageProvider):
+class TransfersOutsideBound(ForwardingStorage):
     """``storage`` with its archive and restore run ``outside_bound``; every other call
     (quick engine calls) stays inside the caller's slot."""
-
-    def __init__(self, storage: StorageProvider) -> None:
-        self.inner = storage
-
-    async def provision(self, uid: str, labels: Mapping[str, str] | None = None) -> None:
-        await self.inner.provision(uid, labels)
 
     async def restore(
         self, uid: str, archive_key: str, *, on_progress: ProgressCallback | None = None
@@ -131,15 +125,3 @@ class TransfersOutsideBound(StorageProvider):
     ) -> str:
         async with outside_bound():
             return await self.inner.archive(uid, op_id, on_progress=on_progress)
-
-    async def delete_volume(self, uid: str) -> None:
-        await self.inner.delete_volume(uid)
-
-    async def volume_exists(self, uid: str) -> bool:
-        return await self.inner.volume_exists(uid)
-
-    async def list_volumes(self) -> set[str]:
-        return await self.inner.list_volumes()
-
-    async def close(self) -> None:
-        await self.inner.close()
