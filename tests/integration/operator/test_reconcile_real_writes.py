@@ -6,7 +6,6 @@ aside, so the next step follows the new wish, not the copy the operation was cla
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,27 +19,9 @@ from real_stack import (
     status,
     volume_exists,
 )
+from support.counting import CountingClient
 
 from codehub.operator.gate import ReconcileGate
-
-
-class CountingApi:
-    """The operator's real client, counting its calls by method."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, attr: str) -> Any:
-        target = getattr(self.client, attr)
-        if not callable(target):
-            return target
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[attr] += 1
-            return target(*args, **kwargs)
-
-        return call
 
 
 class BeforeDelete:
@@ -73,7 +54,7 @@ async def create(real: Real, name: str, desired: str = "RUNNING") -> dict[str, A
 
 
 async def test_apply_to_running_is_three_status_writes(real: Real) -> None:
-    counting = CountingApi(real.client)
+    counting = CountingClient(real.client)
     gate = ReconcileGate(dataclasses.replace(real.ctx, api=counting))
     created = await create(real, "three")
     assert (await gate.reconcile_now(created)).detail == "converged"

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
 from typing import Any
 
 import pytest
 from support.api import ApiFactory, Identity
+from support.counting import CountingClient
 
 from codehub.adapters.fake_instance import FakeInstanceController
 from codehub.adapters.fake_storage import FakeStorageProvider
@@ -29,12 +29,11 @@ from codehub.operator.settings import Settings
 NS = "alice"
 
 
-class Counting:
+class Counting(CountingClient):
     """The operator's client, counting calls; ``post_event`` may be held on a gate."""
 
     def __init__(self, client: ApiClient) -> None:
-        self.client = client
-        self.calls: Counter[str] = Counter()
+        super().__init__(client)
         self.hold_events: asyncio.Event | None = None
         self.events_waiting = 0
 
@@ -45,17 +44,6 @@ class Counting:
             await self.hold_events.wait()
             self.events_waiting -= 1
         return await self.client.post_event(ns, event)
-
-    def __getattr__(self, attr: str) -> Any:
-        target = getattr(self.client, attr)
-        if not callable(target):
-            return target
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[attr] += 1
-            return target(*args, **kwargs)
-
-        return call
 
 
 @pytest.fixture
