@@ -8,13 +8,6 @@ gate's workers reconcile them. A workspace whose reconcile is under way (running
 waiting for one of the gate's slots) is left to it (``gate.nudge``): re-running it
 afterwards would only find nothing to do, and while thousands converge that doubled the
 reconciles; if it ends unsettled, the next pass queues it.
-
-A pass that found every workspace settled remembers the revision it listed at; while the
-store's revision has not moved since (``ApiClient.revision``, a one-item page), nothing
-was written, ``needs_reconcile`` reads nothing but the bodies, so listing again would
-decide the same: the pass stops there. At 10,000 idle workspaces that is one small
-request every interval instead of decoding every workspace
-(docs/adr/0011-ten-thousand-workspaces.md).
 """
 
 from __future__ import annotations
@@ -33,10 +26,6 @@ class SafetyNet:
     def __init__(self, ctx: OperatorContext, gate: ReconcileGate) -> None:
         self.ctx = ctx
         self.gate = gate
-        #: The revision at which the last full pass found every workspace settled.
-        self.settled_at: str | None = None
-        #: Passes that stopped at the revision check (a benchmark's and a test's witness).
-        self.skipped = 0
 
     async def run(self) -> None:
         interval = self.ctx.settings.reconciler_interval
@@ -47,14 +36,9 @@ class SafetyNet:
     async def pass_once(self) -> int:
         """Queue the unsettled workspaces not already being reconciled; returns how many
         unsettled workspaces it saw."""
-        if self.settled_at is not None and await self.ctx.api.revision() == self.settled_at:
-            self.skipped += 1
-            return 0
         listing = await self.ctx.api.list(None)
         items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
         unsettled = [key_of(i) for i in items if needs_reconcile(i)]
         for ns, name in unsettled:
             self.gate.nudge(ns, name)
-        revision = str((listing.get("metadata") or {}).get("resourceVersion") or "")
-        self.settled_at = (revision or None) if not unsettled else None
         return len(unsettled)

@@ -197,13 +197,6 @@ class ApiClient:
         result.setdefault("metadata", {}).pop("continue", None)
         return result
 
-    async def revision(self, ns: str | None = None) -> str:
-        """The store's current resourceVersion, from a one-item page: a list answers at
-        the revision of its snapshot, which every write moves. Lets a periodic pass tell
-        that nothing was written since it last listed, without listing again."""
-        page = await self._obj("GET", workspaces_path(ns), params={"limit": 1})
-        return str((page.get("metadata") or {}).get("resourceVersion") or "")
-
     async def create(self, ns: str, obj: Obj) -> Obj:
         return await self._obj("POST", workspaces_path(ns), json_body=obj)
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 from support.api import ApiFactory, ApiHarness, Identity
-from support.counting import CountingClient
 
 from codehub.adapters import naming
 from codehub.adapters.errors import UnreachableError
@@ -790,58 +788,6 @@ async def test_safety_net_pass_reconciles_only_unsettled_workspaces(
     probes = instances.calls["inspect"]
     assert await net.pass_once() == 0  # everything settled: no engine call at all
     assert instances.calls["inspect"] == probes
-
-
-async def test_safety_net_stops_at_the_revision_while_nothing_was_written(
-    api: Api, node: Node, instances: FakeInstanceController
-) -> None:
-    """A settled world at an unmoved revision is not listed again; any write (a user's
-    wish, an observation of drift) makes the next pass list and queue as before."""
-    for name in ("a", "b"):
-        await node.reconcile(await create(api, name))
-    net, counting = _counting_net(node)
-    listed = counting.calls
-    assert await net.pass_once() == 0
-    assert (net.skipped, listed["list"]) == (0, 1)
-    for _ in range(3):
-        assert await net.pass_once() == 0
-    assert (net.skipped, listed["list"], listed["revision"]) == (3, 1, 3)
-
-    await api.admin.patch_merge(NS, "a", {"spec": {"desired_state": "STANDBY"}})
-    assert await net.pass_once() == 1  # the write moved the revision: listed, queued
-    assert (net.skipped, listed["list"]) == (3, 2)
-    assert await node.gate.drain() == 1
-    assert (await status(api, "a"))["observed_status"] == "STANDBY"
-
-    assert await net.pass_once() == 0  # settled again: listed once more, then skipped
-    assert await net.pass_once() == 0
-    assert (net.skipped, listed["list"]) == (4, 3)
-
-    uid = uid_of(await get(api, "b"))
-    await instances.remove_behind_back(uid)
-    await node.monitor.observe_one(NS, "b")  # the observation is a write
-    assert await net.pass_once() == 1
-    assert listed["list"] == 4
-
-
-async def test_safety_net_lists_every_pass_while_anything_is_unsettled(
-    api: Api, node: Node
-) -> None:
-    await create(api, "waiting")  # never reconciled: unsettled at an unmoving revision
-    net, counting = _counting_net(node)
-    listed = counting.calls
-    for _ in range(3):
-        assert await net.pass_once() == 1
-    assert (net.skipped, listed["list"], listed["revision"]) == (0, 3, 0)
-
-
-def _counting_net(node: Node) -> tuple[Any, CountingClient]:
-    """A safety net whose API calls are counted by method (``list``: full listings)."""
-    from codehub.operator.safety_net import SafetyNet
-
-    counting = CountingClient(node.ctx.api)
-    ctx = dataclasses.replace(node.ctx, api=cast(Any, counting))
-    return SafetyNet(ctx, node.gate), counting
 
 
 async def test_a_stopped_container_without_volume_is_the_same_error_for_both(
