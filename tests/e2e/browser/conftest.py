@@ -68,6 +68,25 @@ async def browser(chromium: Path) -> AsyncIterator[Any]:
             await launched.close()
 
 
+#: Chromium aborts a navigation in flight when the host's network changes, and Docker's
+#: bridge coming up or going down (as the first container on it starts, or the last one
+#: stops) is such a change. The browser then had no answer to show, so ``goto`` makes
+#: the navigation again; any answer the server gave, an error page included, is kept.
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+
+
+async def goto(page: Any, url: str, attempts: int = 3) -> Any:
+    """``page.goto(url)``, made again if Chromium aborted it for a network change."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await page.goto(url)
+        except Exception as exc:
+            if NETWORK_CHANGED not in str(exc) or attempt == attempts:
+                raise
+            print(f"navigation to {url.split('/w/')[0]}/w/... aborted by a network change; again")
+    raise AssertionError("unreachable")
+
+
 def artifact(name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / name

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import artifact
+from conftest import artifact, goto
 from operator_e2e import USER, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -61,13 +61,13 @@ async def test_vscode_workbench_through_the_proxy(
     page.on("websocket", on_socket)
     # code-server answers 200 only once its own start is done; the proxy's 502 before.
     deadline = time.monotonic() + WORKBENCH_DEADLINE_SECONDS
-    await page.goto(link)
+    await goto(page, link)
     while not await page.query_selector(".monaco-workbench"):
         if time.monotonic() > deadline:
             pytest.fail(f"no .monaco-workbench at {page.url}: {(await page.content())[:500]}")
         if await page.query_selector("body > h1"):  # a proxy page: try again
             await asyncio.sleep(2)
-            await page.goto(f"{stack.server.url}/w/{USER}/{NAME}/")
+            await goto(page, f"{stack.server.url}/w/{USER}/{NAME}/")
         else:
             await asyncio.sleep(0.5)
     assert f"/w/{USER}/{NAME}/" in page.url

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import artifact
+from conftest import artifact, goto
 from operator_e2e import USER, Stack, status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -59,7 +59,7 @@ async def test_sign_in_wake_land_and_talk_websocket(browser_stack: Stack, browse
         ),
     )
 
-    await page.goto(f"{stack.server.url}/w/{USER}/{NAME}/")
+    await goto(page, f"{stack.server.url}/w/{USER}/{NAME}/")
     assert "/w/-/signin" in page.url
     assert await page.title() == "Sign in to codehub"
     await page.fill("#token", stack.server.tokens[USER])
@@ -96,10 +96,10 @@ async def test_link_from_codehub_open_signs_in(browser_stack: Stack, browser: An
     assert "/w/-/link/" in link
     context = await browser.new_context(ignore_https_errors=True)
     page = await context.new_page()
-    await page.goto(link)
+    await goto(page, link)
     await land(page, WORKSPACE_TITLE)
     assert page.url.endswith(f"/w/{USER}/linked/")
-    again = await page.goto(link)
+    again = await goto(page, link)
     assert again is not None
     assert again.status == 401, "the link works once"
     await context.close()
@@ -115,7 +115,7 @@ async def test_archived_workspace_restores_then_opens(browser_stack: Stack, brow
     link = stack.cli("open", "old").stdout.strip()
     context = await browser.new_context(ignore_https_errors=True)
     page = await context.new_page()
-    await page.goto(link)
+    await goto(page, link)
     if (await page.title()).startswith("Waking up"):
         phase = await page.text_content("#phase")
         assert phase in ("Restoring from the archive", "Starting", "Ready, opening it"), phase
