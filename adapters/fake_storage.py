@@ -1,6 +1,7 @@
-"""In-memory StorageProvider and ObjectStore for unit tests and scale benchmarks only.
+"""An in-memory StorageProvider for unit tests and scale benchmarks only; its archives
+live in a ``MemoryObjectStore``.
 
-They keep the real contract where it matters to callers: the same keys and ``.meta``
+It keeps the real contract where it matters to callers: the same keys and ``.meta``
 content, crash-only HEAD checks, sha256 verification, the same tar member policy (the
 archives are real tar.gz bytes, so crafted archives are refused exactly like the real
 provider refuses them) and the same error types and codes. Failures and latency are
@@ -15,7 +16,6 @@ import tarfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from codehub.adapters import naming
 from codehub.adapters.archive_format import (
@@ -31,9 +31,8 @@ from codehub.adapters.errors import (
     ErrorCode,
 )
 from codehub.adapters.fake_instance import Hook, install_hook, remove_hook
+from codehub.adapters.fake_object_store import MemoryObjectStore
 from codehub.adapters.interfaces import (
-    ObjectInfo,
-    ObjectStore,
     ProgressCallback,
     StorageProvider,
 )
@@ -76,46 +75,11 @@ class _Injector:
             raise pending.pop(0)
 
 
-class FakeObjectStore(ObjectStore):
-    def __init__(self, latency: float = 0.0) -> None:
-        self.objects: dict[str, bytes] = {}
-        self.modified: dict[str, datetime] = {}
-        self.inject = _Injector(latency)
-
-    @property
-    def calls(self) -> Counter[str]:
-        return self.inject.calls
-
-    def put(self, key: str, data: bytes) -> None:
-        self.objects[key] = bytes(data)
-        self.modified[key] = datetime.now(UTC)
-
-    def get(self, key: str) -> bytes | None:
-        return self.objects.get(key)
-
-    async def list(self, prefix: str) -> list[ObjectInfo]:
-        await self.inject.enter("list")
-        return [
-            ObjectInfo(key=k, size=len(v), last_modified=self.modified.get(k))
-            for k, v in sorted(self.objects.items())
-            if k.startswith(prefix)
-        ]
-
-    async def delete(self, key: str) -> None:
-        await self.inject.enter("delete")
-        self.objects.pop(key, None)
-        self.modified.pop(key, None)
-
-    async def exists(self, key: str) -> bool:
-        await self.inject.enter("exists")
-        return key in self.objects
-
-
 class FakeStorageProvider(StorageProvider):
-    """Volumes as dicts of entries; archives as real tar.gz bytes in a FakeObjectStore."""
+    """Volumes as dicts of entries; archives as real tar.gz bytes in a MemoryObjectStore."""
 
-    def __init__(self, objects: FakeObjectStore | None = None, latency: float = 0.0) -> None:
-        self.objects = objects or FakeObjectStore()
+    def __init__(self, objects: MemoryObjectStore | None = None, latency: float = 0.0) -> None:
+        self.objects = objects or MemoryObjectStore()
         self.volumes: dict[str, FakeVolume] = {}
         self.in_use: set[str] = set()
         self.inject = _Injector(latency)
@@ -171,7 +135,7 @@ class FakeStorageProvider(StorageProvider):
         await self.inject.enter("archive")
         key = naming.archive_key(uid, op_id)
         meta = naming.meta_key(key)
-        if key in self.objects.objects and meta in self.objects.objects:
+        if key in self.objects and meta in self.objects:
             return key
         self.engine_calls += 1
         volume = self.volumes.get(uid)

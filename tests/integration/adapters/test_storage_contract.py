@@ -24,7 +24,8 @@ from codehub.adapters import naming
 from codehub.adapters.archive_format import RESERVED_PREFIX, STAGING_DIR
 from codehub.adapters.config import DockerConfig, S3Config
 from codehub.adapters.errors import ActionFailedError, DataLostError, ErrorCode
-from codehub.adapters.fake_storage import FakeEntry, FakeObjectStore, FakeStorageProvider
+from codehub.adapters.fake_object_store import MemoryObjectStore
+from codehub.adapters.fake_storage import FakeEntry, FakeStorageProvider
 from codehub.adapters.interfaces import ObjectStore, StorageProvider
 from codehub.adapters.s3_object_store import S3Access, S3ObjectStore
 from codehub.adapters.volume_s3_storage import VolumeS3StorageProvider
@@ -44,7 +45,7 @@ class FakeHarness:
     kind = "fake"
 
     def __init__(self) -> None:
-        self.objects = FakeObjectStore()
+        self.objects = MemoryObjectStore()
         self.provider = FakeStorageProvider(self.objects)
         self.store: ObjectStore = self.objects
 

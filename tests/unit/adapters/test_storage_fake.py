@@ -14,7 +14,8 @@ from codehub.adapters.errors import (
     ErrorCode,
     UnreachableError,
 )
-from codehub.adapters.fake_storage import FakeEntry, FakeObjectStore, FakeStorageProvider
+from codehub.adapters.fake_object_store import MemoryObjectStore
+from codehub.adapters.fake_storage import FakeEntry, FakeStorageProvider
 
 
 async def test_archive_restore_and_meta_format() -> None:
@@ -43,7 +44,7 @@ async def test_archive_is_skipped_when_both_objects_exist() -> None:
 
 
 async def test_injected_failures_and_latency() -> None:
-    objects = FakeObjectStore(latency=0.05)
+    objects = MemoryObjectStore(latency=0.05)
     p = FakeStorageProvider(objects)
     p.inject.fail_next("provision", UnreachableError("engine down"), times=2)
     for _ in range(2):
