@@ -1,8 +1,10 @@
 """The leader's components and the term's context, built at the composition root.
 
 Each component is independent: it gets the term's context (API, adapters, clock,
-metrics) and the term's one ``ReconcileGate``, and talks to the others only through the
-resource or that gate (docs/adr/0005-one-reconcile-gate.md).
+metrics), the term's one ``ReconcileGate`` and the term's one ``Informer`` (a watch-fed
+cache of every workspace, read by the periodic passes instead of listing; started first,
+docs/coordinator.md), and talks to the others only through the resource or that gate
+(docs/adr/0005-one-reconcile-gate.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
+from codehub.crd_like.client.informer import Informer
 from codehub.operator import handlers
 from codehub.operator.archive_gc import run_archive_gc
 from codehub.operator.clock import SystemClock
@@ -24,6 +27,7 @@ from codehub.operator.health_monitor import HealthMonitor
 from codehub.operator.leader import default_node_id
 from codehub.operator.orphan_sweeper import run_orphan_sweeper
 from codehub.operator.pausing import wrap as wrap_test_pauses
+from codehub.operator.reconcile_view import needs_reconcile
 from codehub.operator.safety_net import SafetyNet
 from codehub.operator.settings import Settings
 from codehub.operator.ttl_manager import TtlManager
@@ -88,19 +92,38 @@ async def run_kopf(term: LeaderTerm) -> None:
         raise RuntimeError("kopf stopped on its own")
 
 
+def build_informer(ctx: Any) -> Informer:
+    """The term's workspace cache, indexed by ``needs_reconcile`` for the safety net."""
+    return Informer(
+        ctx.api,
+        index=needs_reconcile,
+        resync_period=ctx.settings.informer_resync_interval,
+    )
+
+
+async def run_informer(term: LeaderTerm) -> None:
+    """Fill the cache, then keep it current; the passes wait for the first List."""
+    informer = term.informer
+    waiter = asyncio.create_task(_mark_synced(term, informer))
+    try:
+        await informer.run()
+    finally:
+        waiter.cancel()
+
+
 async def run_health_monitor(term: LeaderTerm) -> None:
     term.mark_running("health-monitor")
-    await HealthMonitor(term.ctx, term.gate).run()
+    await HealthMonitor(term.ctx, term.gate, term.informer).run()
 
 
 async def run_safety_net(term: LeaderTerm) -> None:
     term.mark_running("safety-net")
-    await SafetyNet(term.ctx, term.gate).run()
+    await SafetyNet(term.ctx, term.gate, term.informer).run()
 
 
 async def run_ttl_manager(term: LeaderTerm) -> None:
     term.mark_running("ttl-manager")
-    await TtlManager(term.ctx).run()
+    await TtlManager(term.ctx, source=term.informer).run()
 
 
 async def run_reconcile_workers(term: LeaderTerm) -> None:
@@ -109,8 +132,10 @@ async def run_reconcile_workers(term: LeaderTerm) -> None:
 
 
 def leader_components() -> list[LeaderComponent]:
-    """Everything the leader runs; kopf last, so the others exist before kopf starts."""
+    """Everything the leader runs; the informer first, so the passes find it filling,
+    and kopf last, so the others exist before kopf starts."""
     return [
+        LeaderComponent("informer", run_informer),
         LeaderComponent("reconcile-workers", run_reconcile_workers),
         LeaderComponent("health-monitor", run_health_monitor),
         LeaderComponent("safety-net", run_safety_net),
@@ -124,6 +149,11 @@ def leader_components() -> list[LeaderComponent]:
 async def _mark_ready(term: LeaderTerm, name: str, ready: asyncio.Event) -> None:
     await ready.wait()
     term.mark_running(name)
+
+
+async def _mark_synced(term: LeaderTerm, informer: Informer) -> None:
+    await informer.wait_synced()
+    term.mark_running("informer")
 
 
 # --- the operator context ------------------------------------------------------------

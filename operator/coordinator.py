@@ -2,10 +2,12 @@
 (docs/coordinator.md).
 
 Every coordinator serves ``/healthz`` and ``/metrics`` and campaigns for the PostgreSQL
-advisory lock (``leader.LeaderElector``). The winner starts a *leader term*: kopf with
-the reconciler handlers, the reconcile gate's workers, the safety net and the
-HealthMonitor (``leader_components``). This module is the composition root of a term: it
-builds the context and the one ``ReconcileGate`` and hands each component what it needs;
+advisory lock (``leader.LeaderElector``). The winner starts a *leader term*: the
+informer (a watch-fed cache of every workspace), kopf with the reconciler handlers, the
+reconcile gate's workers, the safety net, the HealthMonitor, the TTL Manager, the Archive
+GC and the orphan sweeper (``leader_components``). This module is the composition root of
+a term: it builds the context, the one ``ReconcileGate`` and the one ``Informer`` and
+hands each component what it needs;
 the components never call each other (docs/adr/0005-one-reconcile-gate.md). Losing the
 lock connection stops the term at once; the node goes back to standby and campaigns again.
 
@@ -26,7 +28,7 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -39,12 +41,16 @@ from codehub.operator.components import (
     ContextFactory,
     LeaderComponent,
     build_context,
+    build_informer,
     close_context,
     leader_components,
 )
 from codehub.operator.gate import ReconcileGate
 from codehub.operator.leader import LeaderElector
 from codehub.operator.settings import Settings
+
+if TYPE_CHECKING:
+    from codehub.crd_like.client.informer import Informer
 
 __all__ = [
     "KOPF_GRACE",
@@ -83,6 +89,7 @@ class LeaderTerm:
         self.components = list(components)
         self.ctx: Any = None
         self._gate: ReconcileGate | None = None
+        self._informer: Informer | None = None
         self.stopping = False
         self.graceful = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +134,13 @@ class LeaderTerm:
         if self._gate is None:
             self._gate = ReconcileGate(self.ctx)
         return self._gate
+
+    @property
+    def informer(self) -> Informer:
+        """The term's one workspace cache, built from its context on first use."""
+        if self._informer is None:
+            self._informer = build_informer(self.ctx)
+        return self._informer
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         self._stop_callbacks.append(callback)

@@ -1,9 +1,12 @@
 """The HealthMonitor: batch observation passes (docs/observation.md).
 
-A pass costs a constant number of calls whatever the number of workspaces: one API list,
+A pass costs a constant number of calls whatever the number of workspaces: no API list
+(the workspaces come from the term's informer, a watch-fed cache, docs/coordinator.md),
 then one engine listing of containers and one of volumes; it writes (through
 ``observer``) only the workspaces whose observation changed: ``observed_status``,
-``display``, ``endpoint`` and ``observed_at``.
+``display``, ``endpoint`` and ``observed_at``. Every write is a compare-and-set on the
+resourceVersion it was computed from, so a cache a few milliseconds behind only costs a
+refused write and a fresh look. Without an informer (unit tests) each pass lists afresh.
 
 It talks to the rest of the operator only through the resource and the reconcile gate:
 a workspace whose fresh observation looks unsettled (drift from desired, or an ERROR no
@@ -16,7 +19,7 @@ that pass, written or not (the pass is the heartbeat); ``observed_at`` is writte
 each change and, on an unchanged workspace, only about once an hour, within a per-pass
 budget, so an idle pass over 10,000 workspaces writes a handful, not thousands. Until a
 term's passes have seen a workspace, its age is counted from the ``observed_at`` of the
-listing, read before the engine is asked anything: a new leader, or a pass that fails,
+snapshot, taken before the engine is asked anything: a new leader, or a pass that fails,
 never sees anything fresher than the resource proves (an older age at worst). Exported
 as ``codehub_observation_age_seconds`` (the oldest) and a warning for every workspace
 not observed within the stale threshold.
@@ -32,6 +35,7 @@ from datetime import datetime
 
 from codehub.adapters.errors import CodehubError
 from codehub.adapters.interfaces import InstanceInfo
+from codehub.crd_like.client.informer import ListingSource, WorkspaceSource
 from codehub.crd_like.models import ObservedStatus, derive_display
 from codehub.operator import observer
 from codehub.operator.clock import run_every
@@ -73,9 +77,16 @@ class HealthMonitor:
     """Observation passes; see the module docstring. Without a gate (tests) unsettled
     workspaces are only counted, and an unexplained ERROR stays unwritten."""
 
-    def __init__(self, ctx: OperatorContext, gate: ReconcileGate | None = None) -> None:
+    def __init__(
+        self,
+        ctx: OperatorContext,
+        gate: ReconcileGate | None = None,
+        source: WorkspaceSource | None = None,
+    ) -> None:
         self.ctx = ctx
         self.gate = gate
+        #: The term's informer; None lists ``ctx.api`` afresh on every pass.
+        self.source = source
         self._observed_at: dict[str, datetime] = {}  # uid -> last confirmed observation
         self._started = ctx.clock.monotonic()
 
@@ -98,8 +109,8 @@ class HealthMonitor:
 
     async def _pass(self, report: PassReport) -> None:
         ctx = self.ctx
-        listing = await ctx.api.list(None)
-        items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
+        source = self.source if self.source is not None else ListingSource(ctx.api)
+        items = await source.snapshot()
         written_at = self._note_observed_at(items)  # before the engine: ages survive a failure
         try:
             instances, volumes = await asyncio.gather(

@@ -7,12 +7,15 @@ removed by hand — is found here: every ``ORPHAN_SWEEP_INTERVAL`` a pass
 
 1. lists the codehub-labelled engine objects of this installation's scope
    (``adapters.engine_objects``; nothing without codehub's labels is ever listed);
-2. then lists every workspace through the API (after the engine, so an object created
-   during the pass always has its workspace in the list);
-3. applies ``orphan_plan.decide`` and removes the orphans that stayed orphans for at
-   least ``ORPHAN_DELAY``, counting ``codehub_orphan_resources_removed_total{kind}``.
+2. then takes every workspace's uid from the term's informer (after the engine listing;
+   a watch-fed cache, docs/coordinator.md), or without one from the API in pages;
+3. applies ``orphan_plan.decide``; before removing the orphans that stayed orphans for
+   at least ``ORPHAN_DELAY`` it lists the workspaces afresh through the API and decides
+   again (a cache that lagged behind a new workspace must never cost its container), then
+   removes them, counting ``codehub_orphan_resources_removed_total{kind}``. Orphans are
+   rare, so that List is too: an idle pass lists nothing.
 
-If either listing fails, the pass removes nothing. First-seen times live in memory: a new
+If any listing fails, the pass removes nothing. First-seen times live in memory: a new
 leader starts every delay over, which only ever delays a removal.
 """
 
@@ -29,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from codehub.adapters.engine_objects import KINDS, DockerLabelledObjects, LabelledObjects
 from codehub.crd_like.client.api import workspaces_path
+from codehub.crd_like.client.informer import WorkspaceSource
 from codehub.operator.clock import Clock, SystemClock, run_every
 from codehub.operator.orphan_plan import decide, object_key
 
@@ -101,8 +105,11 @@ class OrphanSweeper:
         delay: float = DEFAULT_DELAY,
         registry: CollectorRegistry | None = None,
         clock: Clock | None = None,
+        source: WorkspaceSource | None = None,
     ) -> None:
         self.api = api
+        #: The term's informer; None lists the API on every pass.
+        self.source = source
         self.engine = engine
         self.interval = interval
         self.delay = timedelta(seconds=delay)
@@ -122,12 +129,15 @@ class OrphanSweeper:
             report.skipped = "engine"
             return report
         try:
-            uids = await live_uids(self.api)
+            uids = await self._uids()
+            decision = decide(objects, uids, self.first_seen, self.clock.now(), self.delay)
+            if decision.to_remove and self.source is not None:
+                uids = await live_uids(self.api)  # removal needs the resource's word
+                decision = decide(objects, uids, self.first_seen, self.clock.now(), self.delay)
         except Exception as exc:
             log.warning("orphan sweep skipped: cannot list workspaces: %s", exc)
             report.skipped = "listing"
             return report
-        decision = decide(objects, uids, self.first_seen, self.clock.now(), self.delay)
         self.first_seen = decision.first_seen
         report.objects, report.live = len(objects), decision.live
         report.waiting = len(decision.waiting)
@@ -146,6 +156,11 @@ class OrphanSweeper:
             log.info("orphan sweep: removed %s %s (workspace %s)", obj.kind, obj.name, obj.uid)
         return report
 
+    async def _uids(self) -> set[str]:
+        if self.source is None:
+            return await live_uids(self.api)
+        return {str((o.get("metadata") or {}).get("uid")) for o in await self.source.snapshot()}
+
 
 async def run_orphan_sweeper(term: LeaderTerm) -> None:
     """The leader component: Docker objects of this coordinator's scope."""
@@ -160,6 +175,7 @@ async def run_orphan_sweeper(term: LeaderTerm) -> None:
         delay=getattr(settings, "orphan_delay", DEFAULT_DELAY),
         registry=ctx.metrics.registry,
         clock=ctx.clock,
+        source=term.informer,
     )
     term.mark_running("orphan-sweeper")
     try:

@@ -37,6 +37,9 @@ class Settings:
     gc_orphan_delay: float = 7200.0
     orphan_sweep_interval: float = 300.0
     orphan_delay: float = 600.0
+    #: The coordinator's workspace cache re-lists this often even while its watch is
+    #: healthy (docs/coordinator.md).
+    informer_resync_interval: float = 600.0
     max_running_per_user: int = 2
     max_running_global: int = 100
     coordinator_retry_interval: float = 5.0
@@ -107,6 +110,7 @@ class Settings:
             "ttl_manager_interval",
             "gc_interval",
             "orphan_sweep_interval",
+            "informer_resync_interval",
             "coordinator_retry_interval",
         ):
             if getattr(self, name) <= 0:
@@ -168,6 +172,7 @@ _ENV_NAMES = {
     "replica_ttl": "CODEHUB_REPLICA_TTL",
     "idle_warning_seconds": "CODEHUB_IDLE_WARNING_SECONDS",
     "reconcile_concurrency": "CODEHUB_RECONCILE_CONCURRENCY",
+    "informer_resync_interval": "CODEHUB_INFORMER_RESYNC_INTERVAL",
 }
 
 

@@ -1,15 +1,16 @@
 """The TTL Manager (docs/activity-and-ttl.md): idle workspaces go to standby, then archive.
 
-A leader component. Every ``TTL_MANAGER_INTERVAL`` one pass lists the workspaces through
-the API in pages of ``PAGE_SIZE`` (so a pass costs ``ceil(N / PAGE_SIZE)`` list requests
-plus one write per workspace whose idle state changed or whose TTL acts), decides with
-the pure ``ttl_policy.decide`` and:
+A leader component. Every ``TTL_MANAGER_INTERVAL`` one pass goes over the workspaces of
+the term's informer (a watch-fed cache, docs/coordinator.md: no List; without one, in
+unit tests and one-off passes, the API is listed in pages of ``PAGE_SIZE``), so a pass
+costs one write per workspace whose idle state changed or whose TTL acts; it decides
+with the pure ``ttl_policy.decide`` and:
 
 - acts with a compare-and-set JSON Patch on the resource: a ``test`` of
   ``/metadata/resourceVersion`` (the version the decision was made from), the new
   ``spec.desired_state`` and ``codehub.io/desired-state-source: ttl``. A refused test
-  means someone wrote in between; the workspace is read again and decided afresh once,
-  so a user's concurrent change is never overwritten;
+  means someone wrote in between (or the cache was behind); the workspace is read again
+  and decided afresh once, so a user's concurrent change is never overwritten;
 - records each action as an Event (``IdleStandby`` / ``IdleArchive``), the annotation,
   and ``codehub_ttl_actions_total{action}``; due actions not taken are counted in
   ``codehub_ttl_skipped_total{reason}``;
@@ -26,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from codehub.crd_like.client.api import ApiError
+from codehub.crd_like.client.informer import ListingSource, WorkspaceSource
 from codehub.crd_like.models import IdleAction
 from codehub.operator import kube_events
 from codehub.operator.clock import run_every
@@ -67,9 +69,16 @@ class TtlPassReport:
 
 
 class TtlManager:
-    def __init__(self, ctx: OperatorContext, page_size: int = PAGE_SIZE) -> None:
+    def __init__(
+        self,
+        ctx: OperatorContext,
+        page_size: int = PAGE_SIZE,
+        source: WorkspaceSource | None = None,
+    ) -> None:
         self.ctx = ctx
         self.page_size = page_size
+        #: The term's informer; None lists ``ctx.api`` afresh (in pages) on every pass.
+        self.source = source
 
     async def run(self) -> None:
         interval = self.ctx.settings.ttl_manager_interval
@@ -77,11 +86,13 @@ class TtlManager:
 
     async def pass_once(self) -> TtlPassReport:
         report = TtlPassReport()
-        api = cast(Any, self.ctx.api)  # ApiClient.list pages with ``limit``
-        listing = await api.list(None, limit=self.page_size)
-        items = [i for i in listing.get("items") or [] if isinstance(i, dict)]
+        source = self.source
+        if source is None:
+            source = ListingSource(self.ctx.api, page_size=self.page_size)
+        requests = source.list_requests
+        items = await source.snapshot()
         report.workspaces = len(items)
-        report.list_requests = max(1, -(-len(items) // self.page_size))
+        report.list_requests = source.list_requests - requests
         for obj in items:
             try:
                 await self._one(obj, report)
