@@ -381,6 +381,7 @@ class Figures:
     setup: str = ""
     slots_peak: int = 0
     slots_limit: int = 0
+    informer: str = ""
 
     @property
     def kb_per_workspace(self) -> float:
@@ -517,6 +518,13 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         fig.idle_s = wall1 - wall0
         fig.idle_cpu_pct = 100 * (cpu1 - cpu0) / fig.idle_s
         fig.health_passes = passes1 - passes0
+        informer = getattr(getattr(coordinator, "_term", None), "_informer", None)
+        if informer is not None:  # the leader's workspace cache, over the whole run
+            fig.informer = (
+                f"{len(informer)} cached; {informer.relists} Lists ({informer.list_requests} "
+                f"requests), {informer.watches} watches, {informer.events} events, "
+                f"{informer.errors} errors"
+            )
         await ttl_and_gc_passes(fig, contexts[-1], fakes)
         stop.set()
         await asyncio.wait_for(runner, 60)
@@ -715,6 +723,8 @@ def print_figures(fig: Figures) -> None:
     else:
         print("  HealthMonitor passes:         none in the idle window (interval too long?)")
     print(f"  API requests per idle second: {_per(fig.idle_api, fig.idle_s)}")
+    if fig.informer:
+        print(f"  coordinator informer:         {fig.informer}")
     per_method = ", ".join(f"{m}={c}" for m, c in sorted(idle.items())) or "none"
     print(f"  all adapter calls while idle: {per_method}")
     print(
