@@ -1,13 +1,15 @@
 """The running-limit view inside a writing transaction (docs/limits.md).
 
-Every write that asks a workspace to run takes one global advisory lock and counts, in
-its own transaction, the workspaces that run or are asked to, so concurrent admissions
+Every write that asks a workspace to run takes one global advisory lock and reads, in
+its own transaction, how many workspaces run or are asked to, so concurrent admissions
 never exceed a limit. The lock serialises those writes, so what happens under it bounds
-the create rate of the whole installation: it is a ``count(*)`` over the partial index
-``objects_running`` (whose predicate is exactly the running-candidate rule) plus one
-primary-key probe for the object being written, never a transfer of every running
-name. The names are listed only when a limit is exceeded, because the 429 body carries
-them (docs/limits.md); that refused write pays for it, no admitted one does.
+the create rate of the whole installation. It is O(1): the counts are two rows
+(``running_total`` and the owner's ``running_counts``) that a trigger on ``objects``
+keeps in the transaction of every write that moves a workspace into or out of the
+running-candidate set (migration 0003), plus one primary-key probe for the object being
+written. Lock and reads go out together, in one round trip. The names are listed only
+when a limit is exceeded, because the 429 body carries them (docs/limits.md); that
+refused write pays for it, no admitted one does.
 """
 
 from __future__ import annotations
@@ -21,22 +23,25 @@ from codehub.crd_like.store.pg.schema import ADMISSION_LOCK_KEY
 
 Conn = psycopg.AsyncConnection[Any]
 
-#: The running-candidate rule of docs/limits.md, the predicate of index objects_running.
+#: The running-candidate rule of docs/limits.md, the predicate of index objects_running
+#: (and of the SQL function ``running_candidate`` the counting trigger uses).
 _CANDIDATE = (
     "kind = 'workspaces' AND deletion_timestamp IS NULL AND (desired_state = 'RUNNING'"
     " OR observed_status = 'RUNNING' OR operation = 'STARTING')"
 )
 _SCOPE = " AND owner = %(owner)s"
-_EXCLUDED = " AND namespace = %(ns)s AND name = %(name)s"
 
-
-def count_query(*, scoped: bool, excluding: bool) -> str:
-    """``count(*)`` of the candidates, minus the excluded object if it is one."""
-    scope = _SCOPE if scoped else ""
-    query = f"SELECT (SELECT count(*) FROM objects WHERE {_CANDIDATE}{scope})"
-    if excluding:
-        query += f" - (SELECT count(*) FROM objects WHERE {_CANDIDATE}{scope}{_EXCLUDED})"
-    return query
+#: The total, the owner's count, and the owner of the excluded object if it is counted
+#: (so excluding it lowers the total, and the count of that owner only). A separate
+#: statement from the lock: its snapshot is taken after the lock is granted, so it sees
+#: every write of the previous holder.
+COUNTS_SQL = (
+    b"SELECT (SELECT n FROM running_total WHERE id = 1),"
+    b" (SELECT n FROM running_counts WHERE owner = %(owner)s),"
+    b" (SELECT owner FROM objects WHERE kind = 'workspaces' AND namespace = %(ns)s"
+    b" AND name = %(name)s AND " + _CANDIDATE.encode() + b")"
+)
+LOCK_SQL = b"SELECT pg_advisory_xact_lock(%s)"
 
 
 def list_query(*, scoped: bool) -> str:
@@ -48,15 +53,24 @@ class PgAdmissionView(AdmissionView):
     """Takes the global admission lock on first use, not for every admitted write: a
     check that decides without counting (the write does not ask to run) then never
     queues behind others. Every transaction locks its one object row before this lock,
-    so the lock order is the same everywhere and cannot deadlock."""
+    so the lock order is the same everywhere and cannot deadlock.
+
+    The counts are read once per owner and exclusion and then answered from what was
+    read: a per-user check followed by a global one costs one round trip under the lock,
+    not two. Writes that do not take the lock (status writes) may change the counts
+    meanwhile, as they may between any check and its commit: the limits bound what
+    admitted writes add, which the lock makes exact."""
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
         self._locked = False
+        #: per exclusion: the total, the counts per owner read so far, the excluded
+        #: object's owner if it is counted.
+        self._read: dict[RunningRef | None, tuple[int, dict[str, int], str | None]] = {}
 
     async def _lock(self) -> None:
         if not self._locked:
-            await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK_KEY,))
+            await self._conn.execute(LOCK_SQL, (ADMISSION_LOCK_KEY,), prepare=True)
             self._locked = True
 
     async def running_workspaces(self, namespace: str | None = None) -> list[RunningRef]:
@@ -68,11 +82,23 @@ class PgAdmissionView(AdmissionView):
     async def count_running(
         self, namespace: str | None = None, *, excluding: RunningRef | None = None
     ) -> int:
-        await self._lock()
-        params: dict[str, Any] = {"owner": namespace}
-        if excluding is not None:
-            params.update(ns=excluding.namespace, name=excluding.name)
-        query = count_query(scoped=namespace is not None, excluding=excluding is not None)
-        cur = await self._conn.execute(query, params)
-        row = await cur.fetchone()
-        return int(row[0]) if row is not None else 0
+        read = self._read.get(excluding)
+        if read is None or (namespace is not None and namespace not in read[1]):
+            await self._lock()
+            params = {
+                "owner": namespace,
+                "ns": None if excluding is None else excluding.namespace,
+                "name": None if excluding is None else excluding.name,
+            }
+            cur = await self._conn.execute(COUNTS_SQL, params, prepare=True)
+            row = await cur.fetchone()
+            assert row is not None
+            owners = dict(read[1]) if read is not None else {}
+            if namespace is not None:
+                owners[namespace] = int(row[1] or 0)
+            read = (int(row[0] or 0), owners, row[2])
+            self._read[excluding] = read
+        total, owners, excluded_owner = read
+        if namespace is None:
+            return total - (excluded_owner is not None)
+        return owners[namespace] - (excluded_owner == namespace)

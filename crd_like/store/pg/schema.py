@@ -42,9 +42,10 @@ def _migrations() -> list[tuple[int, str, str]]:
     return found
 
 
-async def migrate(database_url: str) -> None:
+async def migrate(database_url: str, *, up_to: int | None = None) -> None:
     """Apply pending migrations, each once, under an advisory lock so concurrent
-    starters (several servers, ``codehub db migrate``) never race."""
+    starters (several servers, ``codehub db migrate``) never race. ``up_to``: stop after
+    that version (a test of a later migration starts from an older schema)."""
     conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     async with conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
@@ -56,7 +57,7 @@ async def migrate(database_url: str) -> None:
         cur = await conn.execute("SELECT version FROM schema_migrations")
         applied = {row[0] for row in await cur.fetchall()}
         for version, name, text in _migrations():
-            if version in applied:
+            if version in applied or (up_to is not None and version > up_to):
                 continue
             log.info("applying migration %04d_%s", version, name)
             await conn.execute(text.encode())

@@ -219,10 +219,16 @@ def _invalid(exc: psycopg.errors.DataError) -> Invalid:
 
 
 async def _end(conn: Conn) -> None:
-    """Roll back what a failed block left open; a broken connection is the pool's."""
+    """Roll back what a failed block left open; a broken connection is the pool's.
+
+    ``conn.rollback()``, not a ROLLBACK statement: it also forgets the statements this
+    connection prepared and deallocates them on the server. A pipeline that was aborted
+    part way may have left psycopg believing in a statement the server never prepared
+    (or deallocated after preparing it), and the next write using it on this pooled
+    connection failed with "prepared statement ... does not exist"."""
     if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
         with contextlib.suppress(psycopg.Error):
-            await conn.execute(b"ROLLBACK")
+            await conn.rollback()
 
 
 Key = tuple[str, str, str]
