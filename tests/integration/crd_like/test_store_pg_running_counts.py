@@ -34,7 +34,9 @@ async def counts(url: str) -> tuple[dict[str, int], dict[str, int]]:
     """(the counters, the truth): per owner, with the total under ``"*"``; owners at 0
     left out of both."""
     async with await psycopg.AsyncConnection.connect(url) as conn:
-        kept: dict[str, int] = dict(await (await conn.execute("SELECT owner, n FROM running_counts")).fetchall())
+        kept: dict[str, int] = dict(
+            await (await conn.execute("SELECT owner, n FROM running_counts")).fetchall()
+        )
         total = await (await conn.execute("SELECT n FROM running_total")).fetchone()
         truth: dict[str, int] = dict(
             await (
