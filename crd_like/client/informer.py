@@ -54,7 +54,9 @@ class NotSynced(RuntimeError):
 
 
 class WatchStream(Protocol):
-    resource_version: str | None
+    @property
+    def resource_version(self) -> str | None:
+        """The last resourceVersion the stream delivered (events and bookmarks)."""
 
     def __aiter__(self) -> AsyncIterator[tuple[str, Obj]]: ...
 

@@ -55,14 +55,31 @@ class SteeredClient:
         self.list_failures: list[BaseException] = []
         self.watch_versions: list[str | None] = []
 
-    async def list(self, ns: str | None = None, **kwargs: Any) -> Obj:
+    async def list(
+        self,
+        ns: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+    ) -> Obj:
         if self.list_failures:
             raise self.list_failures.pop(0)
-        return await self.client.list(ns, **kwargs)
+        return await self.client.list(ns, label_selector, field_selector, limit)
 
-    def watch(self, ns: str | None = None, **kwargs: Any) -> HeldWatch:
-        self.watch_versions.append(kwargs.get("resource_version"))
-        return HeldWatch(self.client.watch(ns, **kwargs), self)
+    def watch(
+        self,
+        ns: str | None = None,
+        resource_version: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: float | None = None,
+        label_selector: str | None = None,
+        bookmarks: bool = False,
+    ) -> HeldWatch:
+        self.watch_versions.append(resource_version)
+        inner = self.client.watch(
+            ns, resource_version, field_selector, timeout_seconds, label_selector, bookmarks
+        )
+        return HeldWatch(inner, self)
 
 
 async def until(condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
