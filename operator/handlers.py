@@ -12,8 +12,10 @@ Outcomes map to kopf as follows: ``done`` returns, ``retry`` raises
 administrator) — except in the deletion handler, which returns only once the workspace's
 resources are gone, so the finalizer holds until then.
 
-kopf's own bookkeeping (last-handled configuration, handler progress) lives in
-``kopf.codehub.io/*`` annotations: status is ours and the shim validates it.
+kopf's handler progress (retries of a handler that raised) lives in ``kopf.codehub.io/*``
+annotations: status is ours and the shim validates it. The last-handled configuration
+that kopf diffs against is kept in memory for the term (``kopf_memory``), so a handled
+create or spec change costs kopf no write (docs/adr/0014-kopf-writes.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import kopf
 from codehub.crd_like.identity import GROUP, PLURAL, VERSION
 from codehub.operator.context import OperatorContext
 from codehub.operator.gate import ReconcileGate
+from codehub.operator.kopf_memory import TermDiffBaseStorage
 from codehub.operator.reconcile_view import Outcome, needs_reconcile
 
 __all__ = ["FINALIZER", "configure_kopf", "needs_reconcile", "raise_for", "register"]
@@ -34,8 +37,8 @@ __all__ = ["FINALIZER", "configure_kopf", "needs_reconcile", "raise_for", "regis
 log = logging.getLogger(__name__)
 
 FINALIZER = "codehub.io/finalizer"
-#: kopf's own annotations (progress, last-handled configuration) get a sub-domain of
-#: their own so they never collide with annotations other writers put under codehub.io/.
+#: kopf's own annotations (handler progress) get a sub-domain of their own so they never
+#: collide with annotations other writers put under codehub.io/.
 ANNOTATION_PREFIX = "kopf.codehub.io"
 #: Annotation a writer of spec.desired_state may set to say who it is (metric label).
 DESIRED_SOURCE_ANNOTATION = "codehub.io/desired-state-source"
@@ -92,9 +95,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = TermDiffBaseStorage()
     settings.posting.enabled = True
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300

@@ -8,6 +8,7 @@ import kopf
 import pytest
 
 from codehub.operator import handlers
+from codehub.operator.kopf_memory import TermDiffBaseStorage
 from codehub.operator.planning import Operation
 from codehub.operator.reconciler import Outcome
 
@@ -85,6 +86,9 @@ def test_kopf_settings() -> None:
     settings = kopf.OperatorSettings()
     handlers.configure_kopf(settings)
     assert settings.persistence.finalizer == "codehub.io/finalizer"
+    # the last-handled configuration stays in memory: no annotation PATCH per create
+    assert isinstance(settings.persistence.diffbase_storage, TermDiffBaseStorage)
+    assert not isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
     assert settings.posting.enabled
     assert settings.watching.server_timeout == 300
 

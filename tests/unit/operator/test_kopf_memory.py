@@ -1,0 +1,104 @@
+"""kopf's last-handled essence kept in memory (``kopf_memory.TermDiffBaseStorage``): the
+same essence kopf's stock storage computes, nothing written to the object, entries
+dropped when the workspace is being deleted (docs/adr/0014-kopf-writes.md)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kopf
+
+from codehub.operator.handlers import ANNOTATION_PREFIX, FINALIZER
+from codehub.operator.kopf_memory import TermDiffBaseStorage
+
+
+def workspace(uid: str = "u1", desired: str = "RUNNING", **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "codehub.io/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {
+            "name": "w",
+            "namespace": "alice",
+            "uid": uid,
+            "resourceVersion": "7",
+            "generation": 2,
+            "finalizers": [FINALIZER],
+            "labels": {"team": "a"},
+            "annotations": {
+                "codehub.io/desired-state-source": "ttl",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                f"{ANNOTATION_PREFIX}/create": '{"retries":1}',
+                f"{ANNOTATION_PREFIX}/last-handled-configuration": '{"spec":{}}',
+            },
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            **meta,
+        },
+        "spec": {"desired_state": desired, "image_ref": "img", "resources": {"cpu": "1"}},
+        "status": {"operation": "NONE", "observed_status": "RUNNING", "display": "RUNNING"},
+    }
+
+
+def kopf_essence(raw: dict[str, Any]) -> Any:
+    """What kopf computes with its stock annotation storage (both storages' cleaning)."""
+    stock = kopf.AnnotationsDiffBaseStorage(prefix=ANNOTATION_PREFIX)
+    progress = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    return progress.clear(essence=stock.build(body=kopf.Body(raw)))
+
+
+def test_the_essence_is_kopfs_own() -> None:
+    storage = TermDiffBaseStorage()
+    progress = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    raw = workspace()
+    ours = progress.clear(essence=storage.build(body=kopf.Body(raw)))
+    assert ours == kopf_essence(raw)
+    assert ours == {
+        "metadata": {
+            "labels": {"team": "a"},
+            "annotations": {"codehub.io/desired-state-source": "ttl"},
+        },
+        "spec": {"desired_state": "RUNNING", "image_ref": "img", "resources": {"cpu": "1"}},
+    }
+    bare = {"metadata": {"uid": "u"}, "spec": {"desired_state": "STANDBY"}}
+    assert storage.build(body=kopf.Body(bare)) == kopf_essence(bare)
+
+
+def test_the_essence_is_a_copy() -> None:
+    raw = workspace()
+    essence = TermDiffBaseStorage().build(body=kopf.Body(raw))
+    essence["spec"]["resources"]["cpu"] = "2"  # type: ignore[index]
+    assert raw["spec"]["resources"]["cpu"] == "1"
+
+
+def test_field_filters_get_kopfs_way() -> None:
+    raw = workspace()
+    essence = TermDiffBaseStorage().build(body=kopf.Body(raw), extra_fields=["status.display"])
+    assert essence["status"] == {"display": "RUNNING"}  # type: ignore[typeddict-item]
+
+
+def test_store_writes_nothing_and_fetch_answers_per_uid() -> None:
+    storage = TermDiffBaseStorage()
+    body = kopf.Body(workspace())
+    assert storage.fetch(body=body) is None  # never handled in this term: kopf's "create"
+    essence = storage.build(body=body)
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=essence)
+    assert not patch  # kopf has nothing to PATCH
+    assert storage.fetch(body=body) == essence
+    assert storage.fetch(body=kopf.Body(workspace(uid="u2"))) is None
+    changed = kopf.Body(workspace(desired="STANDBY"))
+    assert storage.fetch(body=changed) == essence  # the base its diff is computed from
+    assert len(storage) == 1
+
+
+def test_a_deleting_workspace_is_forgotten() -> None:
+    storage = TermDiffBaseStorage()
+    body = kopf.Body(workspace())
+    storage.store(body=body, patch=kopf.Patch(), essence=storage.build(body=body))
+    deleting = workspace(deletionTimestamp="2026-01-01T00:00:00Z")
+    assert storage.fetch(body=kopf.Body(deleting)) is not None
+    assert len(storage) == 0
+    # the delete handler's completion stores the essence again: not kept
+    storage.store(body=kopf.Body(deleting), patch=kopf.Patch(), essence=storage.build(body=body))
+    assert len(storage) == 0
+    assert storage.fetch(body=kopf.Body(copy.deepcopy(deleting))) is None
