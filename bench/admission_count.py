@@ -5,12 +5,15 @@ Creates through the real PostgreSQL store, each asking to run, so each takes the
 admission lock, against a table that already holds N running workspaces. Two checks
 alternate in rounds, on the same database, in the same minutes:
 
-- ``list``: the check as it was, listing every running workspace (per user, then
+- ``list``: the check before ADR 0011, listing every running workspace (per user, then
   globally) under the lock and comparing the lengths;
-- ``count``: ``running_limit_check`` as it is, ``count(*)`` under the lock, names only
-  on a refusal.
+- ``count``: the check of ADR 0011's finding 1, a ``count(*)`` over the partial index
+  under the lock (O(N): a scan of every running row globally), one round trip per count;
+- ``counter``: ``running_limit_check`` as it is, on the store's view: two counter rows
+  kept by a trigger (migration 0003), both counts in one round trip, O(1).
 
-Prints creates/s for each and the ratio. Services from ``scripts/dev-services up``.
+Names are listed only on a refusal in the last two. Prints creates/s for each and the
+ratios. Services from ``scripts/dev-services up``.
 
     .venv/bin/python bench/admission_count.py --running 10000 --creates 300
 """
@@ -71,6 +74,44 @@ def listing_check(max_per_user: int, max_global: int) -> Any:
     return check
 
 
+#: The running-candidate rule, as the ``count`` check's SQL spelled it.
+_RULE = (
+    "kind = 'workspaces' AND deletion_timestamp IS NULL AND (desired_state = 'RUNNING'"
+    " OR observed_status = 'RUNNING' OR operation = 'STARTING')"
+)
+
+
+def counting_check(max_per_user: int, max_global: int) -> Any:
+    """The check of ADR 0011's finding 1: lock, then ``count(*)`` per user and globally
+    (each minus a probe of the object written), each its own round trip."""
+    from codehub.crd_like.server.admission import asks_to_run
+    from codehub.crd_like.store.pg.schema import ADMISSION_LOCK_KEY
+
+    async def count(conn: Any, ns: str | None, name: str, me_ns: str) -> int:
+        scope = " AND owner = %(owner)s" if ns is not None else ""
+        query = (
+            f"SELECT (SELECT count(*) FROM objects WHERE {_RULE}{scope}) - (SELECT count(*)"
+            f" FROM objects WHERE {_RULE}{scope} AND namespace = %(ns)s AND name = %(name)s)"
+        )
+        cur = await conn.execute(query, {"owner": ns, "ns": me_ns, "name": name})
+        row = await cur.fetchone()
+        return int(row[0])
+
+    async def check(view: Any, old: Obj | None, new: Obj) -> None:
+        if not asks_to_run(old, new):
+            return
+        meta = new.get("metadata") or {}
+        ns, name = meta.get("namespace") or "", meta.get("name") or ""
+        conn = view._conn
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK_KEY,))
+        if await count(conn, ns, name, ns) + 1 > max_per_user:
+            raise AssertionError("the bench's limits are never reached")
+        if await count(conn, None, name, ns) + 1 > max_global:
+            raise AssertionError("the bench's limits are never reached")
+
+    return check
+
+
 async def creates_per_second(store: Any, admit: Any, tag: str, n: int, conc: int) -> float:
     sem = asyncio.Semaphore(conc)
 
@@ -106,7 +147,11 @@ async def bench(args: argparse.Namespace) -> None:
         await seed(url, args.running, 20)
         store = await PostgresStore.open(url, max_size=8)
         limits = (10**9, 10**9)
-        checks = {"list": listing_check(*limits), "count": running_limit_check(*limits)}
+        checks = {
+            "list": listing_check(*limits),
+            "count": counting_check(*limits),
+            "counter": running_limit_check(*limits),
+        }
         rates: dict[str, list[float]] = {k: [] for k in checks}
         per_round = max(args.creates // args.rounds, 1)
         for r in range(args.rounds):
@@ -122,10 +167,11 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"admission with {args.running:,} running workspaces ({args.rounds} rounds alternating,")
     print(f"{per_round} creates each, {args.concurrency} concurrent); creates/s, median of rounds:")
     for tag, values in rates.items():
-        print(f"  {tag:6s} {statistics.median(values):8.1f}   rounds: "
+        print(f"  {tag:8s} {statistics.median(values):8.1f}   rounds: "
               + ", ".join(f"{v:.1f}" for v in values))  # fmt: skip
-    ratio = statistics.median(rates["count"]) / statistics.median(rates["list"])
-    print(f"  count / list: {ratio:.2f}x")
+    median = {tag: statistics.median(values) for tag, values in rates.items()}
+    print(f"  count / list: {median['count'] / median['list']:.2f}x")
+    print(f"  counter / count: {median['counter'] / median['count']:.2f}x")
 
 
 def main() -> None:
