@@ -732,6 +732,7 @@ def print_figures(fig: Figures) -> None:
         f"{sum(fig.ttl_calls.values())} (while the coordinator idles alongside); the first "
         f"pass over new workspaces: {_per(fig.ttl_first_api, 1)}"
     )
+    print("    (one-off passes on a client of their own, listing; the leader's read its informer)")
     print(
         f"  GC pass: API requests {_per(fig.gc_api, 1)}; object-store calls "
         f"{_per(fig.gc_objects, 1)}; first-seen queries {fig.gc_queries}; engine calls 0"
