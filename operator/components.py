@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from codehub.crd_like.client.informer import Informer
+from codehub.crd_like.client.informer import Informer, without_managed_fields
 from codehub.operator import handlers
 from codehub.operator.archive_gc import run_archive_gc
 from codehub.operator.clock import SystemClock
@@ -93,10 +93,12 @@ async def run_kopf(term: LeaderTerm) -> None:
 
 
 def build_informer(ctx: Any) -> Informer:
-    """The term's workspace cache, indexed by ``needs_reconcile`` for the safety net."""
+    """The term's workspace cache, indexed by ``needs_reconcile`` for the safety net;
+    no pass writes a workspace back whole, so its managedFields are not kept."""
     return Informer(
         ctx.api,
         index=needs_reconcile,
+        transform=without_managed_fields,
         resync_period=ctx.settings.informer_resync_interval,
     )
 

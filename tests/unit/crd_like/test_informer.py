@@ -16,7 +16,12 @@ from support.api import ApiFactory, ApiHarness
 from support.informer import SteeredClient, until
 
 from codehub.crd_like.client.api import ApiClient, ApiConnectionError
-from codehub.crd_like.client.informer import Informer, ListingSource, NotSynced
+from codehub.crd_like.client.informer import (
+    Informer,
+    ListingSource,
+    NotSynced,
+    without_managed_fields,
+)
 
 Obj = dict[str, Any]
 NS = "alice"
@@ -212,6 +217,21 @@ async def test_errors_are_logged_and_retried_until_synced(
     assert inf.errors == 2
     assert inf.get(NS, "a") is not None
     assert "still down" in caplog.text
+
+
+async def test_a_transform_trims_listed_and_watched_objects(
+    harness: ApiHarness, running: Running
+) -> None:
+    admin = harness.client("admin")
+    await create(admin, "a")
+    assert "managedFields" in (await admin.get(NS, "a"))["metadata"]
+    inf, _ = await running(transform=without_managed_fields)
+    await inf.wait_synced(30)
+    await create(admin, "b")
+    await set_memo(admin, "a", "x")
+    await until(lambda: memo(inf, "a") == "x" and inf.get(NS, "b") is not None, "events")
+    assert all("managedFields" not in o["metadata"] for o in inf.items())
+    assert inf.indexed() == [(NS, "a")]
 
 
 async def test_readers_fail_when_never_synced(harness: ApiHarness) -> None:

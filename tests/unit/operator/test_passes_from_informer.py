@@ -111,6 +111,7 @@ async def test_build_informer_indexes_unsettled_workspaces(stack: Stack) -> None
     await stack.caught_up()
     assert stack.informer.indexed() == [(NS, "new")]
     assert needs_reconcile(stack.informer.items()[0])
+    assert "managedFields" not in stack.informer.items()[0]["metadata"]  # not kept
 
 
 async def test_safety_net_and_health_monitor_read_the_informer_not_the_api(stack: Stack) -> None:
