@@ -47,6 +47,8 @@ RESYNC_PERIOD = 600.0
 STALL_TIMEOUT = 30.0
 #: Waits before re-listing after consecutive errors, growing to the last value.
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: A stream that ended this soon with nothing in it is reopened only after as long.
+QUICK_END = 0.5
 #: How long a reader waits for the first List before its pass fails.
 SYNC_TIMEOUT = 60.0
 
@@ -230,14 +232,18 @@ class Informer:
                 bookmarks=True,
             )
             self.watches += 1
+            opened, delivered = loop.time(), self.events
+            silence = asyncio.timeout(self.stall_timeout)
             try:
-                async with asyncio.timeout(self.stall_timeout) as silence:
+                async with silence:
                     async for etype, obj in watch:
                         silence.reschedule(loop.time() + self.stall_timeout)
                         self._apply(etype, obj)
                         if watch.resource_version:
                             self.resource_version = watch.resource_version
             except TimeoutError:
+                if not silence.expired():
+                    raise
                 log.warning(
                     "informer: no event or bookmark for %g s; restarting the watch",
                     self.stall_timeout,
@@ -246,6 +252,8 @@ class Informer:
                 await watch.aclose()
             if watch.resource_version:
                 self.resource_version = watch.resource_version
+            if self.events == delivered and loop.time() - opened < QUICK_END:
+                await asyncio.sleep(QUICK_END)  # a server ending streams at once: no busy loop
 
     def _apply(self, etype: str, obj: Obj) -> None:
         self._progress = True
