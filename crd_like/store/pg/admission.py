@@ -34,12 +34,15 @@ _SCOPE = " AND owner = %(owner)s"
 #: The total, the owner's count, and the owner of the excluded object if it is counted
 #: (so excluding it lowers the total, and the count of that owner only). A separate
 #: statement from the lock: its snapshot is taken after the lock is granted, so it sees
-#: every write of the previous holder.
+#: every write of the previous holder. The rule is applied to the row found, not in its
+#: WHERE clause: there it would match index objects_running's predicate, and a plan made
+#: while the table was small scanned that index (every running workspace) for the probe.
 COUNTS_SQL = (
     b"SELECT (SELECT n FROM running_total WHERE id = 1),"
     b" (SELECT n FROM running_counts WHERE owner = %(owner)s),"
-    b" (SELECT owner FROM objects WHERE kind = 'workspaces' AND namespace = %(ns)s"
-    b" AND name = %(name)s AND " + _CANDIDATE.encode() + b")"
+    b" (SELECT CASE WHEN running_candidate(kind, deletion_timestamp, desired_state,"
+    b" observed_status, operation) THEN owner END FROM objects"
+    b" WHERE kind = 'workspaces' AND namespace = %(ns)s AND name = %(name)s)"
 )
 LOCK_SQL = b"SELECT pg_advisory_xact_lock(%s)"
 

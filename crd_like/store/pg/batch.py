@@ -11,7 +11,10 @@ What the statement does, in order, all in its one implicit transaction:
 1. locks the rows that still hold the expected revision, ``FOR UPDATE SKIP LOCKED``: a
    row another transaction holds counts as changed (that update goes the locked way)
    rather than waiting while this statement may already be queued for the counter;
-   rows are locked before the counter, the lock order of every other write;
+   rows are locked before the counter, the lock order of every other write. One
+   primary-key probe per update (a LATERAL subquery): as a join, the planner guessed
+   100 updates for the JSON array and hashed them against a scan of the whole table,
+   O(N) per batch;
 2. of several updates of one row with the same expected revision, keeps the first (in
    arrival order): the later ones would have failed their swap after it, as they did
    one statement after another;
@@ -44,9 +47,10 @@ BATCH_SQL = (
     " (e.v->>4)::bigint AS gen, e.v->>5 AS ds, e.v->>6 AS os, e.v->>7 AS op,"
     " (e.v->>8)::timestamptz AS dt, e.v->9 AS body, e.i"
     " FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(v, i)),"
-    " x AS (SELECT o.kind, o.namespace, o.name, o.resource_version FROM objects o"
-    " WHERE (o.kind, o.namespace, o.name, o.resource_version) IN"
-    " (SELECT kind, ns, name, expected FROM i) FOR UPDATE SKIP LOCKED),"
+    " x AS (SELECT DISTINCT o.* FROM i CROSS JOIN LATERAL (SELECT o.kind, o.namespace,"
+    " o.name, o.resource_version FROM objects o WHERE o.kind = i.kind"
+    " AND o.namespace = i.ns AND o.name = i.name AND o.resource_version = i.expected"
+    " FOR UPDATE SKIP LOCKED) o),"
     " k AS (SELECT DISTINCT ON (i.kind, i.ns, i.name) i.* FROM i JOIN x"
     " ON x.kind = i.kind AND x.namespace = i.ns AND x.name = i.name"
     " AND x.resource_version = i.expected ORDER BY i.kind, i.ns, i.name, i.i),"

@@ -1,0 +1,99 @@
+"""The store's per-object statements stay O(1) however the plans were made (real
+PostgreSQL; docs/adr/0011-ten-thousand-workspaces.md, session 5): a prepared statement's
+generic plan made while the table was empty, then run with many rows, probes the primary
+key -- it used to scan an index on ``kind`` alone, every workspace's entry per write --
+and the batch statement probes the primary key per update instead of hashing the batch
+against a scan of the whole table."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from codehub.crd_like.store.pg import admission, batch, writes
+from codehub.crd_like.store.postgres import migrate
+
+NAMES = ("kind", "ns", "name", "uid", "gen", "ds", "os", "op", "dt", "body", "type", "expected")
+TYPES = "text,text,text,uuid,bigint,text,text,text,timestamptz,text,text,bigint"
+STATEMENTS = {
+    "exists": "SELECT 1 FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
+    " AND name = %(name)s",
+    "locked_body": "SELECT body FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
+    " AND name = %(name)s FOR UPDATE",
+    "counts": admission.COUNTS_SQL.decode().replace("%(owner)s", "%(ns)s"),
+    "insert": writes._WRITE_SQL["insert"].decode(),
+    "update": writes._WRITE_SQL["update"].decode(),
+    "cas": writes._CAS_UPDATE_SQL.decode(),
+    "delete": writes._WRITE_SQL["delete"].decode(),
+}
+
+
+def numbered(query: str) -> str:
+    for i, name in enumerate(NAMES, 1):
+        query = query.replace(f"%({name})s", f"${i}")
+    return query
+
+
+def body(ns: str, name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "codehub.io/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4())},
+        "spec": {"desired_state": "RUNNING", "image_ref": "img"},
+    }
+
+
+def seed(conn: psycopg.Connection[object], n: int) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation,"
+            " owner, desired_state, body) VALUES ('workspaces', %s, %s, %s, 1, 1, %s,"
+            " 'RUNNING', %s)",
+            [
+                (f"u{i % 20}", f"w{i}", str(uuid.uuid4()), f"u{i % 20}", Jsonb(body("x", "y")))
+                for i in range(n)
+            ],
+        )
+
+
+async def test_generic_plans_made_on_an_empty_table_probe_the_key(database_url: str) -> None:
+    await migrate(database_url)
+    args = (
+        "('workspaces', 'u7', 'w7', gen_random_uuid(), 1, 'RUNNING', NULL, NULL, NULL,"
+        f" '{json.dumps(body('u7', 'w7'))}', 'MODIFIED', 1)"
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        for key, query in STATEMENTS.items():
+            conn.execute(f"PREPARE {key}({TYPES}) AS {numbered(query)}")
+            conn.execute(f"EXPLAIN EXECUTE {key}{args}")  # the generic plan, made now
+        seed(conn, 3000)
+        for key in STATEMENTS:
+            plan = "\n".join(str(r[0]) for r in conn.execute(f"EXPLAIN EXECUTE {key}{args}"))
+            objects = [
+                line for line in plan.splitlines() if "Scan" in line and " on objects" in line
+            ]
+            assert objects or key == "insert", (key, plan)
+            assert all("objects_pkey" in line for line in objects), (key, plan)
+
+
+async def test_the_batch_statement_probes_the_key_per_update(database_url: str) -> None:
+    await migrate(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed(conn, 3000)
+        conn.execute("ANALYZE objects")
+        updates = []
+        for i in range(8):
+            b = body(f"u{i % 20}", f"w{i}")
+            params = writes._params(
+                "workspaces", f"u{i % 20}", f"w{i}", "MODIFIED", writes.encode(b), b, "update"
+            )
+            updates.append({**params, "expected": 1})
+        cur = conn.execute(b"EXPLAIN " + batch.BATCH_SQL, (batch.batch_param(updates),))
+        plan = "\n".join(str(r[0]) for r in cur)
+    objects = [line for line in plan.splitlines() if "Scan" in line and " on objects" in line]
+    assert len(objects) == 3, plan  # lock, update, previous body
+    assert all("objects_pkey" in line for line in objects), plan
