@@ -97,3 +97,24 @@ async def test_the_batch_statement_probes_the_key_per_update(database_url: str) 
     objects = [line for line in plan.splitlines() if "Scan" in line and " on objects" in line]
     assert len(objects) == 3, plan  # lock, update, previous body
     assert all("objects_pkey" in line for line in objects), plan
+
+
+async def test_bodies_are_compressed_with_lz4_where_the_server_has_it(database_url: str) -> None:
+    await migrate(database_url)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT 'lz4' = ANY (enumvals) FROM pg_settings"
+            " WHERE name = 'default_toast_compression'"
+        ).fetchone()
+        columns = conn.execute(
+            "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute"
+            " WHERE attname IN ('body', 'prev_body')"
+            " AND attrelid IN ('objects'::regclass, 'event_log'::regclass) ORDER BY 1, 2"
+        ).fetchall()
+    has_lz4 = row is not None and bool(row[0])
+    assert [c[:2] for c in columns] == [
+        ("event_log", "body"),
+        ("event_log", "prev_body"),
+        ("objects", "body"),
+    ]
+    assert all((c[2] == "l") == has_lz4 for c in columns), columns
