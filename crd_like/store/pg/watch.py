@@ -242,23 +242,30 @@ class Hub:
                 self._dirty.set()
 
     async def _load_more(self) -> None:
+        """Read the gap from the log: up to the first entry already offered, not past it
+        (those are in hand; under load a gap of one revision below dozens of offered
+        ones read them all again, bodies and previous bodies converted to text)."""
         query = (
             "SELECT c.rev, c.compact_rev, e.revision, e.kind, e.namespace, e.type,"
             " e.body::text, e.prev_body::text"
             " FROM revision_counter c LEFT JOIN LATERAL ("
             " SELECT revision, kind, namespace, type, body, prev_body FROM event_log"
-            " WHERE revision > %s AND revision <= c.rev ORDER BY revision LIMIT %s) e ON true"
+            " WHERE revision > %s AND revision <= LEAST(c.rev, %s)"
+            " ORDER BY revision LIMIT %s) e ON true"
         )
+        offered = min((r for r in self._pending if r > self.loaded), default=None)
+        below = None if offered is None else offered - 1
         self.queries += 1
         async with self._pool.connection() as conn:
-            cur = await conn.execute(query.encode(), (self.loaded, WATCH_BATCH), prepare=True)
+            params = (self.loaded, below, WATCH_BATCH)
+            cur = await conn.execute(query.encode(), params, prepare=True)
             rows = await cur.fetchall()
         head = int(rows[0][0])
         entries = [LogRow(int(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows if r[2]]
         entries.sort(key=lambda e: e.revision)
         if head > self.head:
             self.head = head
-        self._append(entries, head)
+        self._append(entries, head if below is None else min(head, below))
         self.note_floor(int(rows[0][1]))
         self._wake()
 

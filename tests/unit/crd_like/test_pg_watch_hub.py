@@ -86,3 +86,75 @@ async def test_the_loader_stops_waiting_for_offers_once_the_cache_is_complete() 
             step.close()
             pytest.fail("the loader waited for an offer with the cache complete")
     assert hub.loaded == 6
+
+
+class LogPool:
+    """A pool whose one connection answers the hub's log read from ``log`` (the
+    statement's own bounds applied), recording them."""
+
+    def __init__(self, log: dict[int, LogRow], head: int) -> None:
+        self.log = log
+        self.head = head
+        self.reads: list[tuple[int, int | None]] = []
+
+    def connection(self) -> Any:
+        pool = self
+
+        class Conn:
+            async def __aenter__(self) -> Conn:
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+            async def execute(self, query: bytes, params: tuple[Any, ...], **_: Any) -> Any:
+                after, below, limit = params
+                pool.reads.append((after, below))
+                top = pool.head if below is None else min(pool.head, below)
+                hits = [pool.log[r] for r in sorted(pool.log) if after < r <= top][:limit]
+                rows = [
+                    (
+                        pool.head,
+                        0,
+                        r.revision,
+                        r.kind,
+                        r.namespace,
+                        r.type,
+                        r.body_text,
+                        r.prev_text,
+                    )
+                    for r in hits
+                ] or [(pool.head, 0, None, None, None, None, None, None)]
+
+                class Cur:
+                    async def fetchall(self) -> list[tuple[Any, ...]]:
+                        return rows
+
+                return Cur()
+
+        return Conn()
+
+
+async def test_a_gap_below_offered_entries_reads_the_gap_alone() -> None:
+    """Revision 6 is another writer's (or not offered yet), 7..9 are offered: the log is
+    read for 6 only, and the cache then runs on through the offered ones."""
+    pool = LogPool({r: row(r) for r in range(6, 10)}, head=9)
+    hub = Hub("postgresql://unused", pool, interval=1.0, listen=False, cache_size=100)
+    hub.head = hub.loaded = hub.cache_floor = 5
+    for r in (7, 8, 9):
+        hub.offer(row(r))
+    await hub._load_more()
+    assert pool.reads == [(5, 6)]
+    assert hub.loaded == 6
+    assert hub._take_pending()
+    assert revisions(hub) == [6, 7, 8, 9]
+    assert hub.loaded == 9
+
+
+async def test_a_gap_with_nothing_offered_reads_up_to_the_head() -> None:
+    pool = LogPool({r: row(r) for r in range(6, 10)}, head=9)
+    hub = Hub("postgresql://unused", pool, interval=1.0, listen=False, cache_size=100)
+    hub.head = hub.loaded = hub.cache_floor = 5
+    await hub._load_more()
+    assert pool.reads == [(5, None)]
+    assert revisions(hub) == [6, 7, 8, 9]
