@@ -18,7 +18,14 @@ from typing import Any
 
 import psycopg
 
-from codehub.crd_like.store.interface import AdmissionView, RunningRef
+from codehub.crd_like.store import semantics as sem
+from codehub.crd_like.store.interface import (
+    AdmissionCheck,
+    AdmissionView,
+    AlreadyExists,
+    Obj,
+    RunningRef,
+)
 from codehub.crd_like.store.pg.schema import ADMISSION_LOCK_KEY
 
 Conn = psycopg.AsyncConnection[Any]
@@ -105,3 +112,24 @@ class PgAdmissionView(AdmissionView):
         if namespace is None:
             return total - (excluded_owner is not None)
         return owners[namespace] - (excluded_owner == namespace)
+
+
+async def admit_create(
+    conn: Conn, kind: str, ns: str, name: str, admit: AdmissionCheck, new: Obj
+) -> None:
+    """The check of a create. Whether the name is taken is asked only when the check
+    refuses (a taken name answers AlreadyExists, not the refusal); an admitted create
+    of a taken name fails on the primary key instead. That saves every admitted create
+    a statement and a round trip before it reaches the admission lock."""
+    try:
+        await admit(PgAdmissionView(conn), None, sem.clone(new))
+    except psycopg.Error:
+        raise
+    except Exception:
+        cur = await conn.execute(
+            b"SELECT 1 FROM objects WHERE kind = %s AND namespace = %s AND name = %s",
+            (kind, ns, name),
+        )
+        if await cur.fetchone() is not None:
+            raise AlreadyExists(f'{kind} "{name}" already exists') from None
+        raise

@@ -35,7 +35,7 @@ from codehub.crd_like.store.interface import (
     Obj,
     RunningRef,
 )
-from codehub.crd_like.store.pg.admission import PgAdmissionView
+from codehub.crd_like.store.pg.admission import PgAdmissionView, admit_create
 from codehub.crd_like.store.pg.batch import swap_batch
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL, columns
 from codehub.crd_like.store.pg.swaps import Batcher
@@ -293,13 +293,7 @@ async def _create(
     try:
         async with transaction(pool) as conn:
             if admit is not None:
-                cur = await conn.execute(
-                    "SELECT 1 FROM objects WHERE kind = %s AND namespace = %s AND name = %s",
-                    (kind, ns, name),
-                )
-                if await cur.fetchone() is not None:
-                    raise AlreadyExists(f'{kind} "{name}" already exists')
-                await admit(PgAdmissionView(conn), None, sem.clone(new))
+                await admit_create(conn, kind, ns, name, admit, new)
             cur, text = await write(conn, kind, ns, name, "ADDED", new, "insert")
     except psycopg.errors.UniqueViolation as exc:
         raise AlreadyExists(f'{kind} "{name}" already exists') from exc

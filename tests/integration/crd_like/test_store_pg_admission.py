@@ -13,7 +13,7 @@ import pytest
 from support.store_objects import set_spec, ws
 
 from codehub.crd_like.server.admission import LimitExceeded, running_limit_check
-from codehub.crd_like.store import AdmissionView, RunningRef
+from codehub.crd_like.store import AdmissionView, AlreadyExists, RunningRef
 from codehub.crd_like.store.postgres import PostgresStore
 
 Obj = dict[str, Any]
@@ -158,3 +158,20 @@ async def test_a_refused_write_names_every_running_workspace(store: PostgresStor
     await store.update(
         "workspaces", "alice", "asked", set_spec("image_ref", "other"), admit=per_user
     )
+
+
+async def test_a_taken_name_answers_already_exists_whether_admitted_or_refused(
+    store: PostgresStore,
+) -> None:
+    """The name is looked up only when the check refuses; a create of a taken name is
+    AlreadyExists (409) either way, never the limit's 429, and changes nothing."""
+    await seed(store)
+    refusing = running_limit_check(max_per_user=1, max_global=100)
+    admitting = running_limit_check(max_per_user=100, max_global=100)
+    before = await store.get("workspaces", "alice", "asked")
+    for admit in (refusing, admitting):
+        with pytest.raises(AlreadyExists):
+            await store.create("workspaces", ws("asked", "alice"), admit=admit)
+    assert await store.get("workspaces", "alice", "asked") == before
+    with pytest.raises(LimitExceeded):  # a free name is refused as before
+        await store.create("workspaces", ws("fresh", "alice"), admit=refusing)
