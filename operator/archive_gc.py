@@ -30,7 +30,6 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from codehub.adapters.interfaces import ObjectInfo, ObjectStore
-from codehub.adapters.s3_object_store import S3ObjectStore
 from codehub.crd_like.client.api import workspaces_path
 from codehub.operator.archive_gc_plan import ARCHIVES_PREFIX, PageDecision, Protection, decide
 from codehub.operator.archive_gc_store import FirstSeen, FirstSeenStore
@@ -302,12 +301,15 @@ class ArchiveGC:
 
 
 async def run_archive_gc(term: LeaderTerm) -> None:
-    """The leader component: the bucket and database of the coordinator's settings."""
+    """The leader component: the term's archive bucket (built with the other adapters at
+    the composition root) and the coordinator's database for first-seen times."""
     ctx = term.ctx
     settings = ctx.settings
+    if ctx.objects is None:
+        raise RuntimeError("this term's context has no archive bucket for the Archive GC")
     gc = ArchiveGC(
         api=ctx.api,
-        objects=S3ObjectStore(settings.s3_config()),
+        objects=ctx.objects,
         first_seen=settings.database_url,
         interval=settings.gc_interval,
         orphan_delay=settings.gc_orphan_delay,

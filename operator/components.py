@@ -162,12 +162,14 @@ async def _mark_synced(term: LeaderTerm, informer: Informer) -> None:
 
 
 async def build_context(settings: Settings, scope_labels: Mapping[str, str], metrics: Any) -> Any:
-    """The OperatorContext of one term: API client, adapters, clock, metrics.
+    """The OperatorContext of one term: API client, adapters (engine, volumes, archive
+    bucket), clock, metrics.
 
     With ``CODEHUB_TEST_PAUSE_ACTUATORS`` set (tests only) the adapters are wrapped in
     pausing ones here, so the production actuator path has no pause code.
     """
     from codehub.adapters.docker_instance import DockerInstanceController
+    from codehub.adapters.s3_object_store import S3ObjectStore
     from codehub.adapters.volume_s3_storage import VolumeS3StorageProvider
     from codehub.crd_like.client.api import ApiClient
 
@@ -184,6 +186,7 @@ async def build_context(settings: Settings, scope_labels: Mapping[str, str], met
         api=ApiClient(settings.server, settings.token, ca_file=settings.ca_file),
         instances=instances,
         storage=storage,
+        objects=S3ObjectStore(settings.s3_config()),
         clock=clock,
         metrics=metrics,
         # Events name the node that acted, so double leadership would show in `describe`.
@@ -192,7 +195,7 @@ async def build_context(settings: Settings, scope_labels: Mapping[str, str], met
 
 
 async def close_context(ctx: Any) -> None:
-    for name in ("api", "instances", "storage"):
+    for name in ("api", "instances", "storage", "objects"):
         closer = getattr(getattr(ctx, name, None), "close", None)
         if closer is not None:
             with contextlib.suppress(Exception):

@@ -211,3 +211,57 @@ def test_the_leader_runs_the_archive_gc() -> None:
 
     runs = {c.name: c.run for c in leader_components()}
     assert runs["archive-gc"] is run_archive_gc
+
+
+class _Term:
+    """The slice of a leadership term the GC component uses."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.running: list[str] = []
+
+    def mark_running(self, name: str) -> None:
+        self.running.append(name)
+
+
+def _context(objects: MemoryObjectStore | None) -> Any:
+    from codehub.adapters.fake_instance import FakeInstanceController
+    from codehub.adapters.fake_storage import FakeStorageProvider
+    from codehub.operator.context import OperatorContext
+    from codehub.operator.settings import Settings
+
+    return OperatorContext(
+        settings=Settings(),
+        api=PagedApi([]),  # type: ignore[arg-type]
+        instances=FakeInstanceController(),
+        storage=FakeStorageProvider(),
+        objects=objects,
+    )
+
+
+async def test_the_leader_sweeps_the_bucket_of_its_context(
+    bucket: MemoryObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bucket comes from the composition root with the other adapters, not from
+    settings read inside the component (a scale bench or M3 hands in its own)."""
+    from codehub.operator import archive_gc
+
+    swept: list[Any] = []
+
+    async def run(self: ArchiveGC) -> None:
+        swept.append(self.objects)
+
+    monkeypatch.setattr(archive_gc.ArchiveGC, "run", run)
+    term = _Term(_context(bucket))
+    await archive_gc.run_archive_gc(term)  # type: ignore[arg-type]
+    assert swept == [bucket]
+    assert term.running == ["archive-gc"]
+
+
+async def test_a_context_without_a_bucket_is_refused_by_name() -> None:
+    from codehub.operator.archive_gc import run_archive_gc
+
+    term = _Term(_context(None))
+    with pytest.raises(RuntimeError, match="no archive bucket"):
+        await run_archive_gc(term)  # type: ignore[arg-type]
+    assert term.running == []
