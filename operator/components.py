@@ -106,11 +106,15 @@ def build_informer(ctx: Any) -> Informer:
 async def run_informer(term: LeaderTerm) -> None:
     """Fill the cache, then keep it current; the passes wait for the first List."""
     informer = term.informer
+    exported = term.ctx.metrics.informer
+    exported.source = informer
     waiter = asyncio.create_task(_mark_synced(term, informer))
     try:
         await informer.run()
     finally:
         waiter.cancel()
+        if exported.source is informer:
+            exported.source = None
 
 
 async def run_health_monitor(term: LeaderTerm) -> None:

@@ -7,7 +7,12 @@ are bounded enums (operation, result, reason, status): never a uid or a name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600)
 
@@ -132,6 +137,58 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.informer = InformerCollector()
+        r.register(self.informer)
+
+
+class InformerStats(Protocol):
+    """What the leader term's workspace cache counts (``crd_like.client.informer``)."""
+
+    relists: int
+    watches: int
+    events: int
+    errors: int
+
+    @property
+    def synced(self) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+
+class InformerCollector(Collector):
+    """The workspace cache of the current leader term, read at scrape time.
+
+    A term builds its own cache, so the cache is handed in (``source``) while a term
+    runs and taken back when it ends; a standby exports nothing. The counters start again
+    with each term, which Prometheus reads as a counter reset.
+    """
+
+    def __init__(self) -> None:
+        self.source: InformerStats | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        source = self.source
+        if source is None:
+            return
+        yield GaugeMetricFamily(
+            "codehub_informer_synced",
+            "1 once the leader's workspace cache holds its first List, else 0.",
+            value=1 if source.synced else 0,
+        )
+        yield GaugeMetricFamily(
+            "codehub_informer_objects", "Workspaces in the leader's cache.", value=len(source)
+        )
+        for name, text, value in (
+            ("relists", "Full Lists that (re)filled the cache.", source.relists),
+            ("watches", "Watch streams opened, resumptions included.", source.watches),
+            ("events", "Watch events applied to the cache.", source.events),
+            (
+                "errors",
+                "List or watch failures (each one re-lists after a backoff).",
+                source.errors,
+            ),
+        ):
+            yield CounterMetricFamily(f"codehub_informer_{name}", text, value=value)
 
 
 class QueueMetricsAdapter:

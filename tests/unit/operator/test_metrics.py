@@ -59,3 +59,66 @@ def test_labels_are_bounded_enums_only() -> None:
     for family in m.registry.collect():
         for sample in family.samples:
             assert set(sample.labels) - {"le"} <= allowed, (family.name, sample.labels)
+
+
+class _Cache:
+    """Counts shaped like the informer's."""
+
+    def __init__(self, synced: bool, objects: int) -> None:
+        self.synced = synced
+        self.objects = objects
+        self.relists, self.watches, self.events, self.errors = 2, 3, 40, 1
+
+    def __len__(self) -> int:
+        return self.objects
+
+
+def _samples(m: Metrics) -> dict[str, float]:
+    return {
+        s.name: s.value
+        for family in m.registry.collect()
+        for s in family.samples
+        if s.name.startswith("codehub_informer_")
+    }
+
+
+def test_the_workspace_cache_is_exported_only_while_a_term_hands_it_in() -> None:
+    m = Metrics(CollectorRegistry())
+    assert _samples(m) == {}  # a standby: no cache, nothing exported
+    m.informer.source = _Cache(synced=False, objects=0)
+    assert _samples(m)["codehub_informer_synced"] == 0
+    m.informer.source = _Cache(synced=True, objects=10_000)
+    assert _samples(m) == {
+        "codehub_informer_synced": 1,
+        "codehub_informer_objects": 10_000,
+        "codehub_informer_relists_total": 2,
+        "codehub_informer_watches_total": 3,
+        "codehub_informer_events_total": 40,
+        "codehub_informer_errors_total": 1,
+    }
+    assert b"codehub_informer_objects 10000.0" in generate_latest(m.registry)
+
+
+async def test_a_term_hands_its_cache_to_the_metrics_and_takes_it_back() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from codehub.operator.components import run_informer
+
+    m = Metrics(CollectorRegistry())
+
+    class Informer(_Cache):
+        seen: object = None
+
+        async def run(self) -> None:
+            self.seen = m.informer.source
+
+        async def wait_synced(self) -> None:
+            await asyncio.Event().wait()
+
+    informer = Informer(synced=True, objects=1)
+    term = SimpleNamespace(ctx=SimpleNamespace(metrics=m), informer=informer)
+    await run_informer(term)  # type: ignore[arg-type]
+    assert informer.seen is informer
+    assert m.informer.source is None
+    assert _samples(m) == {}

@@ -17,6 +17,7 @@ REQUIRED_ALERTS = {
     "CodehubOperationOverdue",
     "CodehubErrorWorkspacesRising",
     "CodehubStaleObservations",
+    "CodehubWorkspaceCacheNotSynced",
     "CodehubGCPassesSkipped",
     "CodehubProxyHigh5xxRatio",
     "CodehubWakesFailing",
