@@ -107,7 +107,7 @@ async def reconcile(ctx: OperatorContext, obj: Mapping[str, Any]) -> Outcome:
     """Converge one workspace as far as possible now; see the module docstring."""
     meta = obj.get("metadata") or {}
     ns, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
-    async with kube_events.posting_behind():
+    async with kube_events.posting_behind(ctx):
         return await _steps(ctx, ns, name, uid, _borrowable(obj))
 
 
@@ -412,8 +412,7 @@ async def _write_merged(
 
 
 async def _completed_event(ctx: OperatorContext, w: View, op: Operation) -> None:
-    message = f"{op.value} completed (op_id {w.op_id})"
-    await kube_events.post(ctx, w.obj, kube_events.OPERATION_COMPLETED, message)
+    await kube_events.completed(ctx, w.obj, f"{op.value} completed (op_id {w.op_id})")
 
 
 async def _observe_after(ctx: OperatorContext, w: View, written: Obj) -> Obj | None:

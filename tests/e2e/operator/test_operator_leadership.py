@@ -38,10 +38,10 @@ async def _completed_now(stack: Stack) -> list[tuple[str, str, str]]:
     for e in await stack.events():
         if e.get("reason") != "OperationCompleted":
             continue
-        match = OP_ID.search(str(e.get("message")))
-        assert match, e
+        op_ids = OP_ID.findall(str(e.get("message")))  # one Event may tell several
+        assert op_ids, e
         component = (e.get("source") or {}).get("component") or e.get("reportingComponent")
-        rows.append((e["involvedObject"]["name"], match.group(1), str(component)))
+        rows.extend((e["involvedObject"]["name"], op_id, str(component)) for op_id in op_ids)
     return rows
 
 

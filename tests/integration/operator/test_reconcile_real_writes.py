@@ -64,7 +64,7 @@ async def test_apply_to_running_is_three_status_writes(real: Real) -> None:
     # claim PROVISIONING; PROVISIONING done + observed STANDBY + STARTING claimed;
     # STARTING done + observed RUNNING
     assert counting.calls["patch_json"] == 3, counting.calls
-    assert counting.calls["post_event"] == 2  # PROVISIONING and STARTING completed
+    assert counting.calls["post_event"] == 1  # PROVISIONING and STARTING completed, in one
     assert await real.ctx.instances.is_running(created["metadata"]["uid"])
 
 

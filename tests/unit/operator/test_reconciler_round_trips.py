@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any
 
 import pytest
@@ -120,18 +121,22 @@ async def test_transition_events_do_not_hold_the_next_steps(setup: Any) -> None:
     while not await observed():  # the events are held: the steps went on without them
         assert not task.done()
         await asyncio.sleep(0.01)
-    assert counting.events_waiting == 2  # PROVISIONING and STARTING completed, still held
+    # PROVISIONING and STARTING completed, told by one Event (was two), still held
+    assert counting.events_waiting == 1
     assert not task.done()  # the reconcile does not end before its events are posted
     counting.hold_events.set()
     assert (await task).detail == "converged"
-    reasons = [e["reason"] for e in await admin.list_events(NS, "behind")]
-    assert reasons == ["OperationCompleted", "OperationCompleted"]
+    events = await admin.list_events(NS, "behind")
+    assert [e["reason"] for e in events] == ["OperationCompleted"]
+    told = re.findall(r"(\w+) completed \(op_id ([0-9a-f-]{36})\)", events[0]["message"])
+    assert [op for op, _ in told] == ["PROVISIONING", "STARTING"]
+    assert len({op_id for _, op_id in told}) == 2
 
 
 # -- writes per operation --------------------------------------------------------------
 
 
-async def test_pending_to_running_costs_three_writes_two_events(setup: Any) -> None:
+async def test_pending_to_running_costs_three_writes_one_event(setup: Any) -> None:
     admin, counting, ctx, gate = setup
     created = await admin.create(NS, manifest("counted", "RUNNING"))
     assert (await gate.reconcile_now(created)).detail == "converged"
@@ -143,7 +148,9 @@ async def test_pending_to_running_costs_three_writes_two_events(setup: Any) -> N
     # STARTING completed + observed RUNNING (was 6 writes: each completion and each
     # observation written apart, and a claim after each)
     assert counting.calls["patch_json"] == 3, counting.calls
-    assert counting.calls["post_event"] == 2  # two OperationCompleted (was 4)
+    # one OperationCompleted telling both operations (was 4: Started and Completed each;
+    # then 2, docs/adr/0014-kopf-writes.md)
+    assert counting.calls["post_event"] == 1
     assert counting.calls["get"] == 0
     # facts gathered before the first claim and after each actuation only (was 7)
     assert ctx.instances.calls["inspect"] == 3
