@@ -9,6 +9,7 @@ always offer ``application/json`` or a wildcard.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 
@@ -40,7 +41,10 @@ def accepted_ranges(header: str | None) -> list[str]:
     return ranges
 
 
+@functools.lru_cache(maxsize=256)
 def acceptable(header: str | None, served: frozenset[str]) -> bool:
+    """Remembered: clients send the same few Accept headers on every request, and
+    parsing one cost several microseconds per request."""
     ranges = accepted_ranges(header)
     return not ranges or any(r in served for r in ranges)
 

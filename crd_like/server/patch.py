@@ -7,8 +7,9 @@ kopf and kubectl expect: a failed ``test`` (kopf guards finalizer removal with a
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+from codehub.crd_like.store.semantics import clone
 
 
 class PatchError(Exception):
@@ -25,7 +26,7 @@ class PatchFormatError(Exception):
 
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -121,10 +122,11 @@ def _remove(doc: Any, path: str) -> tuple[Any, Any]:
 
 
 def json_patch(target: Any, ops: Any) -> Any:
-    """Apply the operations to a deep copy of ``target``; all or nothing."""
+    """Apply the operations to a deep copy of ``target``; all or nothing. Values are
+    copied too: a mutator may run twice with the same patch (``Store.update``)."""
     if not isinstance(ops, list):
         raise PatchFormatError("a JSON Patch must be a JSON array of operations")
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     for i, op in enumerate(ops):
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise PatchFormatError(f"operation {i} needs 'op' and 'path'")
@@ -134,13 +136,13 @@ def json_patch(target: Any, ops: Any) -> Any:
         if kind in ("move", "copy") and "from" not in op:
             raise PatchFormatError(f"operation {i} ({kind}) needs 'from'")
         if kind == "add":
-            doc = _add(doc, path, copy.deepcopy(op["value"]))
+            doc = _add(doc, path, clone(op["value"]))
         elif kind == "remove":
             doc, _ = _remove(doc, path)
         elif kind == "replace":
             _get(doc, path)
             doc, _ = _remove(doc, path) if _split(path) else (doc, None)
-            doc = _add(doc, path, copy.deepcopy(op["value"]))
+            doc = _add(doc, path, clone(op["value"]))
         elif kind == "move":
             source = op["from"]
             if isinstance(source, str) and path.startswith(source + "/"):
@@ -148,7 +150,7 @@ def json_patch(target: Any, ops: Any) -> Any:
             doc, value = _remove(doc, source)
             doc = _add(doc, path, value)
         elif kind == "copy":
-            doc = _add(doc, path, copy.deepcopy(_get(doc, op["from"])))
+            doc = _add(doc, path, clone(_get(doc, op["from"])))
         elif kind == "test":
             actual = _get(doc, path)
             if not _equal(actual, op["value"]):

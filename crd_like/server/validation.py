@@ -243,7 +243,9 @@ def finish(
     _carry_server_metadata(meta, cur_meta)
     new["apiVersion"], new["kind"] = rk.api_version, rk.kind
     if subresource == "status":
-        merged = clone(current)
+        # Shares all but status with ``current``, the mutator's own copy: the store
+        # takes only the status of a status write, and nothing here changes the rest.
+        merged = dict(current)
         if "status" in new:
             merged["status"] = new["status"]
         else:

@@ -74,14 +74,57 @@ async def test_a_body_without_length_is_still_bounded_and_read_whole(
         (b"[" * MAX_DEPTH + b"]" * MAX_DEPTH, None),
         (b"[" * MAX_DEPTH, "not valid JSON"),
         (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "nested too deeply"),
+        # long, with few brackets: within the limit without the scan
+        (b'{"pad":"' + b"x" * 500 + b'","a":[[1]]}', None),
+        # long, many brackets but shallow (in strings, or side by side): scanned, passes
+        (b'{"a":"' + b"[{" * MAX_DEPTH + b'"}', None),
+        (b"[" + b",".join([b"[1]"] * (MAX_DEPTH + 1)) + b"]", None),
+        # long and deep behind padding: scanned, refused
+        (
+            b'{"pad":"' + b"x" * 500 + b'","a":' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}",
+            "nested too deeply",
+        ),
     ],
 )
 def test_nesting_is_bounded_whatever_the_length(raw: bytes, says: str | None) -> None:
-    """Short bodies skip the bracket count (they cannot nest deeper than they are long);
-    the limit is the same either side of that length."""
+    """Short bodies, and bodies with no more opening brackets than the limit, skip the
+    bracket scan (they cannot nest deeper); the limit is the same either way."""
     if says is None:
         assert parse_document(raw, "application/json") is not None
         return
     with pytest.raises(ApiError) as caught:
         parse_document(raw, "application/json")
     assert says in caught.value.body()["message"]
+
+
+def test_json_patch_leaves_its_inputs_alone_so_a_mutator_can_run_twice() -> None:
+    """The store may run a mutator twice with the same patch (its cached try, then the
+    locked way): applying must copy both the target and the values it adds."""
+    from codehub.crd_like.server.patch import json_patch
+
+    target = {"status": {"a": [1]}, "spec": {"x": {"y": 1}}}
+    ops = [
+        {"op": "add", "path": "/status/b", "value": {"c": [2]}},
+        {"op": "copy", "from": "/spec/x", "path": "/status/x"},
+    ]
+    first = json_patch(target, ops)
+    first["status"]["b"]["c"].append(3)
+    first["status"]["x"]["y"] = 2
+    first["status"]["a"].append(9)
+    assert target == {"status": {"a": [1]}, "spec": {"x": {"y": 1}}}
+    assert ops[0]["value"] == {"c": [2]}
+    second = json_patch(target, ops)
+    assert second == {"status": {"a": [1], "b": {"c": [2]}, "x": {"y": 1}}, "spec": {"x": {"y": 1}}}
+
+
+@pytest.mark.parametrize("_", range(2))
+def test_accept_answers_are_remembered_per_header_and_served_types(_: int) -> None:
+    """The remembered answer depends on both the header and what the path serves."""
+    from codehub.crd_like.server.negotiation import JSON_RANGES, SSE_RANGES, acceptable
+
+    assert acceptable("application/json", JSON_RANGES)
+    assert not acceptable("application/json", SSE_RANGES)
+    assert acceptable("text/event-stream", SSE_RANGES)
+    assert not acceptable("text/event-stream", JSON_RANGES)
+    assert not acceptable("application/json;q=0, text/html", JSON_RANGES)
+    assert acceptable(None, JSON_RANGES)
