@@ -5,7 +5,7 @@ put on at create as `bench/scale.py` runs it) on a throwaway database of the Pos
 named by CODEHUB_DATABASE_URL (``eval "$(scripts/dev-services up)"``), opens ``--watchers``
 watches of every workspace (kopf's and the coordinator's informer's, in the product),
 then sends, phase after phase, the requests a workspace costs the server on its way to
-RUNNING (docs/adr/0011-ten-thousand-workspaces.md): the create, two core/v1 Events, the
+RUNNING (docs/adr/0011-ten-thousand-workspaces.md): the create, core/v1 Events, the
 coordinator's fenced status writes (JSON Patch with ``test`` operations on ``/status``),
 a fenced write refused (422: the coordinator's view was behind), and GETs. For each
 phase it prints the server's CPU per request (from ``/proc``, which hardly depends on
@@ -41,9 +41,10 @@ from watch_latency import Server
 API = "/apis/codehub.io/v1alpha1"
 JSON_PATCH = "application/json-patch+json"
 #: Requests per workspace of each phase in a converging 3,000-workspace run of
-#: bench/scale.py (server metrics, 2026-11-27): 1 create, 2 Events, 3 status writes,
-#: 0.6 refused fenced writes, 0.6 GETs.
-MIX = {"create": 1.0, "event": 2.0, "status": 3.0, "refused": 0.6, "get": 0.6}
+#: bench/scale.py (server metrics, 2026-11-27, after one OperationCompleted Event per
+#: PENDING -> RUNNING): 1 create, 1 Event, 3 status writes, 0.5 refused fenced writes,
+#: 0.5 GETs.
+MIX = {"create": 1.0, "event": 1.0, "status": 3.0, "refused": 0.5, "get": 0.5}
 
 
 def ns_of(i: int, namespaces: int) -> str:
