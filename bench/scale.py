@@ -393,6 +393,7 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
     run: start, create, converge, idle, passes; split, it would only pass its locals on."""
     from prometheus_client import CollectorRegistry
 
+    from codehub.adapters.fake_engine_objects import FakeLabelledObjects
     from codehub.adapters.fake_object_store import MemoryObjectStore
     from codehub.crd_like.client.api import ApiClient
     from codehub.operator.clock import SystemClock
@@ -441,6 +442,7 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
                 storage=fakes.storage,
                 # the leader's own GC sweeps an empty bucket; the measured pass is apart
                 objects=MemoryObjectStore(),
+                engine_objects=FakeLabelledObjects(fakes.instances, fakes.storage),
                 clock=SystemClock(),
                 metrics=m,
             )

@@ -167,12 +167,13 @@ async def _mark_synced(term: LeaderTerm, informer: Informer) -> None:
 
 async def build_context(settings: Settings, scope_labels: Mapping[str, str], metrics: Any) -> Any:
     """The OperatorContext of one term: API client, adapters (engine, volumes, archive
-    bucket), clock, metrics.
+    bucket, the labelled objects the orphan sweeper removes), clock, metrics.
 
     With ``CODEHUB_TEST_PAUSE_ACTUATORS`` set (tests only) the adapters are wrapped in
     pausing ones here, so the production actuator path has no pause code.
     """
     from codehub.adapters.docker_instance import DockerInstanceController
+    from codehub.adapters.engine_objects import DockerLabelledObjects
     from codehub.adapters.s3_object_store import S3ObjectStore
     from codehub.adapters.volume_s3_storage import VolumeS3StorageProvider
     from codehub.crd_like.client.api import ApiClient
@@ -191,6 +192,7 @@ async def build_context(settings: Settings, scope_labels: Mapping[str, str], met
         instances=instances,
         storage=storage,
         objects=S3ObjectStore(settings.s3_config()),
+        engine_objects=DockerLabelledObjects(docker_config),
         clock=clock,
         metrics=metrics,
         # Events name the node that acted, so double leadership would show in `describe`.
@@ -199,7 +201,7 @@ async def build_context(settings: Settings, scope_labels: Mapping[str, str], met
 
 
 async def close_context(ctx: Any) -> None:
-    for name in ("api", "instances", "storage", "objects"):
+    for name in ("api", "instances", "storage", "objects", "engine_objects"):
         closer = getattr(getattr(ctx, name, None), "close", None)
         if closer is not None:
             with contextlib.suppress(Exception):

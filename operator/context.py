@@ -1,10 +1,10 @@
 """Everything the operator's components share, passed explicitly (no globals).
 
 The coordinator builds one ``OperatorContext`` per leadership term (settings, API client,
-adapters -- engine, volumes, archive bucket -- clock, metrics: no callbacks, no mutable
-shared state) and hands it to the reconcile gate and the components; tests build it over
-fakes. ``api`` is typed as a protocol so unit tests may use the real ``ApiClient`` or any
-object with the same methods.
+adapters -- engine, volumes, archive bucket, labelled engine objects -- clock, metrics: no
+callbacks, no mutable shared state) and hands it to the reconcile gate and the
+components; tests build it over fakes. ``api`` is typed as a protocol so unit tests may
+use the real ``ApiClient`` or any object with the same methods.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from codehub.adapters.engine_objects import LabelledObjects
 from codehub.adapters.interfaces import InstanceController, ObjectStore, StorageProvider
 from codehub.operator.clock import Clock, SystemClock
 from codehub.operator.metrics import Metrics
@@ -59,6 +60,9 @@ class OperatorContext:
     #: The archive bucket the Archive GC sweeps, built with the other adapters at the
     #: composition root; None only in contexts that never run the GC (unit tests).
     objects: ObjectStore | None = None
+    #: The labelled engine objects (containers, job containers, volumes) the orphan
+    #: sweeper lists and removes; None only in contexts that never run it (unit tests).
+    engine_objects: LabelledObjects | None = None
     #: Reporting component of Kubernetes events; empty means "codehub-operator/<node id>",
     #: so `describe` (and the leadership tests) show which coordinator acted.
     component: str = ""

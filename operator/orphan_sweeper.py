@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from codehub.adapters.engine_objects import KINDS, DockerLabelledObjects, LabelledObjects
+from codehub.adapters.engine_objects import KINDS, LabelledObjects
 from codehub.crd_like.client.api import workspaces_path
 from codehub.crd_like.client.informer import WorkspaceSource
 from codehub.operator.clock import Clock, SystemClock, run_every
@@ -163,14 +163,15 @@ class OrphanSweeper:
 
 
 async def run_orphan_sweeper(term: LeaderTerm) -> None:
-    """The leader component: Docker objects of this coordinator's scope."""
+    """The leader component: the term's labelled engine objects (built with the other
+    adapters at the composition root, in this coordinator's scope)."""
     ctx = term.ctx
     settings = ctx.settings
-    scope = getattr(term.coordinator, "scope_labels", None)
-    engine = DockerLabelledObjects(settings.docker_config(scope or None))
+    if ctx.engine_objects is None:
+        raise RuntimeError("this term's context has no labelled engine objects to sweep")
     sweeper = OrphanSweeper(
         api=ctx.api,
-        engine=engine,
+        engine=ctx.engine_objects,
         interval=getattr(settings, "orphan_sweep_interval", DEFAULT_INTERVAL),
         delay=getattr(settings, "orphan_delay", DEFAULT_DELAY),
         registry=ctx.metrics.registry,
@@ -178,7 +179,4 @@ async def run_orphan_sweeper(term: LeaderTerm) -> None:
         source=term.informer,
     )
     term.mark_running("orphan-sweeper")
-    try:
-        await sweeper.run()
-    finally:
-        await engine.close()
+    await sweeper.run()

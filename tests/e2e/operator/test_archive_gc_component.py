@@ -36,3 +36,26 @@ def test_the_leader_runs_archive_gc_passes(stack: Stack, coordinator: Coordinato
     assert sample(metrics, "codehub_gc_objects_seen") is not None
     assert sample(metrics, "codehub_gc_deleted_total") == 0  # nothing old enough by default
     assert "codehub_gc_skipped_passes_total{" not in metrics
+
+
+def test_every_leader_component_runs_on_the_adapters_of_its_term(
+    stack: Stack, coordinator: CoordinatorProcess
+) -> None:
+    """The composition root builds every adapter a component needs (the bucket, the
+    labelled engine objects, the workspace cache): none fails or restarts for want of
+    one, and the cache reports itself synced."""
+    from codehub.operator.components import leader_components
+
+    expected = {c.name for c in leader_components()}
+    deadline = time.monotonic() + LIMIT
+    states: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        components = (coordinator.health() or {}).get("components") or {}
+        states = {name: (c.get("state"), c.get("restarts")) for name, c in components.items()}
+        if all(states.get(name) == ("running", 0) for name in expected):
+            break
+        time.sleep(0.2)
+    assert {name: states.get(name) for name in expected} == dict.fromkeys(
+        expected, ("running", 0)
+    ), coordinator.log_text()[-3000:]
+    assert sample(coordinator.metrics(), "codehub_informer_synced") == 1

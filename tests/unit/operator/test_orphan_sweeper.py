@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from codehub.adapters.engine_objects import LabelledObject, LabelledObjects
@@ -108,3 +109,59 @@ async def test_a_volume_in_use_is_retried_next_pass() -> None:
     engine.busy.clear()
     assert (await sweeper.pass_once()).removed == {"volume": 1}
     assert removed(registry, "volume") == 1
+
+
+class _Term:
+    """The slice of a leadership term the sweeper component uses."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.informer = None
+        self.running: list[str] = []
+
+    def mark_running(self, name: str) -> None:
+        self.running.append(name)
+
+
+def _context(engine: LabelledObjects | None) -> Any:
+    from codehub.adapters.fake_instance import FakeInstanceController
+    from codehub.adapters.fake_storage import FakeStorageProvider
+    from codehub.operator.context import OperatorContext
+    from codehub.operator.settings import Settings
+
+    return OperatorContext(
+        settings=Settings(),
+        api=FakeApi(set()),  # type: ignore[arg-type]
+        instances=FakeInstanceController(),
+        storage=FakeStorageProvider(),
+        engine_objects=engine,
+    )
+
+
+async def test_the_leader_sweeps_the_engine_objects_of_its_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine objects come from the composition root with the other adapters, not
+    from a Docker client made inside the component (the scale bench hands in fakes)."""
+    from codehub.operator import orphan_sweeper
+
+    swept: list[Any] = []
+
+    async def run(self: OrphanSweeper) -> None:
+        swept.append(self.engine)
+
+    monkeypatch.setattr(orphan_sweeper.OrphanSweeper, "run", run)
+    engine = FakeEngine([])
+    term = _Term(_context(engine))
+    await orphan_sweeper.run_orphan_sweeper(term)  # type: ignore[arg-type]
+    assert swept == [engine]
+    assert term.running == ["orphan-sweeper"]
+
+
+async def test_a_context_without_engine_objects_is_refused_by_name() -> None:
+    from codehub.operator.orphan_sweeper import run_orphan_sweeper
+
+    term = _Term(_context(None))
+    with pytest.raises(RuntimeError, match="no labelled engine objects"):
+        await run_orphan_sweeper(term)  # type: ignore[arg-type]
+    assert term.running == []
