@@ -3,8 +3,10 @@
 them first: N RUNNING workspaces are written straight into a fresh database behind the
 real API server, the fake engine holds a running container and a volume for each, and
 each pass runs once, counted: the HealthMonitor, the safety net, the TTL Manager (its
-first pass writes every new workspace's idle_action, so the second is the steady one)
-and the Archive GC over a bucket with one archive per workspace.
+first pass writes every new workspace's idle_action, so the second is the steady one),
+first listing afresh as one-off passes do, then reading a synced workspace cache as the
+leader's passes do (docs/coordinator.md, "The workspace cache"); and the Archive GC over
+a bucket with one archive per workspace.
 
 Prints, per pass: API requests by kind, engine calls, object-store calls and first-seen
 queries (GC), wall time and this process's CPU time; then the idle CPU those passes imply
@@ -75,20 +77,83 @@ async def timed(name: str, api_calls: CountingApi, fakes: CountingFakes, fn: Any
     return result, cpu
 
 
-async def measure(n: int, profile: bool = False) -> None:
-    from prometheus_client import CollectorRegistry
+class _Gate:
+    """Counts what a pass hands to the reconcile gate."""
 
+    def __init__(self) -> None:
+        self.queued: list[tuple[str, str]] = []
+
+    def add(self, ns: str, name: str) -> None:
+        self.queued.append((ns, name))
+
+    def nudge(self, ns: str, name: str) -> bool:
+        self.queued.append((ns, name))
+        return True
+
+
+async def passes(ctx: Any, api_calls: CountingApi, fakes: CountingFakes, source: Any) -> float:
+    """The HealthMonitor (twice: the first may write), safety-net and TTL passes reading
+    ``source`` (None: each lists afresh); answers the idle CPU they imply (% of a core)."""
+    from codehub.operator.health_monitor import HealthMonitor
+    from codehub.operator.safety_net import SafetyNet
+    from codehub.operator.ttl_manager import TtlManager
+
+    monitor = HealthMonitor(ctx, None, source)
+    report, hm_cpu = await timed("HealthMonitor pass", api_calls, fakes, monitor.pass_once)
+    print(f"    written {report.written}, refreshed {report.refreshed}, unwritten "
+          f"{report.unwritten}, failures {report.failures}")  # fmt: skip
+    report, hm_cpu = await timed("HealthMonitor pass 2", api_calls, fakes, monitor.pass_once)
+    gate = _Gate()
+    net = SafetyNet(ctx, cast(Any, gate), source)
+    _, sn_cpu = await timed("safety net pass", api_calls, fakes, net.pass_once)
+    print(f"    unsettled queued: {len(gate.queued)}")
+    ttl = TtlManager(ctx, source=source)
+    await timed("TTL pass (first)", api_calls, fakes, ttl.pass_once)
+    _, ttl_cpu = await timed("TTL pass", api_calls, fakes, ttl.pass_once)
+    s = ctx.settings
+    idle: float = 100 * (
+        hm_cpu / s.health_monitor_interval
+        + sn_cpu / s.reconciler_interval
+        + ttl_cpu / s.ttl_manager_interval
+    )
+    print(
+        "  implied idle CPU at the default intervals (HealthMonitor "
+        f"{s.health_monitor_interval:g} s, safety net {s.reconciler_interval:g} s, "
+        f"TTL {s.ttl_manager_interval:g} s): {idle:.1f} % of a core"
+    )
+    return idle
+
+
+async def gc_pass(api: Any, api_calls: CountingApi, fakes: CountingFakes, n: int) -> None:
+    """The Archive GC over a bucket with one unprotected archive per workspace."""
     from codehub.adapters.fake_object_store import MemoryObjectStore
-    from codehub.crd_like.client.api import ApiClient
     from codehub.operator.archive_gc import ArchiveGC
     from codehub.operator.archive_gc_store import MemoryFirstSeen
+
+    objects = MemoryObjectStore()
+    for i in range(n):
+        objects.put(f"archives/{uuid.UUID(int=i)}/op-{i}/home.tar.zst")
+    first_seen = MemoryFirstSeen()
+    gc = ArchiveGC(
+        api=api, objects=objects, first_seen=lambda: first_seen, interval=3600,
+        orphan_delay=7200,
+    )  # fmt: skip
+    gc_report, _ = await timed("Archive GC pass", api_calls, fakes, gc.pass_once)
+    print(f"    object-store calls {dict(Counter(objects.calls))}, first-seen queries "
+          f"{gc_report.queries}, pages {gc_report.pages}")  # fmt: skip
+
+
+async def measure(n: int, profile: bool = False) -> None:
+    """The passes listing afresh (one-off passes, tests), then reading a synced workspace
+    cache as the leader's do (``components.build_informer``), then the Archive GC."""
+    from prometheus_client import CollectorRegistry
+
+    from codehub.crd_like.client.api import ApiClient
     from codehub.operator.clock import SystemClock
+    from codehub.operator.components import build_informer
     from codehub.operator.context import OperatorContext
-    from codehub.operator.health_monitor import HealthMonitor
     from codehub.operator.metrics import Metrics
-    from codehub.operator.safety_net import SafetyNet
     from codehub.operator.settings import Settings
-    from codehub.operator.ttl_manager import TtlManager
 
     with local_server(service_env()) as server:
         fakes = CountingFakes()
@@ -104,64 +169,37 @@ async def measure(n: int, profile: bool = False) -> None:
             settings=settings, api=api, instances=fakes.instances, storage=fakes.storage,
             clock=SystemClock(), metrics=Metrics(CollectorRegistry()),
         )  # fmt: skip
-        rss0 = rss_mb()
-        print(f"\n{n:,} settled RUNNING workspaces (RSS {rss0:.0f} MB before the passes)")
-        monitor = HealthMonitor(ctx)
-        report, hm_cpu = await timed("HealthMonitor pass", api_calls, fakes, monitor.pass_once)
-        print(f"    written {report.written}, refreshed {report.refreshed}, unwritten "
-              f"{report.unwritten}, failures {report.failures}")  # fmt: skip
-        report, hm_cpu = await timed("HealthMonitor pass 2", api_calls, fakes, monitor.pass_once)
+        print(f"\n{n:,} settled RUNNING workspaces (RSS {rss_mb():.0f} MB before the passes)")
+        print(" each pass listing afresh (no cache):")
+        await passes(ctx, api_calls, fakes, None)
+        informer = build_informer(ctx)
+        filling = asyncio.create_task(informer.run())
+        await timed("cache filled (one List)", api_calls, fakes, informer.wait_synced)
+        print(" each pass reading the leader's cache, as the coordinator does:")
+        await passes(ctx, api_calls, fakes, informer)
         if profile:
-            import cProfile
-            import pstats
-
-            prof = cProfile.Profile()
-            prof.enable()
-            await monitor.pass_once()
-            prof.disable()
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
-        queued: list[tuple[str, str]] = []
-
-        class Gate:
-            def add(self, ns: str, name: str) -> None:
-                queued.append((ns, name))
-
-            def nudge(self, ns: str, name: str) -> bool:
-                queued.append((ns, name))
-                return True
-
-        net = SafetyNet(ctx, cast(Any, Gate()))
-        _, sn_cpu = await timed("safety net pass", api_calls, fakes, net.pass_once)
-        print(f"    unsettled queued: {len(queued)}")
-        ttl = TtlManager(ctx)
-        await timed("TTL pass (first)", api_calls, fakes, ttl.pass_once)
-        _, ttl_cpu = await timed("TTL pass", api_calls, fakes, ttl.pass_once)
-        objects = MemoryObjectStore()
-        for i in range(n):
-            objects.put(f"archives/{uuid.UUID(int=i)}/op-{i}/home.tar.zst")
-        first_seen = MemoryFirstSeen()
-        gc = ArchiveGC(
-            api=api, objects=objects, first_seen=lambda: first_seen, interval=3600,
-            orphan_delay=7200,
-        )  # fmt: skip
-        gc_report, _ = await timed("Archive GC pass", api_calls, fakes, gc.pass_once)
-        print(f"    object-store calls {dict(Counter(objects.calls))}, first-seen queries "
-              f"{gc_report.queries}, pages {gc_report.pages}")  # fmt: skip
-        s = settings
-        idle = 100 * (
-            hm_cpu / s.health_monitor_interval
-            + sn_cpu / s.reconciler_interval
-            + ttl_cpu / s.ttl_manager_interval
-        )
-        print(
-            "  implied idle CPU at the default intervals (HealthMonitor "
-            f"{s.health_monitor_interval:g} s, safety net {s.reconciler_interval:g} s, "
-            f"TTL {s.ttl_manager_interval:g} s):"
-            f" {idle:.1f} % of a core"
-        )
+            await profile_pass(ctx, informer)
+        filling.cancel()
+        await gc_pass(api, api_calls, fakes, n)
         print(f"  RSS after the passes {rss_mb():.0f} MB; after gc and malloc_trim "
               f"{trimmed_rss():.0f} MB")  # fmt: skip
         await api.close()
+
+
+async def profile_pass(ctx: Any, source: Any) -> None:
+    """cProfile of a steady HealthMonitor pass over the cache (``--profile``)."""
+    import cProfile
+    import pstats
+
+    from codehub.operator.health_monitor import HealthMonitor
+
+    monitor = HealthMonitor(ctx, None, source)
+    await monitor.pass_once()
+    prof = cProfile.Profile()
+    prof.enable()
+    await monitor.pass_once()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
 
 def main() -> None:
@@ -169,7 +207,9 @@ def main() -> None:
     p.add_argument(
         "--workspaces", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 10000]
     )
-    p.add_argument("--profile", action="store_true", help="cProfile a steady HealthMonitor pass")
+    p.add_argument(
+        "--profile", action="store_true", help="cProfile a steady HealthMonitor pass over the cache"
+    )
     args = p.parse_args()
     for n in args.workspaces:
         asyncio.run(measure(n, args.profile))
