@@ -25,7 +25,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -35,8 +34,8 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, admin_database_url, cpu_seconds
-from watch_latency import Server
+from _common import REPO, cpu_seconds
+from watch_latency import Server, run_with_server
 
 API = "/apis/codehub.io/v1alpha1"
 JSON_PATCH = "application/json-patch+json"
@@ -296,19 +295,8 @@ def main() -> int:
         "--profile", default="", help="a directory: py-spy (--gil) of the server, a file per phase"
     )
     args = parser.parse_args()
-    admin_url = admin_database_url()
-    if admin_url is None:
-        return 2
     os.environ["CODEHUB_FINALIZER_ON_CREATE"] = "1"  # as bench/scale.py runs the server
-    with tempfile.TemporaryDirectory(prefix="codehub-bench-") as tmp:
-        server = Server(admin_url, Path(tmp))
-        try:
-            server.start()
-            asyncio.run(server.wait_ready())
-            asyncio.run(run(args, server))
-        finally:
-            server.stop()
-    return 0
+    return run_with_server(run, args)
 
 
 if __name__ == "__main__":

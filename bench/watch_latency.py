@@ -31,8 +31,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psycopg
@@ -320,6 +322,16 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="writes/s per writer; 0: flat out")
     parser.add_argument("--list-objects", type=int, default=0)
     args = parser.parse_args()
+    return run_with_server(run, args)
+
+
+def run_with_server(
+    bench: Callable[[argparse.Namespace, Server], Coroutine[Any, Any, None]],
+    args: argparse.Namespace,
+) -> int:
+    """Start an API server on a throwaway database, run ``bench(args, server)`` and stop
+    the server whatever happens: the frame of a benchmark that needs one server. Answers
+    the exit status (2 without a PostgreSQL to create the database in)."""
     admin_url = admin_database_url()
     if admin_url is None:
         return 2
@@ -328,7 +340,7 @@ def main() -> int:
         try:
             server.start()
             asyncio.run(server.wait_ready())
-            asyncio.run(run(args, server))
+            asyncio.run(bench(args, server))
         finally:
             server.stop()
     return 0
