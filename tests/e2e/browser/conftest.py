@@ -73,6 +73,8 @@ async def browser(chromium: Path) -> AsyncIterator[Any]:
 #: stops) is such a change. The browser then had no answer to show, so ``goto`` makes
 #: the navigation again; any answer the server gave, an error page included, is kept.
 NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+#: A navigation Chromium replaced by its own error page (a later leg of it failed).
+ERROR_PAGE = "chrome-error://"
 
 
 async def goto(page: Any, url: str, attempts: int = 3) -> Any:
