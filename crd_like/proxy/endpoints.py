@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from codehub.crd_like.store.interface import Obj, Store
+from codehub.crd_like.store.interface import Obj, Store, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,19 @@ class EndpointCache:
         else:
             self.objects[_key(obj)] = obj
 
+    def apply_event(self, event: WatchEvent) -> None:
+        """Decides on the event's shared body and copies only what it keeps: most
+        events (workspaces without an endpoint) cost no decode."""
+        shared = event.shared
+        if shared is None:
+            return
+        if event.type == "DELETED" or not _usable(shared):
+            self.objects.pop(_key(shared), None)
+        else:
+            obj = event.object
+            assert obj is not None
+            self.objects[_key(obj)] = obj
+
     async def run(self) -> None:
         """List, then follow the watch; on any failure forget everything and start again."""
         while True:
@@ -69,8 +82,8 @@ class EndpointCache:
                 async for event in self.store.watch(
                     "workspaces", since=listed.revision, bookmark_interval=self.bookmark_interval
                 ):
-                    if event.object is not None and event.type != "BOOKMARK":
-                        self.apply(event.type, event.object)
+                    if event.type != "BOOKMARK":
+                        self.apply_event(event)
                     self.revision = max(self.revision, event.revision)
             except asyncio.CancelledError:
                 raise

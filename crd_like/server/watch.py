@@ -178,8 +178,12 @@ def parse_revision(raw: str, what: str = "resourceVersion") -> int:
 INITIAL_CHUNK = 256
 
 
+#: ``json.dumps(..., separators=(",", ":"))`` without making an encoder per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_line(type_: str, obj: Obj) -> bytes:
-    return (json.dumps({"type": type_, "object": obj}, separators=(",", ":")) + "\n").encode()
+    return f'{{"type":"{type_}","object":{_COMPACT.encode(obj)}}}\n'.encode()
 
 
 class LineCache:
@@ -198,8 +202,9 @@ class LineCache:
         key = (event.revision, event.type)
         hit = self._lines.get(key)
         if hit is None:
-            assert event.object is not None
-            hit = self._lines[key] = encode_line(event.type, event.object)
+            obj = event.shared  # encoded, not kept: no copy needed
+            assert obj is not None
+            hit = self._lines[key] = encode_line(event.type, obj)
             self.encoded += 1
             if len(self._lines) > self._size:
                 del self._lines[next(iter(self._lines))]
@@ -312,9 +317,11 @@ class _WatchStream:
         return obj
 
     def event_line(self, event: WatchEvent, lines: LineCache | None) -> bytes:
-        assert event.object is not None
+        """Shaped from the event's shared body: it is only read and encoded here."""
         if lines is None or self.as_table:
-            return encode_line(event.type, self.shape(event.object))
+            obj = event.shared
+            assert obj is not None
+            return encode_line(event.type, self.shape(obj))
         return lines.line(event)
 
     async def run(
@@ -361,7 +368,8 @@ class _WatchStream:
                 if self.bookmarks:
                     out.append(encode_line("BOOKMARK", bookmark(self.rk, item.revision)))
                 continue
-            if item.object is None or (self.allowed is not None and not self.allowed(item.object)):
+            obj = item.shared
+            if obj is None or (self.allowed is not None and not self.allowed(obj)):
                 continue
             out.append(self.event_line(item, lines))
         return False

@@ -9,11 +9,12 @@ replays the log after a revision and then follows new entries, never skipping on
 
 from __future__ import annotations
 
+import builtins
 import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Obj = dict[str, Any]
 
@@ -46,18 +47,72 @@ class Invalid(StoreError):
         self.field = field
 
 
-@dataclass(frozen=True)
+class EventBody(Protocol):
+    """Where a watch event's object comes from: one log entry, shared by every watcher
+    that gets the entry. ``view`` is decoded once for all of them and must never be
+    changed nor handed to anyone who might change it; ``fresh`` is a private copy."""
+
+    def view(self) -> Obj: ...
+
+    def fresh(self) -> Obj: ...
+
+
 class WatchEvent:
     """One watch notification.
 
     ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK. A BOOKMARK has ``object`` None and
     ``revision`` = the highest revision the watch has examined (matching or not), so a
     client resuming from it misses nothing.
+
+    A store builds each watcher its own event on a shared ``EventBody``: ``object`` is
+    that watcher's own copy, made on first access, so a watcher that only relays the
+    event (the server, which encodes it once for all watchers) pays no decode
+    (docs/adr/0007-api-write-path-performance.md). ``shared`` is the read-only body
+    for encoding and predicates.
     """
 
-    type: Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
-    revision: int
-    object: Obj | None = None
+    __slots__ = ("_body", "_object", "revision", "type")
+
+    def __init__(
+        self,
+        type: Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"],
+        revision: int,
+        object: Obj | None = None,
+        *,
+        body: EventBody | None = None,
+    ) -> None:
+        self.type = type
+        self.revision = revision
+        self._object = object
+        self._body = body
+
+    @property
+    def object(self) -> Obj | None:
+        """This event's own object: the caller may change it."""
+        if self._object is None and self._body is not None:
+            self._object = self._body.fresh()
+        return self._object
+
+    @property
+    def shared(self) -> Obj | None:
+        """The object without a copy: read it, never change it nor keep it."""
+        if self._body is None:
+            return self._object
+        return self._body.view()
+
+    def __eq__(self, other: builtins.object) -> bool:
+        if not isinstance(other, WatchEvent):
+            return NotImplemented
+        return (self.type, self.revision, self.shared) == (
+            other.type,
+            other.revision,
+            other.shared,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"WatchEvent(type={self.type!r}, revision={self.revision}, object={self.shared!r})"
 
 
 @dataclass(frozen=True)

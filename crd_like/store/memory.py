@@ -44,6 +44,13 @@ class _Entry:
     body: Obj
     prev: Obj | None
 
+    def view(self) -> Obj:
+        """Never changed once logged (writes replace the object, they do not edit it)."""
+        return self.body
+
+    def fresh(self) -> Obj:
+        return sem.clone(self.body)
+
 
 def is_running_candidate(obj: Obj) -> bool:
     """docs/limits.md: asked to run, running or starting, and not being deleted."""
@@ -295,7 +302,7 @@ class MemoryStore(Store):
                 prev = entry.prev if entry.type != "ADDED" else None
                 type_ = sem.watch_type(entry.type, prev, entry.body, selectors)
                 if type_ is not None:
-                    yield WatchEvent(type_, entry.revision, sem.clone(entry.body))
+                    yield WatchEvent(type_, entry.revision, body=entry)
                     last_sent = loop.time()
             examined = max(examined, self._rev)
             if batch:

@@ -31,9 +31,11 @@ OFFER_GRACE = 0.01
 
 
 class LogRow:
-    """One cached log entry, kept as the JSON text the database sent: decoding is paid
-    only for what a watcher reads, and each watcher gets its own object by parsing the
-    text, which is several times cheaper than ``copy.deepcopy`` of the decoded body."""
+    """One cached log entry, kept as the JSON text the database sent, and the
+    ``EventBody`` of every watch event made from it: decoded at most once for all
+    watchers (``view``: selectors, the server's shared line), and again only for a
+    watcher that asks for its own object (``fresh``), by parsing the text, several times
+    cheaper than ``copy.deepcopy`` of the decoded body."""
 
     __slots__ = (
         "_body",
@@ -67,10 +69,8 @@ class LogRow:
 
     @property
     def body(self) -> Obj:
-        """Shared, decoded once: for selector matching only, never handed out."""
-        if self._body is None:
-            self._body = json.loads(self.body_text)
-        return self._body
+        """Shared, decoded once, with its resourceVersion: never handed out to change."""
+        return self.view()
 
     @property
     def prev(self) -> Obj | None:
@@ -78,7 +78,15 @@ class LogRow:
             self._prev = json.loads(self.prev_text)
         return self._prev
 
-    def fresh_body(self) -> Obj:
+    def view(self) -> Obj:
+        if self._body is None:
+            body = json.loads(self.body_text)
+            if isinstance(body.get("metadata"), dict):
+                sem.with_revision(body, self.revision)
+            self._body = body
+        return self._body
+
+    def fresh(self) -> Obj:
         return sem.with_revision(json.loads(self.body_text), self.revision)
 
 
@@ -387,7 +395,7 @@ def _from_cache(
         if selectors is not None:
             seen = sem.watch_type(row.type, row.prev, row.body, selectors)
         if seen is not None:
-            events.append(WatchEvent(seen, row.revision, row.fresh_body()))
+            events.append(WatchEvent(seen, row.revision, body=row))
     return events, max(examined, upto), bool(cached)
 
 
