@@ -9,10 +9,14 @@ alternate in rounds, on the same database, in the same minutes:
   globally) under the lock and comparing the lengths;
 - ``count``: the check of ADR 0011's finding 1, a ``count(*)`` over the partial index
   under the lock (O(N): a scan of every running row globally), one round trip per count;
-- ``counter``: ``running_limit_check`` as it is, on the store's view: two counter rows
-  kept by a trigger (migration 0003), both counts in one round trip, O(1).
+- ``counter``: ``running_limit_check`` decided in Python on the store's view (wrapped
+  so the store cannot see its limits): two counter rows kept by a trigger (migration
+  0003), both counts in one round trip under the lock, O(1); then the insert, and the
+  commit;
+- ``sql``: ``running_limit_check`` as it is: the store decides it inside the insert
+  statement (migration 0006), one statement, no round trip under the lock.
 
-Names are listed only on a refusal in the last two. Prints creates/s for each and the
+Names are listed only on a refusal in the last three. Prints creates/s for each and the
 ratios. Services from ``scripts/dev-services up``.
 
     .venv/bin/python bench/admission_count.py --running 10000 --creates 300
@@ -112,6 +116,15 @@ def counting_check(max_per_user: int, max_global: int) -> Any:
     return check
 
 
+def opaque(check: Any) -> Any:
+    """``check`` as a plain function: the store cannot ask it for its limits."""
+
+    async def wrapped(view: Any, old: Obj | None, new: Obj) -> None:
+        await check(view, old, new)
+
+    return wrapped
+
+
 async def creates_per_second(store: Any, admit: Any, tag: str, n: int, conc: int) -> float:
     sem = asyncio.Semaphore(conc)
 
@@ -150,7 +163,8 @@ async def bench(args: argparse.Namespace) -> None:
         checks = {
             "list": listing_check(*limits),
             "count": counting_check(*limits),
-            "counter": running_limit_check(*limits),
+            "counter": opaque(running_limit_check(*limits)),
+            "sql": running_limit_check(*limits),
         }
         rates: dict[str, list[float]] = {k: [] for k in checks}
         per_round = max(args.creates // args.rounds, 1)
@@ -172,6 +186,7 @@ async def bench(args: argparse.Namespace) -> None:
     median = {tag: statistics.median(values) for tag, values in rates.items()}
     print(f"  count / list: {median['count'] / median['list']:.2f}x")
     print(f"  counter / count: {median['counter'] / median['count']:.2f}x")
+    print(f"  sql / counter: {median['sql'] / median['counter']:.2f}x")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from codehub.crd_like.store.interface import AdmissionCheck, AdmissionView, Obj, RunningRef
+from codehub.crd_like.store.interface import AdmissionView, Obj, RunningRef
 
 from .status import ApiError
 
@@ -55,19 +55,36 @@ def asks_to_run(old: Obj | None, new: Obj) -> bool:
     return bool(_desired(new) == "RUNNING" and _desired(old) != "RUNNING")
 
 
-def running_limit_check(max_per_user: int, max_global: int) -> AdmissionCheck:
-    async def check(view: AdmissionView, old: Obj | None, new: Obj) -> None:
+class RunningLimitCheck:
+    """The check, and what it would decide (``running_limits``), so a store can decide
+    it in the write statement and call the check only for a write it refused; the
+    PostgreSQL store does (crd_like/store/pg/admission.py)."""
+
+    def __init__(self, max_per_user: int, max_global: int) -> None:
+        self.max_per_user = max_per_user
+        self.max_global = max_global
+
+    def running_limits(self, old: Obj | None, new: Obj) -> tuple[int, int] | None:
+        """None: admitted without counting; else the limits (per user, global) that the
+        owner's count and the total, each without ``new`` and then with it, must fit in."""
         if not asks_to_run(old, new):
+            return None
+        return self.max_per_user, self.max_global
+
+    async def __call__(self, view: AdmissionView, old: Obj | None, new: Obj) -> None:
+        if self.running_limits(old, new) is None:
             return
         meta = new.get("metadata") or {}
         namespace, name = meta.get("namespace") or "", meta.get("name") or ""
         me = RunningRef(namespace, name)
         # Count first; list the names (the 429 body) only for a refused write.
-        if await view.count_running(namespace, excluding=me) + 1 > max_per_user:
+        if await view.count_running(namespace, excluding=me) + 1 > self.max_per_user:
             mine = [r for r in await view.running_workspaces(namespace) if r != me]
-            raise LimitExceeded("per_user", len(mine), max_per_user, mine)
-        if await view.count_running(excluding=me) + 1 > max_global:
+            raise LimitExceeded("per_user", len(mine), self.max_per_user, mine)
+        if await view.count_running(excluding=me) + 1 > self.max_global:
             everyone = [r for r in await view.running_workspaces() if r != me]
-            raise LimitExceeded("global", len(everyone), max_global, everyone)
+            raise LimitExceeded("global", len(everyone), self.max_global, everyone)
 
-    return check
+
+def running_limit_check(max_per_user: int, max_global: int) -> RunningLimitCheck:
+    return RunningLimitCheck(max_per_user, max_global)

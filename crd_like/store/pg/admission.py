@@ -10,11 +10,19 @@ running-candidate set (migration 0003), plus one primary-key probe for the objec
 written. Lock and reads go out together, in one round trip. The names are listed only
 when a limit is exceeded, because the 429 body carries them (docs/limits.md); that
 refused write pays for it, no admitted one does.
+
+A check that says what it would decide (``RunningLimits``: the two limits a write must
+fit in) is decided inside the write statement instead (``GUARD_SQL``, migration 0006):
+the lock is taken and the counts read by the statement, so the lock is held only while
+PostgreSQL works, never across a round trip to this process. Only a write the guard
+refuses goes the way above, which builds the 429 (and may still admit, if the counts
+fell meanwhile).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from enum import Enum
+from typing import Any, Final, Protocol, runtime_checkable
 
 import psycopg
 
@@ -52,6 +60,35 @@ COUNTS_SQL = (
     b" WHERE kind = 'workspaces' AND namespace = %(ns)s AND name = %(name)s)"
 )
 LOCK_SQL = b"SELECT pg_advisory_xact_lock(%s)"
+
+#: The condition a write that asks to run adds to its revision-counter update: true
+#: when it fits in both limits (migration 0006's ``running_admits``, which takes the
+#: admission lock). False allocates no revision and writes nothing.
+GUARD_SQL = (
+    "running_admits(%(lock)s, %(ns)s, %(name)s, %(max_per_user)s::bigint, %(max_global)s::bigint)"
+)
+
+#: The two limits (per user, global) a write must fit in.
+Limits = tuple[int, int]
+
+
+@runtime_checkable
+class RunningLimits(Protocol):
+    """An admission check that can say what it would decide: ``running_limits(old, new)``
+    is None when the check admits ``new`` without reading its view, else the limits
+    (per user, global) it admits ``new`` under, exactly when the owner's count and the
+    total, each excluding ``new`` and then counting it once, stay within them; otherwise
+    the check raises. The store then decides in SQL and calls the check itself only for
+    a write the SQL refused (to raise its error)."""
+
+    def running_limits(self, old: Obj | None, new: Obj) -> Limits | None: ...
+
+    async def __call__(self, view: AdmissionView, old: Obj | None, new: Obj) -> None: ...
+
+
+def guard_params(limits: Limits) -> dict[str, Any]:
+    """The parameters ``GUARD_SQL`` adds to a write's."""
+    return {"lock": ADMISSION_LOCK_KEY, "max_per_user": limits[0], "max_global": limits[1]}
 
 
 def list_query(*, scoped: bool) -> str:
@@ -133,3 +170,38 @@ async def admit_create(
         if await cur.fetchone() is not None:
             raise AlreadyExists(f'{kind} "{name}" already exists') from None
         raise
+
+
+class NeedsCount(Exception):
+    """An admission check wants to count: that needs the view, its transaction and lock."""
+
+
+class NoCountView(AdmissionView):
+    """The view of a check run outside any transaction: asking it anything refuses."""
+
+    async def running_workspaces(self, namespace: str | None = None) -> list[RunningRef]:
+        raise NeedsCount
+
+
+class Way(Enum):
+    #: The create needs the transaction and the view (a check that counts and cannot
+    #: say how it decides, or one that refused without counting: it raises there again).
+    LOCKED = "locked"
+
+
+LOCKED: Final = Way.LOCKED
+
+
+async def create_guard(admit: AdmissionCheck | None, new: Obj) -> Limits | Way | None:
+    """How a create is admitted: None, by no check or one that decides without its
+    view (a plain insert); limits, in the insert statement (``GUARD_SQL``); LOCKED, the
+    way this module's docstring describes first."""
+    if admit is None:
+        return None
+    if isinstance(admit, RunningLimits):
+        return admit.running_limits(None, new)
+    try:
+        await admit(NoCountView(), None, sem.clone(new))
+    except Exception:
+        return LOCKED
+    return None

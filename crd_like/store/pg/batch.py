@@ -37,7 +37,7 @@ import psycopg
 
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL
 
-#: The keys of each update's parameters (as ``writes._params`` builds them) that the
+#: The keys of each update's parameters (as ``statements.write_params`` builds them) that the
 #: statement reads, in the order of each element of the batch's JSON array.
 _FIELDS = ("kind", "ns", "name", "expected", "gen", "ds", "os", "op")
 

@@ -9,7 +9,10 @@
 - The event log stores each entry's previous state, so a continued list is served as
   of its first page's revision and a selector watch sees objects move in and out.
 - Admission checks get a view that takes a global advisory lock on first use, so
-  counting and writing are atomic for checks that count.
+  counting and writing are atomic for checks that count; a check that says its limits
+  is decided by the write statement itself (``admission.GUARD_SQL``).
+- A create is one statement in its own transaction (no BEGIN, no COMMIT), unless its
+  check counts the slow way.
 """
 
 from __future__ import annotations
@@ -27,24 +30,37 @@ from psycopg_pool import AsyncConnectionPool
 from codehub.crd_like.store import semantics as sem
 from codehub.crd_like.store.interface import (
     AdmissionCheck,
-    AdmissionView,
     AlreadyExists,
     Invalid,
     Mutator,
     NotFound,
     Obj,
-    RunningRef,
 )
-from codehub.crd_like.store.pg.admission import PgAdmissionView, admit_create
+from codehub.crd_like.store.pg.admission import (
+    LOCKED,
+    Limits,
+    NoCountView,
+    PgAdmissionView,
+    RunningLimits,
+    admit_create,
+    create_guard,
+    guard_params,
+)
 from codehub.crd_like.store.pg.batch import swap_batch
-from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL, columns
+from codehub.crd_like.store.pg.statements import (
+    CAS_UPDATE_SQL,
+    GUARDED_SQL,
+    WRITE_SQL,
+    Mode,
+    encode,
+    write_params,
+)
 from codehub.crd_like.store.pg.swaps import Batcher
 from codehub.crd_like.store.pg.watch import Hub, LogRow
 from codehub.vocabulary.timestamps import now_rfc3339, rfc3339_before
 
 Pool = AsyncConnectionPool[Any]
 Conn = psycopg.AsyncConnection[Any]
-Mode = Literal["insert", "update", "delete"]
 
 
 async def locked_body(conn: Conn, kind: str, ns: str, name: str) -> Obj:
@@ -61,67 +77,11 @@ async def locked_body(conn: Conn, kind: str, ns: str, name: str) -> Obj:
     return body
 
 
-_ROW_SQL: dict[Mode, str] = {
-    "insert": (
-        "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation,"
-        " owner, desired_state, observed_status, operation, deletion_timestamp, body)"
-        " SELECT %(kind)s, %(ns)s, %(name)s, %(uid)s, b.rev, %(gen)s, %(ns)s, %(ds)s,"
-        " %(os)s, %(op)s, %(dt)s, b.body FROM b"
-    ),
-    "update": (
-        "UPDATE objects SET resource_version = b.rev, generation = %(gen)s,"
-        " desired_state = %(ds)s, observed_status = %(os)s, operation = %(op)s,"
-        " deletion_timestamp = %(dt)s, body = b.body FROM b"
-        " WHERE kind = %(kind)s AND namespace = %(ns)s AND name = %(name)s"
-    ),
-    "delete": (
-        "DELETE FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s AND name = %(name)s"
-    ),
-}
-
-
-def _write_query(mode: Mode, *, cas: bool = False) -> bytes:
-    """``cas``: the compare-and-swap form for a body known from this process's cache.
-    The object row is locked first (as a read-modify-write does), and only if it still
-    holds the expected revision; otherwise no revision is allocated and no row returns.
-    (A batch of them is one statement of its own: ``batch.BATCH_SQL``.)"""
-    prev = (
-        "NULL::jsonb"
-        if mode == "insert"
-        else (
-            "(SELECT body FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
-            " AND name = %(name)s)"
-        )
-    )
-    lock, only_if = "", ""
-    if cas:
-        lock = (
-            "WITH k AS (SELECT 1 FROM objects WHERE kind = %(kind)s AND namespace = %(ns)s"
-            " AND name = %(name)s AND resource_version = %(expected)s FOR UPDATE),"
-        )
-        only_if = " AND EXISTS (SELECT 1 FROM k)"
-    return (
-        f"{lock or 'WITH'} r AS (UPDATE revision_counter SET rev = rev + 1 WHERE id = 1"
-        f"{only_if} RETURNING rev),"
-        " b AS (SELECT rev, jsonb_set(%(body)s::jsonb, '{metadata,resourceVersion}',"
-        " to_jsonb(rev::text)) AS body FROM r),"
-        f" o AS ({_ROW_SQL[mode]}),"
-        " l AS (INSERT INTO event_log (revision, kind, namespace, name, type, body, prev_body)"
-        f" SELECT b.rev, %(kind)s, %(ns)s, %(name)s, %(type)s, b.body, {prev} FROM b),"
-        f" n AS (SELECT pg_notify('{NOTIFY_CHANNEL}', b.rev::text) FROM b)"
-        " SELECT b.rev FROM b, n"
-    ).encode()
-
-
-_WRITE_SQL: dict[Mode, bytes] = {m: _write_query(m) for m in ("insert", "update", "delete")}
-_CAS_UPDATE_SQL = _write_query("update", cas=True)
-
-
 async def swap_one(pool: Pool, params: dict[str, Any]) -> int | None:
     """One compare-and-swap update: the new revision, or None (the row changed)."""
     try:
         async with pool.connection() as conn:
-            cur = await conn.execute(_CAS_UPDATE_SQL, params, prepare=True)
+            cur = await conn.execute(CAS_UPDATE_SQL, params, prepare=True)
             row = await cur.fetchone()
     except psycopg.errors.DataError as exc:
         raise _invalid(exc) from exc
@@ -147,43 +107,27 @@ async def swap_many(pool: Pool, batch: list[dict[str, Any]]) -> list[int | None]
         return [None] * len(batch)
 
 
-def _params(
-    kind: str, ns: str, name: str, type_: str, text: str, obj: Obj, mode: Mode
-) -> dict[str, Any]:
-    params: dict[str, Any] = {"kind": kind, "ns": ns, "name": name, "type": type_, "body": text}
-    if mode != "delete":
-        c = columns(obj)
-        params.update(
-            uid=c.uid,
-            gen=c.generation,
-            ds=c.desired_state,
-            os=c.observed_status,
-            op=c.operation,
-            dt=c.deletion_timestamp,
-        )
-    return params
-
-
-#: ``json.dumps(..., separators=(",", ":"))`` without making an encoder per call.
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
-
-
-def encode(obj: Obj) -> str:
-    """The body as JSON text: sent as the statement's parameter and kept in ``Recent``."""
-    return _COMPACT.encode(obj)
-
-
 async def write(
-    conn: Conn, kind: str, ns: str, name: str, type_: str, obj: Obj, mode: Mode
+    conn: Conn,
+    kind: str,
+    ns: str,
+    name: str,
+    type_: str,
+    obj: Obj,
+    mode: Mode,
+    limits: Limits | None = None,
 ) -> tuple[psycopg.AsyncCursor[Any], str]:
     """Queue the statement that allocates the revision and writes object row, log entry
-    and NOTIFY; the caller reads the revision from the cursor after the commit. The log's
-    ``prev_body`` is the row as the statement's snapshot sees it (the state before this
-    write, locked by this transaction), so it is never encoded nor sent from here.
-    Returns the cursor and the body's JSON text."""
+    and NOTIFY; the caller reads the revision from the cursor after the commit (no row:
+    ``limits`` refused it). The log's ``prev_body`` is the row as the statement's
+    snapshot sees it (the state before this write, locked by this transaction), so it is
+    never encoded nor sent from here. Returns the cursor and the body's JSON text."""
     text = encode(obj)
-    params = _params(kind, ns, name, type_, text, obj, mode)
-    return await conn.execute(_WRITE_SQL[mode], params, prepare=True), text
+    params = write_params(kind, ns, name, type_, text, obj, mode)
+    if limits is None:
+        return await conn.execute(WRITE_SQL[mode], params, prepare=True), text
+    params.update(guard_params(limits))
+    return await conn.execute(GUARDED_SQL[mode], params, prepare=True), text
 
 
 async def revision_of(cur: psycopg.AsyncCursor[Any]) -> int:
@@ -270,15 +214,6 @@ class Recent:
         self._items.pop(key, None)
 
 
-class _NeedsLock(Exception):
-    """An admission check wants to count: that needs the transaction and its lock."""
-
-
-class _NoCountView(AdmissionView):
-    async def running_workspaces(self, namespace: str | None = None) -> list[RunningRef]:
-        raise _NeedsLock
-
-
 async def _create(
     pool: Pool,
     hub: Hub,
@@ -290,17 +225,37 @@ async def _create(
     namespace = (obj.get("metadata") or {}).get("namespace")
     new = sem.prepare_create(obj, namespace, now_rfc3339())
     ns, name = sem.ns_key(namespace), sem.meta(new)["name"]
+    guard = await create_guard(admit, new)
+    text = encode(new)
+    params = write_params(kind, ns, name, "ADDED", text, new, "insert")
     try:
-        async with transaction(pool) as conn:
-            if admit is not None:
-                await admit_create(conn, kind, ns, name, admit, new)
-            cur, text = await write(conn, kind, ns, name, "ADDED", new, "insert")
+        rev = None if guard is LOCKED else await _insert(pool, params, guard)
+        if rev is None:  # refused in SQL, or a check that counts: decided the slow way
+            async with transaction(pool) as conn:
+                if admit is not None:
+                    await admit_create(conn, kind, ns, name, admit, new)
+                cur = await conn.execute(WRITE_SQL["insert"], params, prepare=True)
+            rev = await revision_of(cur)
     except psycopg.errors.UniqueViolation as exc:
         raise AlreadyExists(f'{kind} "{name}" already exists') from exc
-    rev = await revision_of(cur)
     recent.put((kind, ns, name), rev, text)
     hub.offer(LogRow(rev, kind, ns, "ADDED", text, None))
     return sem.with_revision(new, rev)
+
+
+async def _insert(pool: Pool, params: dict[str, Any], limits: Limits | None) -> int | None:
+    """The create's one statement, in its own implicit transaction; None: ``limits``
+    refused it (nothing was written)."""
+    query = WRITE_SQL["insert"]
+    if limits is not None:
+        query, params = GUARDED_SQL["insert"], {**params, **guard_params(limits)}
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute(query, params, prepare=True)
+            row = await cur.fetchone()
+    except psycopg.errors.DataError as exc:
+        raise _invalid(exc) from exc
+    return None if row is None else int(row[0])
 
 
 async def _update_cached(
@@ -326,14 +281,17 @@ async def _update_cached(
         plan = sem.apply_update(current, mutate(sem.clone(current)), subresource)
         if plan is None or plan.remove:
             return None
-        if admit is not None:
+        if isinstance(admit, RunningLimits):
+            if admit.running_limits(current, plan.obj) is not None:
+                return None  # asks to run: the locked way decides it in SQL
+        elif admit is not None:
             # ``current`` was decoded for this call alone and is not used again: no copy.
-            await admit(_NoCountView(), current, plan.obj)
+            await admit(NoCountView(), current, plan.obj)
     except Exception:
         return None
     kind, ns, name = key
     new_text = encode(plan.obj)
-    params = _params(kind, ns, name, "MODIFIED", new_text, plan.obj, "update")
+    params = write_params(kind, ns, name, "MODIFIED", new_text, plan.obj, "update")
     params["expected"] = expected
     rev = await recent.swaps(pool).run(params)
     if rev is None:
@@ -356,27 +314,56 @@ async def _update(
 ) -> Obj:
     ns = sem.ns_key(namespace)
     key = (kind, ns, name)
+    done: tuple[Obj, LogRow | None] | None
     done = await _update_cached(pool, recent, key, mutate, subresource, admit)
-    if done is not None:
+    if done is None:
+        locked = (pool, recent, key, mutate, subresource, admit)
+        done = await _update_locked(*locked, in_sql=True)
+        if done is None:  # refused in SQL: the view decides, and builds the refusal
+            done = await _update_locked(*locked, in_sql=False)
+            assert done is not None
+    if done[1] is not None:
         hub.offer(done[1])
-        return done[0]
+    return done[0]
+
+
+async def _update_locked(
+    pool: Pool,
+    recent: Recent,
+    key: Key,
+    mutate: Mutator,
+    subresource: Literal["status"] | None,
+    admit: AdmissionCheck | None,
+    *,
+    in_sql: bool,
+) -> tuple[Obj, LogRow | None] | None:
+    """The read-modify-write under the row lock: the object and its log entry (None
+    when nothing changed). A check that says its limits is decided by the write
+    statement when ``in_sql`` (None: it refused and nothing was written), by the view
+    otherwise."""
+    kind, ns, name = key
     async with transaction(pool) as conn:
         current = await locked_body(conn, kind, ns, name)
         plan = sem.apply_update(current, mutate(sem.clone(current)), subresource)
         if plan is None:
-            return current
-        if admit is not None:
+            return current, None
+        limits = None
+        if isinstance(admit, RunningLimits) and in_sql and not plan.remove:
+            limits = admit.running_limits(current, plan.obj)
+        elif admit is not None:
             await admit(PgAdmissionView(conn), sem.clone(current), plan.obj)
         type_ = "DELETED" if plan.remove else "MODIFIED"
         mode: Mode = "delete" if plan.remove else "update"
-        cur, text = await write(conn, kind, ns, name, type_, plan.obj, mode)
-    rev = await revision_of(cur)
+        cur, text = await write(conn, kind, ns, name, type_, plan.obj, mode, limits)
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    rev = int(row[0])
     if plan.remove:
         recent.drop(key)
     else:
         recent.put(key, rev, text)
-    hub.offer(LogRow(rev, kind, ns, type_, text, None, current))
-    return sem.with_revision(plan.obj, rev)
+    return sem.with_revision(plan.obj, rev), LogRow(rev, kind, ns, type_, text, None, current)
 
 
 async def _delete(

@@ -16,7 +16,7 @@ from support.store_objects import ws
 
 from codehub.crd_like.store.pg.batch import swap_batch
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL
-from codehub.crd_like.store.pg.writes import _params, encode
+from codehub.crd_like.store.pg.statements import encode, write_params
 from codehub.crd_like.store.postgres import PostgresStore
 
 Params = dict[str, Any]
@@ -39,7 +39,7 @@ def swap(obj: dict[str, Any], expected: int | None = None, **spec: Any) -> Param
     new = json.loads(json.dumps(obj))
     new["metadata"].pop("resourceVersion")
     new["spec"].update(spec)
-    params = _params(
+    params = write_params(
         "workspaces", meta["namespace"], meta["name"], "MODIFIED", encode(new), new, "update"
     )
     params["expected"] = int(meta["resourceVersion"]) if expected is None else expected
@@ -98,7 +98,7 @@ async def test_typed_columns_follow_the_body(store: PostgresStore) -> None:
     deleting = swap(objs["u"])
     body = json.loads(deleting["body"])
     body["metadata"]["deletionTimestamp"] = "2026-01-02T03:04:05Z"
-    deleting = _params("workspaces", "alice", "u", "MODIFIED", encode(body), body, "update")
+    deleting = write_params("workspaces", "alice", "u", "MODIFIED", encode(body), body, "update")
     deleting["expected"] = int(objs["u"]["metadata"]["resourceVersion"])
     params = swap(objs["t"], desired_state="STOPPED")
     revs = await run(store, [params, deleting])
