@@ -125,7 +125,9 @@ def apply_update(current: Obj, result: Obj, subresource: str | None) -> UpdatePl
 
 
 def _status_update(current: Obj, result: Obj) -> Obj:
-    new = clone(current)
+    """``current`` with the result's status: the old status is replaced, so it is not
+    copied (a status write's copies are most of its cost in the store)."""
+    new = {k: None if k == "status" else clone(v) for k, v in current.items()}
     if "status" in result and result["status"] is not None:
         new["status"] = clone(result["status"])
     else:

@@ -185,3 +185,31 @@ def test_the_proxy_endpoint_cache_copies_only_what_it_keeps() -> None:
     assert kept["metadata"]["resourceVersion"] == "7"
     cache.apply_event(WatchEvent("DELETED", 8, body=offered_row(8)))
     assert cache.get("ns", "a") is None
+
+
+def test_a_status_update_shares_nothing_with_the_current_object_or_the_result() -> None:
+    from codehub.crd_like.store.semantics import apply_update
+
+    current = body("a", "x", 1, "5")
+    current["status"] = {"phase": "old", "conditions": [{"type": "A"}]}
+    current["extra"] = {"kept": [1]}
+    result = body("a", "x", 1, "5")
+    result["status"] = {"phase": "new", "conditions": [{"type": "B"}]}
+    plan = apply_update(current, result, "status")
+    assert plan is not None
+    new = plan.obj
+    assert list(new) == list(current)  # the key order is kept
+    assert new["status"] == {"phase": "new", "conditions": [{"type": "B"}]}
+    result["status"]["conditions"][0]["type"] = "changed"
+    new["spec"]["n"] = 7
+    new["extra"]["kept"].append(2)
+    new["metadata"]["labels"]["team"] = "changed"
+    assert new["status"]["conditions"][0]["type"] == "B"
+    assert current == {
+        **body("a", "x", 1, "5"),
+        "status": {"phase": "old", "conditions": [{"type": "A"}]},
+        "extra": {"kept": [1]},
+    }
+    cleared = apply_update(current, {k: v for k, v in current.items() if k != "status"}, "status")
+    assert cleared is not None
+    assert "status" not in cleared.obj
