@@ -15,7 +15,9 @@ resources are gone, so the finalizer holds until then.
 kopf's handler progress (retries of a handler that raised) lives in ``kopf.codehub.io/*``
 annotations: status is ours and the shim validates it. The last-handled configuration
 that kopf diffs against is kept in memory for the term (``kopf_memory``), so a handled
-create or spec change costs kopf no write (docs/adr/0014-kopf-writes.md).
+create or spec change costs kopf no write, and the status-only events of a handled
+workspace never reach kopf's per-event machinery (``kopf_skip``;
+docs/adr/0014-kopf-writes.md).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from typing import Any
 import kopf
 
 from codehub.crd_like.identity import GROUP, PLURAL, VERSION
+from codehub.operator import kopf_skip
 from codehub.operator.context import OperatorContext
 from codehub.operator.gate import ReconcileGate
-from codehub.operator.kopf_memory import TermDiffBaseStorage
+from codehub.operator.kopf_memory import KeyCachingProgressStorage, TermDiffBaseStorage
 from codehub.operator.reconcile_view import Outcome, needs_reconcile
 
 __all__ = ["FINALIZER", "configure_kopf", "needs_reconcile", "raise_for", "register"]
@@ -46,7 +49,9 @@ DESIRED_SOURCES = frozenset({"user", "ttl", "wake", "api", "recovery"})
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, gate: ReconcileGate) -> None:
-    """Register the operator's handlers for Workspaces in ``registry``."""
+    """Register the operator's handlers for Workspaces in ``registry`` (and let kopf pass
+    over status-only events of handled workspaces, ``kopf_skip``)."""
+    kopf_skip.install()
     settings = ctx.settings
     reconcile = gate.reconcile_now
     resource = (GROUP, VERSION, PLURAL)
@@ -92,9 +97,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, gate: Reconc
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=ANNOTATION_PREFIX
-    )
+    settings.persistence.progress_storage = KeyCachingProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = TermDiffBaseStorage()
     settings.posting.enabled = True
     settings.posting.level = logging.WARNING

@@ -17,17 +17,23 @@ still recorded by the annotations the API server stamps, docs/resource.md).
 
 Entries are keyed by uid and dropped when the workspace is seen being deleted: a deleting
 object's cause (delete, free, gone) never depends on the stored essence.
+
+Beside the essence, a digest of the handled body's essential parts (every top-level key
+but apiVersion, kind, metadata and status; labels; annotations) answers ``unchanged``:
+the same parts make the same essence, so ``kopf_skip`` can tell a status-only event
+without building and diffing one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import kopf
 
-__all__ = ["TermDiffBaseStorage"]
+__all__ = ["KeyCachingProgressStorage", "TermDiffBaseStorage"]
 
 #: Top-level keys that are never part of the essence (kopf's DiffBaseStorage.build).
 _NOT_ESSENCE = frozenset({"apiVersion", "kind", "metadata", "status"})
@@ -39,6 +45,8 @@ class TermDiffBaseStorage(kopf.DiffBaseStorage):
     def __init__(self) -> None:
         super().__init__()
         self._essences: dict[str, str] = {}
+        #: uid -> digest of the parts of the body whose essence is in ``_essences``.
+        self._handled: dict[str, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._essences)
@@ -55,26 +63,89 @@ class TermDiffBaseStorage(kopf.DiffBaseStorage):
         (``extra_fields``) may look into status, so they get kopf's way."""
         if extra_fields:
             return super().build(body=body, extra_fields=extra_fields)
-        raw = cast(Mapping[str, Any], body)
-        meta = raw.get("metadata") or {}
-        slim: dict[str, Any] = {k: v for k, v in raw.items() if k not in _NOT_ESSENCE}
-        slim["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+        slim = _parts(cast(Mapping[str, Any], body))
         return super().build(body=kopf.Body(cast(kopf.RawBody, slim)))
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         uid = _uid(body)
-        encoded = self._essences.pop(uid, None) if _deleting(body) else self._essences.get(uid)
+        if _deleting(body):
+            self._handled.pop(uid, None)
+            encoded = self._essences.pop(uid, None)
+        else:
+            encoded = self._essences.get(uid)
         return None if encoded is None else cast(kopf.BodyEssence, json.loads(encoded))
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         """Remember ``essence``; nothing goes into ``patch``, so kopf writes nothing."""
         if _deleting(body):
             return  # going away: nothing will be compared with it any more
-        self._essences[_uid(body)] = json.dumps(essence, separators=(",", ":"))
+        uid = _uid(body)
+        self._essences[uid] = json.dumps(essence, separators=(",", ":"))
+        self._handled[uid] = _digest(cast(Mapping[str, Any], body))
+
+    def unchanged(self, raw: Mapping[str, Any]) -> bool:
+        """Whether ``raw`` has exactly the essential parts of the body last handled."""
+        handled = self._handled.get(_raw_uid(raw))
+        return handled is not None and handled == _digest(raw)
+
+    def adopt(self, raw: Mapping[str, Any], progress: kopf.ProgressStorage) -> None:
+        """After kopf processed ``raw``: if its parts differ from the handled body's but
+        its essence is the handled one (a noop to kopf, which then stores nothing), let
+        ``unchanged`` answer for these parts from now on."""
+        uid = _raw_uid(raw)
+        encoded = self._essences.get(uid)
+        if (
+            encoded is None
+            or self.unchanged(raw)
+            or (raw.get("metadata") or {}).get("deletionTimestamp")
+        ):
+            return
+        handled = progress.clear(essence=cast(kopf.BodyEssence, json.loads(encoded)))
+        essence = progress.clear(essence=self.build(body=kopf.Body(cast(kopf.RawBody, raw))))
+        if essence == handled:
+            self._handled[uid] = _digest(raw)
+
+
+class KeyCachingProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's annotation progress storage, with each handler's annotation names formed
+    once instead of several times per handled event (kopf forms, hashes and marks them
+    anew in every fetch, store and purge). The names depend on the handler id, the
+    prefix, and on the body only for a ReplicaSet owned by a Deployment (kopf's
+    ``mark_key``), which is left to kopf."""
+
+    def __init__(self, *, prefix: str) -> None:
+        super().__init__(prefix=prefix)
+        self._keys: dict[str, tuple[str, ...]] = {}
+
+    def make_keys(self, key: str, *, body: kopf.Body | None = None) -> Iterable[str]:
+        if body is not None and cast(Mapping[str, Any], body).get("kind") == "ReplicaSet":
+            return super().make_keys(key, body=body)
+        keys = self._keys.get(key)
+        if keys is None:
+            keys = self._keys[key] = tuple(super().make_keys(key))
+        return keys
+
+
+def _parts(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a body its essence is made of (not copied)."""
+    meta = raw.get("metadata") or {}
+    slim: dict[str, Any] = {k: v for k, v in raw.items() if k not in _NOT_ESSENCE}
+    slim["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+    return slim
+
+
+def _digest(raw: Mapping[str, Any]) -> bytes:
+    encoded = json.dumps(_parts(raw), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(encoded.encode(), digest_size=16).digest()
+
+
+def _raw_uid(raw: Mapping[str, Any]) -> str:
+    meta = raw.get("metadata") or {}
+    return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
 
 
 def _uid(body: kopf.Body) -> str:
-    return str(body.metadata.uid or f"{body.metadata.namespace}/{body.metadata.name}")
+    return _raw_uid(cast(Mapping[str, Any], body))
 
 
 def _deleting(body: kopf.Body) -> bool:

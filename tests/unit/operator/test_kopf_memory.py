@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from codehub.operator.handlers import ANNOTATION_PREFIX, FINALIZER
-from codehub.operator.kopf_memory import TermDiffBaseStorage
+from codehub.operator.kopf_memory import KeyCachingProgressStorage, TermDiffBaseStorage
 
 
 def workspace(uid: str = "u1", desired: str = "RUNNING", **meta: Any) -> dict[str, Any]:
@@ -102,3 +102,63 @@ def test_a_deleting_workspace_is_forgotten() -> None:
     storage.store(body=kopf.Body(deleting), patch=kopf.Patch(), essence=storage.build(body=body))
     assert len(storage) == 0
     assert storage.fetch(body=kopf.Body(copy.deepcopy(deleting))) is None
+
+
+def test_unchanged_tells_status_only_changes() -> None:
+    storage = TermDiffBaseStorage()
+    raw = workspace()
+    assert not storage.unchanged(raw)  # nothing handled yet
+    storage.store(
+        body=kopf.Body(raw), patch=kopf.Patch(), essence=storage.build(body=kopf.Body(raw))
+    )
+    status_only = copy.deepcopy(raw)
+    status_only["status"]["display"] = "STOPPING"
+    status_only["metadata"]["resourceVersion"] = "8"
+    status_only["metadata"]["managedFields"] = []
+    assert storage.unchanged(status_only)
+    for part, value in (("spec", {"desired_state": "STANDBY"}), ("extra", 1)):
+        changed = copy.deepcopy(raw)
+        changed[part] = value
+        assert not storage.unchanged(changed)
+    for key, meta_value in (("labels", {"team": "b"}), ("annotations", {})):
+        changed = copy.deepcopy(raw)
+        changed["metadata"][key] = meta_value
+        assert not storage.unchanged(changed)
+    assert not storage.unchanged(workspace(uid="u2"))
+
+
+def test_adopt_only_parts_with_the_handled_essence() -> None:
+    storage = TermDiffBaseStorage()
+    progress = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    raw = workspace()
+    essence = progress.clear(essence=storage.build(body=kopf.Body(raw)))
+    storage.store(body=kopf.Body(raw), patch=kopf.Patch(), essence=essence)
+    purged = copy.deepcopy(raw)  # kopf's progress annotation gone: the same essence
+    del purged["metadata"]["annotations"][f"{ANNOTATION_PREFIX}/create"]
+    assert not storage.unchanged(purged)
+    storage.adopt(purged, progress)
+    assert storage.unchanged(purged)
+    changed = copy.deepcopy(purged)
+    changed["spec"]["desired_state"] = "STANDBY"
+    storage.adopt(changed, progress)  # an update kopf did not handle (yet): not adopted
+    assert not storage.unchanged(changed)
+    assert storage.unchanged(purged)
+
+
+def test_progress_keys_are_kopfs_own() -> None:
+    cached = KeyCachingProgressStorage(prefix=ANNOTATION_PREFIX)
+    stock = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    body = kopf.Body(workspace())
+    for key in ("create", "update", "delete", "resume", "x" * 80, "a/b<c>"):
+        assert list(cached.make_keys(key, body=body)) == list(stock.make_keys(key, body=body))
+        assert list(cached.make_keys(key)) == list(stock.make_keys(key))
+    replica = kopf.Body(
+        {
+            "kind": "ReplicaSet",
+            "metadata": {"ownerReferences": [{"kind": "Deployment"}], "annotations": {}},
+        }
+    )
+    assert list(cached.make_keys("create", body=replica)) == list(
+        stock.make_keys("create", body=replica)
+    )
+    assert list(cached.make_keys("create", body=replica)) != list(cached.make_keys("create"))

@@ -8,7 +8,7 @@ import kopf
 import pytest
 
 from codehub.operator import handlers
-from codehub.operator.kopf_memory import TermDiffBaseStorage
+from codehub.operator.kopf_memory import KeyCachingProgressStorage, TermDiffBaseStorage
 from codehub.operator.planning import Operation
 from codehub.operator.reconciler import Outcome
 
@@ -89,6 +89,10 @@ def test_kopf_settings() -> None:
     # the last-handled configuration stays in memory: no annotation PATCH per create
     assert isinstance(settings.persistence.diffbase_storage, TermDiffBaseStorage)
     assert not isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    # handler progress stays in kopf.codehub.io/ annotations, its names formed once
+    progress = settings.persistence.progress_storage
+    assert isinstance(progress, KeyCachingProgressStorage)
+    assert progress.prefix == handlers.ANNOTATION_PREFIX
     assert settings.posting.enabled
     assert settings.watching.server_timeout == 300
 
