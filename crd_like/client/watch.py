@@ -72,8 +72,12 @@ class Watch:
             try:
                 async for chunk in resp.content.iter_any():
                     buffer += chunk
-                    while b"\n" in buffer:
-                        line, buffer = buffer.split(b"\n", 1)
+                    if b"\n" not in chunk:
+                        continue
+                    # One split per chunk: a burst delivers hundreds of events in one
+                    # chunk, and splitting off one line at a time copied the rest each time.
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
                         event = self._parse(line)
                         if event is not None:
                             yield event

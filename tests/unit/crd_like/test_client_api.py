@@ -33,6 +33,8 @@ class Fake:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict[str, str], str, bytes]] = []
         self.watch_lines: list[dict[str, Any]] = []
+        #: When set, the watch stream is written as these raw chunks instead.
+        self.watch_chunks: list[bytes] = []
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -53,6 +55,9 @@ class Fake:
             await resp.prepare(request)
             for line in self.watch_lines:
                 await resp.write(json.dumps(line).encode() + b"\n")
+            for chunk in self.watch_chunks:
+                await resp.write(chunk)
+                await resp.drain()
             await resp.write_eof()
             return resp
         if "limit" in request.query:
@@ -220,6 +225,22 @@ async def test_watch_bookmarks_advance_rv_and_are_not_yielded(fake: tuple[Fake, 
     assert q["resourceVersion"] == "3"
     assert q["fieldSelector"] == "metadata.name=a"
     assert q["timeoutSeconds"] == "5"
+
+
+async def test_watch_events_split_and_joined_across_chunks(fake: tuple[Fake, str]) -> None:
+    """Many events in one chunk, one event over several chunks, a last line without a
+    newline: every event once, in order."""
+    f, url = fake
+    lines = [
+        json.dumps({"type": "MODIFIED", "object": {"metadata": {"name": f"w{i}", "i": i}}})
+        for i in range(60)
+    ]
+    stream = ("\n".join(lines[:59]) + "\n\n" + lines[59]).encode()
+    f.watch_chunks = [stream[:5], stream[5:4000], stream[4000:4001], stream[4001:]]
+    assert b"\n" not in f.watch_chunks[0]
+    async with ApiClient(url, TOKEN) as api:
+        seen = [o["metadata"]["i"] async for _, o in api.watch("alice", timeout_seconds=5)]
+    assert seen == list(range(60))
 
 
 async def test_watch_410_raises(fake: tuple[Fake, str]) -> None:
