@@ -382,6 +382,7 @@ class Figures:
     slots_peak: int = 0
     slots_limit: int = 0
     informer: str = ""
+    kopf_skipped: int = 0
 
     @property
     def kb_per_workspace(self) -> float:
@@ -396,6 +397,7 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
     from codehub.adapters.fake_engine_objects import FakeLabelledObjects
     from codehub.adapters.fake_object_store import MemoryObjectStore
     from codehub.crd_like.client.api import ApiClient
+    from codehub.operator import kopf_skip
     from codehub.operator.clock import SystemClock
     from codehub.operator.context import OperatorContext
     from codehub.operator.coordinator import Coordinator
@@ -470,6 +472,7 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         meter.start()
         sampler = asyncio.create_task(meter.run())
         sem = asyncio.Semaphore(args.concurrency)
+        skipped0 = kopf_skip.skipped()
 
         async def create(i: int) -> None:
             ns = users[i % len(users)]
@@ -498,6 +501,7 @@ async def measure(args: argparse.Namespace, n: int) -> Figures:
         fig.converged_s = time.monotonic() - t0
         fig.converge_api = api_calls.snapshot() - api0
         fig.converge_cpu = meter.totals()
+        fig.kopf_skipped = kopf_skip.skipped() - skipped0
         await admin.close()
         await progress.close()
 
@@ -704,6 +708,7 @@ def print_figures(fig: Figures) -> None:
         f"({fig.running / fig.converged_s:.1f} workspaces/s)"
     )
     print(f"  coordinator API requests per workspace to converge: {_per(fig.converge_api, n)}")
+    print(f"  status-only events kopf passed over, per workspace: {fig.kopf_skipped / n:.2f}")
     if fig.slots_limit:
         print(f"  reconciles in flight at most:  {fig.slots_peak} of {fig.slots_limit} slots")
     print_cpu(fig)

@@ -46,9 +46,15 @@ from kopf._core.reactor import processing
 
 from codehub.operator.kopf_memory import TermDiffBaseStorage
 
-__all__ = ["install", "installed", "skippable"]
+__all__ = ["install", "installed", "skippable", "skipped"]
 
 _ATTR = "__codehub_skips_status_only__"
+#: Events passed over since the process started (every kopf run in it; tests, benchmark).
+_skipped = [0]
+
+
+def skipped() -> int:
+    return _skipped[0]
 
 
 def installed() -> bool:
@@ -68,6 +74,7 @@ def install() -> None:
         if not isinstance(storage, TermDiffBaseStorage) or raw_event.get("type") != "MODIFIED":
             return await original(**kwargs)
         if await skippable(storage=storage, **kwargs):
+            _skipped[0] += 1
             return None
         result = await original(**kwargs)
         storage.adopt(raw_event["object"], settings.persistence.progress_storage)

@@ -173,11 +173,12 @@ async def test_kopf_does_nothing_for_a_status_only_event_of_a_handled_workspace(
 
 async def test_status_only_events_skip_kopfs_processing(k: Kopf) -> None:
     await k.event("ADDED", workspace(1))
-    runs = k.kopf_runs
+    runs, skipped = k.kopf_runs, kopf_skip.skipped()
     assert [b["metadata"]["resourceVersion"] for b in k.gate.bodies] == ["1"]
     for rv, display in ((2, "STARTING"), (3, "RUNNING"), (4, "RUNNING")):
         await k.event("MODIFIED", workspace(rv, display=display))
     assert k.kopf_runs == runs  # kopf's machinery never ran for them
+    assert kopf_skip.skipped() == skipped + 3
     assert len(k.gate.bodies) == 1
     assert k.patches == []
 
