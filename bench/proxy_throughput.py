@@ -18,6 +18,9 @@ Then, in one run:
    either side. The extra line "proxy, plain HTTP" is a second replica started with
    ``--insecure-http`` on the same database: the same proxy without TLS, to tell TLS cost
    from the proxy's own. Goals: proxy >= 0.7x the direct throughput and p50 at most +2 ms.
+   ``--workspace code-server`` puts the real IDE image behind the published port instead
+   of the minimal test server (``--path`` picks what is fetched; the WebSocket echo is
+   then skipped): the same ratios for the product's actual upstream.
    The native edge (docs/adr/0012-native-edge.md) in the same rounds: nginx on HTTPS in
    front of that replica, asking it who may pass and moving the bytes itself over a
    keep-alive pool to the container: "edge" asks on every request, "cached" reuses the
@@ -68,6 +71,11 @@ from codehub.crd_like.proxy.edge_conf import EdgeConfig
 from codehub.crd_like.proxy.edge_run import EdgeProcess, nginx_binary
 
 IMAGE = "codehub/workspace-test:local"
+#: ``--workspace``: what answers behind the published port. "test" is the minimal
+#: workspace-test image (busybox and websocketd: next to no work per request, so the
+#: proxy's share is the largest it can be); "code-server" is the real IDE image
+#: (opt-in: ``scripts/images/code-server/build``), the product's actual upstream.
+WORKSPACES = {"test": IMAGE, "code-server": "codehub/code-server:local"}
 NS = "bench"
 WS_PATH = f"/apis/codehub.io/v1alpha1/namespaces/{NS}/workspaces"
 COORDINATOR_CODE = (
@@ -85,10 +93,10 @@ def docker(*args: str) -> str:
     return done.stdout.strip()
 
 
-def run_container(labels: dict[str, str]) -> tuple[str, str]:
-    """(container id, base URL) of a fresh workspace-test container on 127.0.0.1."""
+def run_container(labels: dict[str, str], image: str = IMAGE) -> tuple[str, str]:
+    """(container id, base URL) of a fresh workspace container on 127.0.0.1."""
     flags = [f"--label={k}={v}" for k, v in labels.items()]
-    cid = docker("run", "-d", "-p", "127.0.0.1::8080", *flags, IMAGE)
+    cid = docker("run", "-d", "-p", "127.0.0.1::8080", *flags, image)
     port = docker("port", cid, "8080/tcp").splitlines()[0].rpartition(":")[2]
     return cid, f"http://127.0.0.1:{port}"
 
@@ -134,9 +142,12 @@ async def ws_round_trip(session: aiohttp.ClientSession, url: str, n: int, **kw: 
 
 
 class Api:
-    def __init__(self, session: aiohttp.ClientSession, server: Server, ctx: ssl.SSLContext):
+    def __init__(
+        self, session: aiohttp.ClientSession, server: Server, ctx: ssl.SSLContext, path: str
+    ):
         self.session, self.base, self.ctx = session, server.url, ctx
         self.pid = server.proc.pid if server.proc is not None else None
+        self.path = path  # what the HTTP rounds GET from the workspace
 
     async def call(self, method: str, path: str, body: Any = None, merge: bool = False) -> Any:
         headers = {"Content-Type": "application/merge-patch+json"} if merge else {}
@@ -311,9 +322,9 @@ def http_targets(
 ) -> dict[str, Target]:
     """Each side's URL and headers, in the order of ``SIDES`` (``sides`` chosen)."""
     auth = {"Authorization": f"Bearer {api.session.headers['Authorization'].split()[1]}"}
-    path = f"/w/{NS}/direct/healthz"
+    path = f"/w/{NS}/direct{api.path}"
     every = {
-        "direct": Target(direct + "/healthz", {}),
+        "direct": Target(direct + api.path, {}),
         "proxy": Target(api.base + path, auth, api.ctx),
         "plain": Target(plain_server.url + path, auth),
         **{
@@ -322,19 +333,21 @@ def http_targets(
         },
     }
     if "floor" in edges:
-        every["floor"] = Target(edges["floor"].url + "/floor/healthz", {}, api.ctx)
+        every["floor"] = Target(edges["floor"].url + "/floor" + api.path, {}, api.ctx)
     return {side: every[side] for side, _ in SIDES if side in every and side in sides}
 
 
 def workspace_pids(direct: str) -> list[int]:
     """The processes behind the published port: docker's userland proxy (when docker runs
-    one) and the container's main process (websocketd, which serves /healthz)."""
+    one) and every process of the container (websocketd for the test image; tini and
+    code-server's node processes for the real one)."""
     port = direct.rpartition(":")[2]
     found = subprocess.run(
         ["pgrep", "-f", f"docker-proxy .*-host-port {port} "], capture_output=True, text=True
     ).stdout.split()
     cid = docker("ps", "-q", "--filter", f"publish={port}").split()[0]
-    return [*map(int, found), int(docker("inspect", "-f", "{{.State.Pid}}", cid))]
+    inside = docker("top", cid, "-o", "pid").splitlines()[1:]
+    return [*map(int, found), *(int(line) for line in inside if line.strip().isdigit())]
 
 
 class Meter:
@@ -416,7 +429,7 @@ async def bench_http(
                 out.setdefault(f"{side}_p50", []).append(
                     await latency(session, target, args.requests)
                 )
-        if {"proxy", "plain"} <= targets.keys():
+        if {"proxy", "plain"} <= targets.keys() and args.workspace == "test":  # the echo
             await bench_ws(session, api, plain_server, edges, direct, targets, args, out)
     return out
 
@@ -507,12 +520,10 @@ def host_ms(fig: dict[str, list[float]], side: str, i: int) -> float:
     return sum(fig[f"{side}_{k}_ms"][i] for k in keys if f"{side}_{k}_ms" in fig)
 
 
-def report_http(fig: dict[str, list[float]], client: str) -> None:
+def report_http(fig: dict[str, list[float]], client: str, path: str) -> None:
     med = statistics.median
     rounds = len(fig["direct_rps"])
-    print(
-        f"HTTP GET /healthz, {rounds} alternating rounds, same client and concurrency ({client}):"
-    )
+    print(f"HTTP GET {path}, {rounds} alternating rounds, same client and concurrency ({client}):")
     for side, what in SIDES:
         if side + "_rps" not in fig:  # no nginx here, or not chosen with --sides
             continue
@@ -539,9 +550,11 @@ def report_http(fig: dict[str, list[float]], client: str) -> None:
         )
 
 
-def report(fig: dict[str, list[float]], client: str, woke: list[float], raw: list[float]) -> None:
+def report(
+    fig: dict[str, list[float]], client: str, path: str, woke: list[float], raw: list[float]
+) -> None:
     med = statistics.median
-    report_http(fig, client)
+    report_http(fig, client, path)
     if "direct_ws" in fig:
         d = fig["direct_ws"][0]
         edge = ""
@@ -603,22 +616,24 @@ async def main(args: argparse.Namespace) -> None:
             await server.wait_ready()
             plain_server.start()
             await plain_server.wait_ready()
-            _, direct = await asyncio.to_thread(run_container, labels)
+            image = WORKSPACES[args.workspace]
+            _, direct = await asyncio.to_thread(run_container, labels, image)
             edges = make_edges(server, plain_server, direct, Path(tmp), args)
             for edge in edges.values():
                 edge.start()
             headers = {"Authorization": f"Bearer {server.token}"}
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-                api = Api(session, server, server.ssl())
+                api = Api(session, server, server.ssl(), args.path)
                 await first_byte(session, direct + "/healthz")
+                await first_byte(session, direct + args.path)
                 fig = await bench_http(api, plain_server, edges, direct, args)
                 woke: list[float] = []
                 raw: list[float] = []
                 if args.wakes:
                     coordinator = start_coordinator(server, operator_token, labels)
                     woke, raw = await bench_wake(api, labels, args.wakes)
-            report(fig, args.client_name, woke, raw)
+            report(fig, args.client_name, f"{args.workspace} {args.path}", woke, raw)
         finally:
             if coordinator is not None:
                 coordinator.terminate()
@@ -658,6 +673,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--edge-workers", type=int, default=0, help="nginx workers (0: auto, codehub edge's)"
     )
+    parser.add_argument(
+        "--workspace",
+        choices=sorted(WORKSPACES),
+        default="test",
+        help="the upstream: the minimal test image, or the real IDE (opt-in image)",
+    )
+    parser.add_argument("--path", default="/healthz", help="what the HTTP rounds GET")
     parser.add_argument("--requests", type=int, default=300, help="sequential, for p50")
     parser.add_argument("--rounds", type=int, default=3, help="alternating HTTP rounds")
     parser.add_argument("--wakes", type=int, default=3, help="wake rounds (0: skip)")
