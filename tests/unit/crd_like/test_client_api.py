@@ -57,7 +57,6 @@ class Fake:
                 await resp.write(json.dumps(line).encode() + b"\n")
             for chunk in self.watch_chunks:
                 await resp.write(chunk)
-                await resp.drain()
             await resp.write_eof()
             return resp
         if "limit" in request.query:
