@@ -63,7 +63,7 @@ class TermDiffBaseStorage(kopf.DiffBaseStorage):
         (``extra_fields``) may look into status, so they get kopf's way."""
         if extra_fields:
             return super().build(body=body, extra_fields=extra_fields)
-        slim = _parts(cast(Mapping[str, Any], body))
+        slim = _parts(_raw(body))
         return super().build(body=kopf.Body(cast(kopf.RawBody, slim)))
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
@@ -79,9 +79,10 @@ class TermDiffBaseStorage(kopf.DiffBaseStorage):
         """Remember ``essence``; nothing goes into ``patch``, so kopf writes nothing."""
         if _deleting(body):
             return  # going away: nothing will be compared with it any more
-        uid = _uid(body)
+        raw = _raw(body)
+        uid = _raw_uid(raw)
         self._essences[uid] = json.dumps(essence, separators=(",", ":"))
-        self._handled[uid] = _digest(cast(Mapping[str, Any], body))
+        self._handled[uid] = _digest(raw)
 
     def unchanged(self, raw: Mapping[str, Any]) -> bool:
         """Whether ``raw`` has exactly the essential parts of the body last handled."""
@@ -144,9 +145,19 @@ def _raw_uid(raw: Mapping[str, Any]) -> str:
     return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
 
 
+def _raw(body: kopf.Body) -> Mapping[str, Any]:
+    """The raw dict under kopf's body view, read directly: through the view, every key
+    is resolved from the root again (kopf's ``MappingView``). The view itself when it is
+    not a whole body."""
+    src = getattr(body, "_src", None)
+    if isinstance(src, Mapping) and not getattr(body, "_path", None):
+        return src
+    return cast(Mapping[str, Any], body)
+
+
 def _uid(body: kopf.Body) -> str:
-    return _raw_uid(cast(Mapping[str, Any], body))
+    return _raw_uid(_raw(body))
 
 
 def _deleting(body: kopf.Body) -> bool:
-    return bool(body.metadata.deletion_timestamp)
+    return bool((_raw(body).get("metadata") or {}).get("deletionTimestamp"))

@@ -162,3 +162,12 @@ def test_progress_keys_are_kopfs_own() -> None:
         stock.make_keys("create", body=replica)
     )
     assert list(cached.make_keys("create", body=replica)) != list(cached.make_keys("create"))
+
+
+def test_bodies_are_read_under_kopfs_view() -> None:
+    from codehub.operator.kopf_memory import _raw
+
+    raw = workspace()
+    assert _raw(kopf.Body(raw)) is raw
+    spec = kopf.Body(raw).spec  # a view below the root is read through the view
+    assert _raw(spec) is spec  # type: ignore[arg-type]
