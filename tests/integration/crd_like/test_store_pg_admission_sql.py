@@ -110,6 +110,8 @@ async def test_the_counts_are_read_after_the_lock_is_granted(
             while not create.done():  # until the create waits for the lock, in SQL
                 cur = await probe.execute(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
                 )
                 row = await cur.fetchone()
                 if row is not None and row[0] > 0:
