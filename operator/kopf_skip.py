@@ -38,6 +38,7 @@ body (``TermDiffBaseStorage.adopt``), so the later status events skip again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,8 @@ from kopf._core.reactor import processing
 from codehub.operator.kopf_memory import TermDiffBaseStorage
 
 __all__ = ["install", "installed", "skippable", "skipped"]
+
+log = logging.getLogger(__name__)
 
 _ATTR = "__codehub_skips_status_only__"
 #: Events passed over since the process started (every kopf run in it; tests, benchmark).
@@ -73,11 +76,19 @@ def install() -> None:
         storage = settings.persistence.diffbase_storage
         if not isinstance(storage, TermDiffBaseStorage) or raw_event.get("type") != "MODIFIED":
             return await original(**kwargs)
-        if await skippable(storage=storage, **kwargs):
+        try:
+            skip = await skippable(storage=storage, **kwargs)
+        except Exception:  # outside kopf's error throttling: an error here would stop kopf
+            log.exception("kopf_skip: cannot tell a status-only event; kopf processes it")
+            skip = False
+        if skip:
             _skipped[0] += 1
             return None
         result = await original(**kwargs)
-        storage.adopt(raw_event["object"], settings.persistence.progress_storage)
+        try:
+            storage.adopt(raw_event["object"], settings.persistence.progress_storage)
+        except Exception:
+            log.exception("kopf_skip: cannot adopt the parts of a processed event")
         return result
 
     setattr(process_resource_event, _ATTR, True)

@@ -249,3 +249,20 @@ async def test_a_new_term_handles_every_workspace_again(k: Kopf) -> None:
     assert len(k.gate.bodies) == 1
     other = TermDiffBaseStorage()
     assert not other.unchanged(workspace(8, display="RUNNING"))
+
+
+async def test_an_error_in_the_check_leaves_the_event_to_kopf(
+    k: Kopf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check runs outside kopf's error throttling, where an exception would stop
+    kopf's watcher: it falls back to kopf's processing instead."""
+    await k.event("ADDED", workspace(1))
+
+    def broken(*_: Any, **__: Any) -> bool:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(TermDiffBaseStorage, "unchanged", broken)
+    runs = k.kopf_runs
+    await k.event("MODIFIED", workspace(2, desired="STANDBY"))
+    assert k.kopf_runs == runs + 1
+    assert [b["spec"]["desired_state"] for b in k.gate.bodies] == ["RUNNING", "STANDBY"]
