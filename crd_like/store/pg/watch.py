@@ -25,6 +25,9 @@ from codehub.crd_like.store.interface import Obj, Selectors, WatchEvent
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL, WATCH_BATCH, log
 
 Pool = AsyncConnectionPool[Any]
+#: Only the newest entries keep their decoded body (``LogRow.view``) for the watchers
+#: still to read them; an entry further behind decodes again if a late watcher asks.
+VIEW_WINDOW = 512
 #: How long the hub waits for this process's writes in flight to fill a gap before
 #: it reads the log (the gap may be another writer's).
 OFFER_GRACE = 0.01
@@ -39,6 +42,7 @@ class LogRow:
 
     __slots__ = (
         "_body",
+        "_keep",
         "_prev",
         "body_text",
         "kind",
@@ -66,6 +70,7 @@ class LogRow:
         self.prev_text = prev_text
         self._body: Obj | None = None
         self._prev: Obj | None = prev
+        self._keep = True
 
     @property
     def body(self) -> Obj:
@@ -75,14 +80,27 @@ class LogRow:
     @property
     def prev(self) -> Obj | None:
         if self._prev is None and self.prev_text is not None:
-            self._prev = json.loads(self.prev_text)
+            prev: Obj = json.loads(self.prev_text)
+            if not self._keep:
+                return prev
+            self._prev = prev
         return self._prev
+
+    def forget(self) -> None:
+        """Drop what was decoded (it is decoded again if asked): far behind the head,
+        a decoded body would only keep memory and the garbage collector busy."""
+        self._keep = False
+        self._body = None
+        if self.prev_text is not None:
+            self._prev = None
 
     def view(self) -> Obj:
         if self._body is None:
-            body = json.loads(self.body_text)
+            body: Obj = json.loads(self.body_text)
             if isinstance(body.get("metadata"), dict):
                 sem.with_revision(body, self.revision)
+            if not self._keep:
+                return body
             self._body = body
         return self._body
 
@@ -294,6 +312,9 @@ class Hub:
         self._extend(entries, entries[-1].revision if full else max(head, self.loaded))
 
     def _extend(self, entries: list[LogRow], loaded: int) -> None:
+        end = len(self._rows) - VIEW_WINDOW
+        for row in self._rows[max(0, end) : max(0, end + len(entries))]:
+            row.forget()  # now VIEW_WINDOW entries behind the newest
         self._rows.extend(entries)
         self._revs.extend(e.revision for e in entries)
         self.loaded = loaded

@@ -213,3 +213,29 @@ def test_a_status_update_shares_nothing_with_the_current_object_or_the_result() 
     cleared = apply_update(current, {k: v for k, v in current.items() if k != "status"}, "status")
     assert cleared is not None
     assert "status" not in cleared.obj
+
+
+def test_only_the_newest_entries_keep_their_decoded_body(monkeypatch: Any) -> None:
+    from codehub.crd_like.store.pg import watch as pg_watch
+
+    monkeypatch.setattr(pg_watch, "VIEW_WINDOW", 2)
+    rows = [offered_row(6, n=1)]
+    hub = hub_with(rows[0])
+    for rev in range(7, 11):
+        rows[0].view()
+        rows.append(offered_row(rev, n=rev - 5))
+        hub.offer(rows[-1])
+        rows[-1].view()
+    assert [r._body is not None for r in rows] == [False, False, False, True, True]
+    late = rows[0].view()  # a late watcher still gets the right body...
+    assert late["metadata"]["resourceVersion"] == "6"
+    assert late["spec"]["n"] == 1
+    assert rows[0]._body is None  # ...decoded for it alone, not kept
+    events, _, _ = _from_cache(hub, "workspaces", None, 5, None)
+    assert [json.loads(LineCache().line(e))["object"]["spec"]["n"] for e in events] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
