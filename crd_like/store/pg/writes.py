@@ -79,9 +79,15 @@ async def locked_body(conn: Conn, kind: str, ns: str, name: str) -> Obj:
 
 async def swap_one(pool: Pool, params: dict[str, Any]) -> int | None:
     """One compare-and-swap update: the new revision, or None (the row changed)."""
+    return await _revision_of_statement(pool, CAS_UPDATE_SQL, params)
+
+
+async def _revision_of_statement(pool: Pool, query: bytes, params: dict[str, Any]) -> int | None:
+    """Run one write statement in its own implicit transaction: the revision it wrote, or
+    None when its condition left the row alone (nothing was written)."""
     try:
         async with pool.connection() as conn:
-            cur = await conn.execute(CAS_UPDATE_SQL, params, prepare=True)
+            cur = await conn.execute(query, params, prepare=True)
             row = await cur.fetchone()
     except psycopg.errors.DataError as exc:
         raise _invalid(exc) from exc
@@ -249,13 +255,7 @@ async def _insert(pool: Pool, params: dict[str, Any], limits: Limits | None) -> 
     query = WRITE_SQL["insert"]
     if limits is not None:
         query, params = GUARDED_SQL["insert"], {**params, **guard_params(limits)}
-    try:
-        async with pool.connection() as conn:
-            cur = await conn.execute(query, params, prepare=True)
-            row = await cur.fetchone()
-    except psycopg.errors.DataError as exc:
-        raise _invalid(exc) from exc
-    return None if row is None else int(row[0])
+    return await _revision_of_statement(pool, query, params)
 
 
 async def _update_cached(
