@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from support.watch_events import take_events
 
 from codehub.crd_like.store import Gone, Selectors, WatchEvent
 from codehub.crd_like.store.postgres import PostgresStore
@@ -38,17 +39,7 @@ def memo(value: str) -> Any:
 
 async def take(it: AsyncIterator[WatchEvent], n: int) -> list[WatchEvent]:
     """The next ``n`` non-bookmark events."""
-    out: list[WatchEvent] = []
-
-    async def run() -> None:
-        async for ev in it:
-            if ev.type != "BOOKMARK":
-                out.append(ev)
-                if len(out) == n:
-                    return
-
-    await asyncio.wait_for(run(), PATIENCE)
-    return out
+    return await take_events(it, n, PATIENCE)
 
 
 async def until_bookmark(it: AsyncIterator[WatchEvent]) -> tuple[list[WatchEvent], int]:

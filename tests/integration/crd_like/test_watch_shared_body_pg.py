@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from support.api import ApiFactory
+from support.watch_events import take_events
 
 from codehub.crd_like.store import WatchEvent
 from codehub.crd_like.store.postgres import PostgresStore
@@ -41,17 +42,7 @@ def relabel(team: str, memo: str) -> Any:
 
 
 async def take(store: PostgresStore, since: int, n: int) -> list[WatchEvent]:
-    out: list[WatchEvent] = []
-
-    async def run() -> None:
-        async for ev in store.watch("workspaces", since=since):
-            if ev.type != "BOOKMARK":
-                out.append(ev)
-                if len(out) == n:
-                    return
-
-    await asyncio.wait_for(run(), PATIENCE)
-    return out
+    return await take_events(store.watch("workspaces", since=since), n, PATIENCE)
 
 
 async def test_write_watch_write_watch_on_postgres(database_url: str) -> None:
