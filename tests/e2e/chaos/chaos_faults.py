@@ -17,6 +17,9 @@ from typing import Any
 from operator_e2e import LONG, TEST_LABEL, USER, Stack, status
 from support.private_services import stop_seaweed
 
+#: What each desired state is displayed as once reached.
+DISPLAY = {"RUNNING": "RUNNING", "STANDBY": "STANDBY", "PENDING": "ARCHIVED"}
+
 INJECTED = ("SIGKILL", "docker kill", "restart")
 
 
@@ -227,14 +230,22 @@ async def recover_errors(chaos: Chaos) -> None:
         chaos.ledger.recoveries[reason] += 1
 
 
-async def converge(chaos: Chaos, name: str, display: str) -> None:
-    """Wait for ``display`` with no operation, recovering ERROR as an administrator."""
+async def converge(chaos: Chaos, name: str, desired: str) -> None:
+    """Wait for the display of ``desired`` with no operation, recovering ERROR as an
+    administrator. A desired-state write the API refused during an outage (a 503 with
+    Retry-After: nothing changed) is sent again, as its user would retry it: the ledger
+    holds what was asked, the store what was accepted."""
+    chaos.desired[name] = desired
+    display = DISPLAY[desired]
     deadline = time.monotonic() + LONG
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
-            st = status(await chaos.stack.get(name))
+            obj = await chaos.stack.get(name)
+            st = status(obj)
             if st.get("display") == display and st.get("operation", "NONE") == "NONE":
                 return
+            if (obj.get("spec") or {}).get("desired_state") != desired:
+                await chaos.stack.set_desired(name, desired)
         await recover_errors(chaos)
         await asyncio.sleep(0.5)
     await chaos.stack.wait_display(name, display, limit=1.0)  # fails with the logs

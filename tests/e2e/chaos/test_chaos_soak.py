@@ -51,6 +51,7 @@ from typing import Any
 
 import pytest
 from chaos_faults import (
+    DISPLAY,
     INJECTED,
     Chaos,
     Ledger,
@@ -71,7 +72,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SECONDS = float(os.environ.get("CODEHUB_CHAOS_SECONDS", "180"))
 SEED = int(os.environ.get("CODEHUB_CHAOS_SEED", str(random.SystemRandom().randrange(1 << 30))))
 WORKSPACES = 3
-DISPLAY = {"RUNNING": "RUNNING", "STANDBY": "STANDBY", "PENDING": "ARCHIVED"}
 FILE = "chaos.bin"
 #: The last run's summary (tests/artifacts/ is ignored by git; .ci/run prints it).
 SUMMARY = Path(__file__).resolve().parents[2] / "artifacts" / "chaos-soak-summary.txt"
@@ -250,7 +250,7 @@ async def test_chaos_soak(stack: Stack, chaos_services: Any) -> None:
             with contextlib.suppress(Exception):
                 await stack.set_desired(name, chaos.desired[name])
         for name in names:
-            await converge(chaos, name, DISPLAY[chaos.desired[name]])
+            await converge(chaos, name, chaos.desired[name])
             ledger.check("converged to last desired", True, name)
         await sample(chaos)
         for name in names:
