@@ -323,10 +323,15 @@ class Coordinator:
             if not won:
                 break
             await self._lead(stop)
-            if not stop.is_set() and not self.elector.lost.is_set():
+            if stop.is_set():
+                break
+            if not self.elector.lost.is_set():
                 # The term ended on its own (context failure): step down, let others try.
                 await self.elector.release()
-                await _first(asyncio.sleep(self.settings.coordinator_retry_interval), stop.wait())
+            # A node whose term just ended waits one standby period before campaigning
+            # again, so a standby that has been polling takes over (docs/coordinator.md);
+            # campaigning at once let the node that lost its session win the lock back.
+            await _first(asyncio.sleep(self.elector.retry_interval), stop.wait())
         await self.elector.release()
 
     async def _lead(self, stop: asyncio.Event) -> None:

@@ -53,9 +53,15 @@ class _Conn:
             _Conn.holder = None
 
 
-def _setup(components: list[LeaderComponent]) -> tuple[Coordinator, list[_Conn]]:
-    _Conn.holder = None
-    conns: list[_Conn] = []
+def _setup(
+    components: list[LeaderComponent],
+    node: str = "unit",
+    retry_interval: float = 0.05,
+    conns: list[_Conn] | None = None,
+) -> tuple[Coordinator, list[_Conn]]:
+    if conns is None:
+        _Conn.holder = None
+        conns = []
 
     async def connect() -> _Conn:
         conns.append(_Conn())
@@ -64,9 +70,9 @@ def _setup(components: list[LeaderComponent]) -> tuple[Coordinator, list[_Conn]]
     elector = LeaderElector(
         "postgresql://unused",
         1,
-        "unit",
-        retry_interval=0.05,
-        check_interval=0.05,
+        node,
+        retry_interval=retry_interval,
+        check_interval=0.02,
         check_timeout=0.5,
         takeover_delay=0.0,
         connect=connect,
@@ -75,7 +81,9 @@ def _setup(components: list[LeaderComponent]) -> tuple[Coordinator, list[_Conn]]
     async def context(*_: Any) -> object:
         return object()
 
-    settings = Settings(database_url="postgresql://unused", coordinator_retry_interval=0.05)
+    settings = Settings(
+        database_url="postgresql://unused", coordinator_retry_interval=retry_interval
+    )
     coordinator = Coordinator(
         settings,
         components=lambda: components,
@@ -126,6 +134,42 @@ async def test_components_run_only_while_leader_and_stop_on_loss() -> None:
     assert coordinator.health()["leader"] is False
     assert coordinator.health()["components"]["worker"]["state"] == "stopped"
     assert _Conn.holder is None
+
+
+async def test_a_standby_takes_over_from_a_leader_that_lost_its_session() -> None:
+    """The node that lost its session must not win the lock straight back: it stops
+    within one probe period, while the standby polls only every 0.3 s, so campaigning
+    at once would beat the standby every time."""
+    conns: list[_Conn] = []
+    _Conn.holder = None
+    leaders: list[str] = []
+
+    def component(node: str) -> LeaderComponent:
+        async def run(term: LeaderTerm) -> None:
+            leaders.append(node)
+            term.mark_running("worker")
+            await asyncio.Event().wait()
+
+        return LeaderComponent("worker", run)
+
+    a, _ = _setup([component("a")], "a", retry_interval=0.3, conns=conns)
+    b, _ = _setup([component("b")], "b", retry_interval=0.3, conns=conns)
+    stop = asyncio.Event()
+    run_a = asyncio.create_task(a.run(stop))
+    await _until(lambda: leaders == ["a"])
+    run_b = asyncio.create_task(b.run(stop))
+    await asyncio.sleep(0.4)
+    for handovers in (1, 2, 3):
+        holder = _Conn.holder
+        assert holder is not None
+        holder.kill()
+        await _until(lambda n=handovers: len(leaders) == n + 1)  # type: ignore[misc]
+        await asyncio.sleep(0.4)
+    assert leaders == ["a", "b", "a", "b"]
+    assert a.terms == 2
+    assert b.terms == 2
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(run_a, run_b), 10)
 
 
 async def test_crashed_component_is_restarted_and_reported() -> None:
