@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiohttp
 
 from codehub.crd_like.client.errors import ApiConnectionError, ApiError, connection_error
-from codehub.crd_like.client.transport import DEFAULT_TIMEOUT, Response, param
+from codehub.crd_like.client.transport import DEFAULT_TIMEOUT, MAX_RETRIES, Response, param
 from codehub.crd_like.client.watch import Watch
 from codehub.crd_like.identity import GROUP, PLURAL, VERSION
 
@@ -71,8 +71,11 @@ class ApiClient:
         insecure: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
         ca_data: str | None = None,
+        max_retries: int = MAX_RETRIES,
     ) -> None:
         self.server = server.rstrip("/")
+        #: How often an answer carrying ``Retry-After`` is sent again (0: never).
+        self.max_retries = max_retries
         self._token = token
         self.ca_file = ca_file
         self.ca_data = ca_data

@@ -1,7 +1,19 @@
-"""One HTTP request of the client: session, TLS, one safe retry, errors mapped."""
+"""One HTTP request of the client: session, TLS, the safe retries, errors mapped.
+
+Two kinds of retry, both bounded (docs/errors.md):
+
+* a pooled keep-alive connection the server had closed fails before the request reaches
+  the server: one retry on a fresh connection, for every verb but a create;
+* an answer that asks to be retried (503 or 429 carrying ``Retry-After``; the server
+  sends it when the database is unavailable and nothing was written) is sent again after
+  the delay it names, capped, at most ``MAX_RETRIES`` times, as client-go does. The last
+  answer is the error the caller sees.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -14,6 +26,30 @@ if TYPE_CHECKING:
     from codehub.crd_like.client.api import ApiClient
 
 DEFAULT_TIMEOUT = 30.0
+#: Answers with ``Retry-After`` sent again at most this many times per request.
+MAX_RETRIES = 3
+#: A ``Retry-After`` longer than this is waited only this long.
+MAX_RETRY_WAIT = 5.0
+
+log = logging.getLogger(__name__)
+
+
+def retry_wait(
+    status: int, retry_after: str | None, retries_done: int, max_retries: int = MAX_RETRIES
+) -> float | None:
+    """Seconds to wait before sending the request again, or None to give up.
+
+    Only 503 and 429 with a ``Retry-After`` in delta-seconds are retried: the header is
+    the server's statement that the request may simply be repeated. A 429 without it is
+    a refusal (the workspace limit) and is never retried; an HTTP-date is not expected
+    from this server and is treated as absent.
+    """
+    if status not in (429, 503) or retry_after is None or retries_done >= max_retries:
+        return None
+    text = retry_after.strip()
+    if not text.isdigit():
+        return None
+    return min(float(text), MAX_RETRY_WAIT)
 
 
 class Response:
@@ -42,12 +78,41 @@ class Response:
         self._resp: aiohttp.ClientResponse | None = None
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
+        retries = 0
+        while True:
+            resp = await self._send()
+            if resp.status < 400:
+                self._resp = resp
+                return resp
+            try:
+                body = await resp.read()
+            except (TimeoutError, aiohttp.ClientError):
+                body = b""
+            resp.release()
+            wait = retry_wait(
+                resp.status, resp.headers.get("Retry-After"), retries, self._client.max_retries
+            )
+            if wait is None:
+                raise ApiError.from_body(resp.status, body, resp.reason or "")
+            retries += 1
+            log.info(
+                "%s %s answered %d; retry %d of %d in %gs",
+                self._method,
+                self._url.split("?", 1)[0],
+                resp.status,
+                retries,
+                self._client.max_retries,
+                wait,
+            )
+            await asyncio.sleep(wait)
+
+    async def _send(self) -> aiohttp.ClientResponse:
         session = self._client._get_session()
         ssl_arg = self._client._ssl_context()
         attempts = 1 if self._method == "POST" else 2
         for attempt in range(attempts):
             try:
-                resp = await session.request(
+                return await session.request(
                     self._method,
                     self._url,
                     params=self._params,
@@ -56,7 +121,6 @@ class Response:
                     timeout=self._timeout,
                     ssl=ssl_arg if ssl_arg is not None else True,
                 )
-                break
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # A pooled keep-alive connection the server closed (a restart, say) fails
                 # on first use; the request never reached the server, so one retry on a
@@ -66,15 +130,7 @@ class Response:
                 raise connection_error(self._client.server, exc) from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise connection_error(self._client.server, exc) from None
-        if resp.status >= 400:
-            try:
-                body = await resp.read()
-            except (TimeoutError, aiohttp.ClientError):
-                body = b""
-            resp.release()
-            raise ApiError.from_body(resp.status, body, resp.reason or "")
-        self._resp = resp
-        return resp
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def __aexit__(
         self,

@@ -12,6 +12,7 @@ from aiohttp import web
 from support.api import serve_app
 
 from codehub.crd_like.client.api import ApiClient, ApiConnectionError, ApiError
+from codehub.crd_like.client.transport import MAX_RETRIES, MAX_RETRY_WAIT, retry_wait
 
 TOKEN = "s3cr3t-token-value"
 
@@ -35,6 +36,7 @@ class Fake:
         self.watch_lines: list[dict[str, Any]] = []
         #: When set, the watch stream is written as these raw chunks instead.
         self.watch_chunks: list[bytes] = []
+        self.refusals: dict[str, int] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -50,6 +52,8 @@ class Fake:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return _status(401, "Unauthorized", "Unauthorized")
         name = request.match_info.get("name", "")
+        if request.method == "POST" and body.startswith(b"{"):
+            name = (json.loads(body).get("metadata") or {}).get("name", "")
         if request.query.get("watch") == "true":
             resp = web.StreamResponse()
             await resp.prepare(request)
@@ -91,6 +95,17 @@ class Fake:
                 },
                 status=429,
             )
+        if name.startswith("busy-"):
+            # busy-N: the first N requests for the name are refused with Retry-After 0.
+            refused = self.refusals.get(name, 0)
+            limit = 10**6 if name == "busy-forever" else int(name.split("-")[1])
+            if refused < limit:
+                self.refusals[name] = refused + 1
+                response = _status(503, "ServiceUnavailable", "the database is unavailable")
+                response.headers["Retry-After"] = "0"
+                return response
+        if name == "unavailable":
+            return _status(503, "ServiceUnavailable", "no Retry-After: not to be retried")
         if name == "html":
             return web.Response(status=502, text="<html>bad gateway</html>")
         return web.json_response(
@@ -269,3 +284,61 @@ async def test_list_follows_continue_tokens(fake: tuple[Fake, str]) -> None:
     assert [i["metadata"]["name"] for i in result["items"]] == [f"w{i}" for i in range(5)]
     assert result["metadata"] == {"resourceVersion": "40"}
     assert [q.get("continue") for _m, _p, q, _c, _b in f.requests] == [None, "2", "4"]
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "done", "expected"),
+    [
+        (503, "1", 0, 1.0),
+        (503, "1", 2, 1.0),
+        (503, "1", 3, None),  # the budget is spent: the caller sees the 503
+        (503, " 2 ", 0, 2.0),
+        (503, "0", 0, 0.0),
+        (503, "120", 0, MAX_RETRY_WAIT),  # capped: a client never sleeps minutes
+        (503, None, 0, None),  # no Retry-After: the server did not ask for a retry
+        (429, "3", 0, 3.0),
+        (429, None, 0, None),  # the workspace limit: a refusal, never retried
+        (500, "1", 0, None),
+        (409, "1", 0, None),
+        (503, "Fri, 27 Nov 2026 10:00:00 GMT", 0, None),
+        (503, "-1", 0, None),
+        (503, "1.5", 0, None),
+    ],
+)
+def test_retry_wait_table(
+    status: int, header: str | None, done: int, expected: float | None
+) -> None:
+    assert retry_wait(status, header, done) == expected
+
+
+async def test_an_answer_with_retry_after_is_sent_again(fake: tuple[Fake, str]) -> None:
+    f, url = fake
+    async with ApiClient(url, TOKEN) as api:
+        obj = await api.patch_merge("alice", "busy-2", {"spec": {"desired_state": "RUNNING"}})
+        assert obj["metadata"]["name"] == "busy-2"
+        assert obj["echo"] == {"spec": {"desired_state": "RUNNING"}}
+        created = await api.create("alice", {"metadata": {"name": "busy-1"}})
+        assert created["metadata"]["name"] == "busy-1"
+    sent = [(m, p.rsplit("/", 1)[-1]) for m, p, *_ in f.requests]
+    assert sent == [("PATCH", "busy-2")] * 3 + [("POST", "workspaces")] * 2
+    assert f.refusals == {"busy-2": 2, "busy-1": 1}
+
+
+async def test_retries_are_bounded_and_the_last_answer_is_the_error(
+    fake: tuple[Fake, str],
+) -> None:
+    f, url = fake
+    async with ApiClient(url, TOKEN) as api:
+        with pytest.raises(ApiError) as forever:
+            await api.get("alice", "busy-forever")
+        assert forever.value.status == 503
+        assert forever.value.reason == "ServiceUnavailable"
+        assert f.refusals["busy-forever"] == 1 + MAX_RETRIES
+        with pytest.raises(ApiError) as plain:
+            await api.get("alice", "unavailable")
+        assert plain.value.status == 503
+    assert sum(1 for r in f.requests if r[1].endswith("/unavailable")) == 1
+    async with ApiClient(url, TOKEN, max_retries=0) as api:
+        with pytest.raises(ApiError):
+            await api.get("alice", "busy-5")
+    assert f.refusals["busy-5"] == 1
