@@ -13,7 +13,7 @@ import json
 from typing import Any, Literal
 
 from codehub.crd_like.store.interface import Obj
-from codehub.crd_like.store.pg.admission import GUARD_SQL
+from codehub.crd_like.store.pg.admission import GUARD_SQL, Limits, guard_params
 from codehub.crd_like.store.pg.schema import NOTIFY_CHANNEL, columns
 
 Mode = Literal["insert", "update", "delete"]
@@ -77,6 +77,16 @@ def write_query(mode: Mode, *, cas: bool = False, guarded: bool = False) -> byte
 WRITE_SQL: dict[Mode, bytes] = {m: write_query(m) for m in ("insert", "update", "delete")}
 CAS_UPDATE_SQL = write_query("update", cas=True)
 GUARDED_SQL: dict[Mode, bytes] = {m: write_query(m, guarded=True) for m in ("insert", "update")}
+
+
+def statement_for(
+    mode: Mode, params: dict[str, Any], limits: Limits | None
+) -> tuple[bytes, dict[str, Any]]:
+    """The write statement and its parameters: the plain one, or, with ``limits``, the
+    one whose revision update also decides admission (no row: refused)."""
+    if limits is None:
+        return WRITE_SQL[mode], params
+    return GUARDED_SQL[mode], {**params, **guard_params(limits)}
 
 
 def write_params(

@@ -44,15 +44,14 @@ from codehub.crd_like.store.pg.admission import (
     RunningLimits,
     admit_create,
     create_guard,
-    guard_params,
 )
 from codehub.crd_like.store.pg.batch import swap_batch
 from codehub.crd_like.store.pg.statements import (
     CAS_UPDATE_SQL,
-    GUARDED_SQL,
     WRITE_SQL,
     Mode,
     encode,
+    statement_for,
     write_params,
 )
 from codehub.crd_like.store.pg.swaps import Batcher
@@ -129,11 +128,10 @@ async def write(
     snapshot sees it (the state before this write, locked by this transaction), so it is
     never encoded nor sent from here. Returns the cursor and the body's JSON text."""
     text = encode(obj)
-    params = write_params(kind, ns, name, type_, text, obj, mode)
-    if limits is None:
-        return await conn.execute(WRITE_SQL[mode], params, prepare=True), text
-    params.update(guard_params(limits))
-    return await conn.execute(GUARDED_SQL[mode], params, prepare=True), text
+    query, params = statement_for(
+        mode, write_params(kind, ns, name, type_, text, obj, mode), limits
+    )
+    return await conn.execute(query, params, prepare=True), text
 
 
 async def revision_of(cur: psycopg.AsyncCursor[Any]) -> int:
@@ -252,10 +250,7 @@ async def _create(
 async def _insert(pool: Pool, params: dict[str, Any], limits: Limits | None) -> int | None:
     """The create's one statement, in its own implicit transaction; None: ``limits``
     refused it (nothing was written)."""
-    query = WRITE_SQL["insert"]
-    if limits is not None:
-        query, params = GUARDED_SQL["insert"], {**params, **guard_params(limits)}
-    return await _revision_of_statement(pool, query, params)
+    return await _revision_of_statement(pool, *statement_for("insert", params, limits))
 
 
 async def _update_cached(
