@@ -6,14 +6,16 @@ Two kinds of retry, both bounded (docs/errors.md):
   the server: one retry on a fresh connection, for every verb but a create;
 * an answer that asks to be retried (503 or 429 carrying ``Retry-After``; the server
   sends it when the database is unavailable and nothing was written) is sent again after
-  the delay it names, capped, at most ``MAX_RETRIES`` times, as client-go does. The last
-  answer is the error the caller sees.
+  the delay it names, capped, at most ``MAX_RETRIES`` times and never past the request's
+  own timeout counted from the first attempt, as client-go does. The last answer is the
+  error the caller sees.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -79,6 +81,7 @@ class Response:
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         retries = 0
+        started = time.monotonic()
         while True:
             resp = await self._send()
             if resp.status < 400:
@@ -92,7 +95,8 @@ class Response:
             wait = retry_wait(
                 resp.status, resp.headers.get("Retry-After"), retries, self._client.max_retries
             )
-            if wait is None:
+            budget = self._timeout.total
+            if wait is None or (budget is not None and time.monotonic() - started + wait > budget):
                 raise ApiError.from_body(resp.status, body, resp.reason or "")
             retries += 1
             log.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -104,6 +105,12 @@ class Fake:
                 response = _status(503, "ServiceUnavailable", "the database is unavailable")
                 response.headers["Retry-After"] = "0"
                 return response
+        if name == "slow-busy":
+            self.refusals[name] = self.refusals.get(name, 0) + 1
+            await asyncio.sleep(0.6)
+            response = _status(503, "ServiceUnavailable", "the pool timed out")
+            response.headers["Retry-After"] = "0"
+            return response
         if name == "unavailable":
             return _status(503, "ServiceUnavailable", "no Retry-After: not to be retried")
         if name == "html":
@@ -342,3 +349,14 @@ async def test_retries_are_bounded_and_the_last_answer_is_the_error(
         with pytest.raises(ApiError):
             await api.get("alice", "busy-5")
     assert f.refusals["busy-5"] == 1
+
+
+async def test_retries_stop_at_the_requests_timeout(fake: tuple[Fake, str]) -> None:
+    """An overloaded server that answers 503 only after a wait must not hold a caller for
+    four such waits: retrying ends once the request's timeout (here 1 s) would pass."""
+    f, url = fake
+    async with ApiClient(url, TOKEN, timeout=1.0) as api:
+        with pytest.raises(ApiError) as busy:
+            await api.get("alice", "slow-busy")
+    assert busy.value.status == 503
+    assert f.refusals["slow-busy"] == 2
