@@ -12,3 +12,8 @@ LIST_KIND = "WorkspaceList"
 PLURAL = "workspaces"
 SINGULAR = "workspace"
 SHORT_NAMES = ("ws",)
+
+#: Stamped by the API server on every change of ``spec.desired_state`` (docs/activity-and-ttl.md):
+#: who made it (``api``, ``ttl``, ``wake``, ...) and when.
+DESIRED_SOURCE_ANNOTATION = f"{GROUP}/desired-state-source"
+DESIRED_CHANGED_AT_ANNOTATION = f"{GROUP}/desired-state-changed-at"

@@ -28,7 +28,7 @@ from typing import Any
 
 import kopf
 
-from codehub.crd_like.identity import GROUP, PLURAL, VERSION
+from codehub.crd_like.identity import DESIRED_SOURCE_ANNOTATION, GROUP, PLURAL, VERSION
 from codehub.operator import kopf_skip
 from codehub.operator.context import OperatorContext
 from codehub.operator.gate import ReconcileGate
@@ -44,7 +44,6 @@ FINALIZER = "codehub.io/finalizer"
 #: collide with annotations other writers put under codehub.io/.
 ANNOTATION_PREFIX = "kopf.codehub.io"
 #: Annotation a writer of spec.desired_state may set to say who it is (metric label).
-DESIRED_SOURCE_ANNOTATION = "codehub.io/desired-state-source"
 DESIRED_SOURCES = frozenset({"user", "ttl", "wake", "api", "recovery"})
 
 

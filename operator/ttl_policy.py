@@ -28,11 +28,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from codehub.crd_like.identity import DESIRED_CHANGED_AT_ANNOTATION, DESIRED_SOURCE_ANNOTATION
 from codehub.crd_like.models import IdleAction
 from codehub.vocabulary.timestamps import parse_rfc3339
 
-SOURCE_ANNOTATION = "codehub.io/desired-state-source"
-CHANGED_AT_ANNOTATION = "codehub.io/desired-state-changed-at"
+SOURCE_ANNOTATION = DESIRED_SOURCE_ANNOTATION
+CHANGED_AT_ANNOTATION = DESIRED_CHANGED_AT_ANNOTATION
 TTL_SOURCE = "ttl"
 
 

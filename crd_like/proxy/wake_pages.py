@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from codehub.crd_like.identity import DESIRED_CHANGED_AT_ANNOTATION
 from codehub.crd_like.server.admission import LimitExceeded
 from codehub.crd_like.store.interface import Obj
 from codehub.vocabulary.timestamps import parse_rfc3339, utc_now
@@ -108,7 +109,7 @@ def _doc(title: str, body: str, *, attrs: str = "", script: str = "", nonce: str
 def _changed_seconds_ago(obj: Obj) -> float:
     """Seconds since desired_state last changed (the wake), so a reload keeps counting."""
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    raw = annotations.get("codehub.io/desired-state-changed-at")
+    raw = annotations.get(DESIRED_CHANGED_AT_ANNOTATION)
     try:
         when = parse_rfc3339(raw) if isinstance(raw, str) else None
     except ValueError:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from codehub.crd_like.identity import DESIRED_CHANGED_AT_ANNOTATION, DESIRED_SOURCE_ANNOTATION
 from codehub.crd_like.store.interface import Obj
 from codehub.vocabulary.timestamps import now_rfc3339
 
-SOURCE = "codehub.io/desired-state-source"
-CHANGED_AT = "codehub.io/desired-state-changed-at"
+SOURCE = DESIRED_SOURCE_ANNOTATION
+CHANGED_AT = DESIRED_CHANGED_AT_ANNOTATION
 DEFAULT_SOURCE = "api"
 _SOURCE_POINTER = "/metadata/annotations/" + SOURCE.replace("~", "~0").replace("/", "~1")
 
