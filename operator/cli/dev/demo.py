@@ -12,12 +12,17 @@ from typing import Any
 
 from codehub.crd_like.client.api import ApiClient, ApiError
 from codehub.crd_like.client.manifests import load_manifests
+from codehub.crd_like.identity import DESIRED_SOURCE_ANNOTATION
 from codehub.operator.cli.dev.state import DEMO_NAMESPACE, DevStackError, Paths, say
 from codehub.operator.cli.open import signin_link, workspace_url
 from codehub.vocabulary.timestamps import parse_rfc3339
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "workspace.yaml"
 DEMO_TIMEOUT = 300.0
+#: Seconds between two reads of the demo while ``follow`` waits.
+POLL = 0.5
+#: How often ``follow`` starts the demo again after something else put it to sleep.
+WAKES = 3
 
 Obj = dict[str, Any]
 
@@ -43,19 +48,36 @@ class Freshness:
 
 
 async def apply_demo(server: str, token: str, ca_file: str) -> tuple[str, str]:
-    """Create the example workspace unless it exists; (namespace, name)."""
+    """Create the example workspace unless it exists, and start it if it sleeps (a stack
+    brought up again days later finds it in STANDBY or ARCHIVED, put there by its idle
+    TTLs); (namespace, name)."""
     manifest = load_manifests([str(EXAMPLE)])[0]
     ns = manifest.namespace or DEMO_NAMESPACE
     async with ApiClient(server, token, ca_file=ca_file) as api:
         try:
-            await api.get(ns, manifest.name)
-            say(f"    workspace {ns}/{manifest.name} already exists")
+            obj = await api.get(ns, manifest.name)
         except ApiError as exc:
             if not exc.not_found:
                 raise
             await api.create(ns, manifest.obj)
             say(f"    created workspace {ns}/{manifest.name} from {EXAMPLE.name}")
+        else:
+            say(f"    workspace {ns}/{manifest.name} already exists")
+            await wake_if_asleep(api, ns, manifest.name, obj)
     return ns, manifest.name
+
+
+async def wake_if_asleep(api: ApiClient, ns: str, name: str, obj: Obj) -> bool:
+    """Set desired_state RUNNING unless it is; whether it had to. The server records the
+    change as the user's, so the idle TTL counts its idle time from now."""
+    desired = (obj.get("spec") or {}).get("desired_state")
+    if desired == "RUNNING":
+        return False
+    source = ((obj.get("metadata") or {}).get("annotations") or {}).get(DESIRED_SOURCE_ANNOTATION)
+    why = f", set by {source}" if source else ""
+    say(f"    desired_state is {desired}{why}: starting it")
+    await api.patch_merge(ns, name, {"spec": {"desired_state": "RUNNING"}})
+    return True
 
 
 async def follow(
@@ -65,9 +87,22 @@ async def follow(
     display RUNNING (or ERROR)."""
     start = time.monotonic()
     last: tuple[Any, ...] | None = None
+    wakes = WAKES
     async with ApiClient(server, token, ca_file=ca_file) as api:
         while True:
             obj = await api.get(ns, name)
+            if (obj.get("spec") or {}).get("desired_state") != "RUNNING":
+                # The idle TTL of a workspace idle since the last session may act before
+                # it runs again; the newcomer asked for a running demo, so start it again,
+                # but do not fight whoever keeps stopping it.
+                if not wakes:
+                    raise DevStackError(
+                        f"the demo workspace was put to sleep {WAKES + 1} times while"
+                        f" starting; see `codehub describe ws {name}`"
+                    )
+                wakes -= 1
+                await wake_if_asleep(api, ns, name, obj)
+                continue
             status = obj.get("status") or {}
             now = (
                 (obj.get("spec") or {}).get("desired_state"),
@@ -92,7 +127,7 @@ async def follow(
                 )
             if time.monotonic() - start > DEMO_TIMEOUT:
                 raise DevStackError(f"the demo workspace is not RUNNING after {DEMO_TIMEOUT:.0f}s")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(POLL)
 
 
 async def demo_link(server: str, token: str, ca_file: str, ns: str, name: str) -> str | None:
