@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from codehub.crd_like.client.api import ApiClient, ApiError
+from codehub.crd_like.models import DesiredState, Display, ObservedStatus, Operation
 from codehub.operator.cli.console import CliError, WaitFailed
 from codehub.operator.cli.output import Progress, display_of, progress_text
 
@@ -29,6 +30,14 @@ def display_is(value: str) -> Check:
     return lambda obj: obj is not None and display_of(obj) == value
 
 
+_VALUES: dict[str, tuple[str, ...]] = {
+    "display": tuple(Display),
+    "observed_status": tuple(ObservedStatus),
+    "operation": tuple(Operation),
+    "desired_state": tuple(DesiredState),
+}
+
+
 def parse_condition(text: str) -> tuple[str, Check]:
     """``delete``, ``display=RUNNING``, ``observed_status=STANDBY``, ``operation=NONE``,
     ``desired_state=RUNNING`` (also with ``status.``/``spec.`` prefixes)."""
@@ -40,6 +49,10 @@ def parse_condition(text: str) -> tuple[str, Check]:
         raise CliError(f"--for: expected delete or FIELD=VALUE, got {text!r}")
     key = key.strip().removeprefix("status.").removeprefix("spec.").lower()
     value = value.strip().upper()
+    allowed = _VALUES.get("observed_status" if key == "observed" else key)
+    if allowed is not None and value not in allowed:
+        # A value the field never takes would wait out the whole timeout.
+        raise CliError(f"--for: {key} is never {value!r}; it is one of {', '.join(allowed)}")
     if key == "display":
         return f"display={value}", display_is(value)
     if key in ("observed_status", "observed", "operation", "error_count"):

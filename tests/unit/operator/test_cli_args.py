@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -88,6 +89,21 @@ def test_conditions(text: str, obj: dict[str, object] | None, expected: bool) ->
 def test_bad_condition() -> None:
     with pytest.raises(CliError):
         waiting.parse_condition("colour=blue")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("display=FOO", "display is never 'FOO'; it is one of PENDING, ARCHIVED, STANDBY"),
+        ("observed=ARCHIVED", "observed is never 'ARCHIVED'"),
+        ("operation=STOP", "operation is never 'STOP'; it is one of NONE"),
+        ("spec.desired_state=ERROR", "desired_state is never 'ERROR'"),
+    ],
+)
+def test_a_value_the_field_never_takes_is_refused_at_once(text: str, message: str) -> None:
+    """Accepting it would wait out the whole timeout for nothing."""
+    with pytest.raises(CliError, match=re.escape(message)):
+        waiting.parse_condition(text)
 
 
 def test_connection_precedence(tmp_path: Path) -> None:
