@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from codehub.crd_like.models import derive_display
-from codehub.crd_like.store.interface import Gone, Obj, Selectors, StoreError
+from codehub.crd_like.store.interface import Gone, NotFound, Obj, Selectors, StoreError
 from codehub.vocabulary.timestamps import now_rfc3339, utc_now
 
 from .context import (
@@ -115,6 +115,11 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
                 WORKSPACES.plural, namespace=namespace, selectors=selectors
             )
             initial, since = result.items, result.revision
+            if name and not initial:
+                # A stream of one workspace that does not exist would send only
+                # heartbeats: a mistyped name gets the 404 a GET gets. (With
+                # Last-Event-ID the client resumes, and a deletion since is replayed.)
+                raise NotFound(name)
         source = ctx.store.watch(
             WORKSPACES.plural,
             since=since,

@@ -323,6 +323,24 @@ async def test_old_events_expire() -> None:
     assert [e["metadata"]["name"] for e in (await store.list("events")).items] == ["new"]
 
 
+async def test_sse_of_a_missing_workspace_is_a_404_not_a_silent_stream(client: Client) -> None:
+    missing = await client.get("/api/v1/namespaces/alice/workspaces/nope/events", headers=ALICE)
+    assert missing.status == 404
+    body = await missing.json()
+    assert (body["kind"], body["reason"]) == ("Status", "NotFound")
+    assert body["message"] == 'workspaces.codehub.io "nope" not found'
+    # Resuming is not refused: the client may be owed the deletion it missed.
+    await post(client, "gone-soon", desired_state="STANDBY")
+    deleted = await client.delete(NS + "/gone-soon", headers=ALICE)
+    assert deleted.status == 200
+    resumed = await client.get(
+        "/api/v1/namespaces/alice/workspaces/gone-soon/events",
+        headers={**ALICE, "Last-Event-ID": "1"},
+    )
+    assert resumed.status == 200
+    resumed.close()
+
+
 async def test_sse_resumes_after_last_event_id_without_initial_burst(client: Client) -> None:
     created = await post(client, "r", desired_state="STANDBY")
     stream = await client.get(
