@@ -126,6 +126,21 @@ def printer_columns() -> list[dict[str, Any]]:
         {"name": "Operation", "type": "string", "jsonPath": ".status.operation"},
         {"name": "Display", "type": "string", "jsonPath": ".status.display"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        # Priority 1: shown by `kubectl get -o wide`, the same facts `codehub get -o wide`
+        # gives (why a workspace is still up, and what went wrong).
+        *(
+            {"name": name, "type": type_, "jsonPath": path, "priority": 1}
+            for name, type_, path in (
+                ("Image", "string", ".spec.image_ref"),
+                ("Errors", "integer", ".status.error_count"),
+                ("Reason", "string", ".status.error_info.reason"),
+                ("Last-Access", "date", ".status.last_access_at"),
+                ("Source", "string", ".status.last_activity_source"),
+                ("Conns", "integer", ".status.open_connections"),
+                ("Idle-Action", "string", ".status.idle_action"),
+                ("Idle-At", "string", ".status.idle_action_at"),
+            )
+        ),
     ]
 
 

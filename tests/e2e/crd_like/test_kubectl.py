@@ -29,6 +29,9 @@ WAIT = 30.0  # a liveness bound for subprocess output, not a performance asserti
 pytestmark = requires_kubectl
 
 
+IMAGE = "example.org/ide:wide-1"
+
+
 def _manifest(name: str, desired: str = "PENDING", **spec: Any) -> str:
     body = {
         "apiVersion": "codehub.io/v1alpha1",
@@ -70,13 +73,21 @@ async def test_apply_created_unchanged_configured(
 
 async def test_get_prints_printer_columns_and_yaml(kubectl: Kubectl, api_server: Any) -> None:
     name = unique_name("kget")
-    kubectl.ok("apply", "-f", "-", stdin=_manifest(name, "STANDBY"))
+    kubectl.ok("apply", "-f", "-", stdin=_manifest(name, "STANDBY", image_ref=IMAGE))
     try:
         table = kubectl.ok("get", "ws")
         header = table.splitlines()[0].split()
         assert header == ["NAME", "DESIRED", "OBSERVED", "OPERATION", "DISPLAY", "AGE"]
         rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
         assert rows[name][1] == "STANDBY"
+        wide = kubectl.ok("get", "ws", name, "-o", "wide").splitlines()
+        assert wide[0].split() == [
+            *header,
+            *("IMAGE", "ERRORS", "REASON", "LAST-ACCESS", "SOURCE", "CONNS"),
+            *("IDLE-ACTION", "IDLE-AT"),
+        ]
+        assert wide[1].split()[:2] == [name, "STANDBY"]
+        assert f" {IMAGE} " in wide[1], wide
         as_yaml = yaml.safe_load(kubectl.ok("get", "ws", name, "-o", "yaml"))
         assert as_yaml["kind"] == "Workspace"
         assert as_yaml["metadata"]["name"] == name

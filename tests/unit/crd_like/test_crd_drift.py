@@ -44,15 +44,26 @@ def test_crd_identity() -> None:
     assert version["served"] is True
     assert version["storage"] is True
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+    columns = version["additionalPrinterColumns"]
+    assert [c["name"] for c in columns if not c.get("priority")] == [
         "Desired",
         "Observed",
         "Operation",
         "Display",
         "Age",
     ]
-    assert version["additionalPrinterColumns"] == printer_columns()
-    assert printer_columns()[-1] == {
+    assert [c["name"] for c in columns if c.get("priority") == 1] == [
+        "Image",
+        "Errors",
+        "Reason",
+        "Last-Access",
+        "Source",
+        "Conns",
+        "Idle-Action",
+        "Idle-At",
+    ]
+    assert columns == printer_columns()
+    assert columns[4] == {
         "name": "Age",
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",
