@@ -17,17 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from codehub.crd_like.models import derive_display
-from codehub.crd_like.store.interface import Gone, NotFound, Obj, Selectors, StoreError
+from codehub.crd_like.store.interface import (
+    Gone,
+    NotFound,
+    Obj,
+    Selectors,
+    StoreError,
+    WatchEvent,
+)
 from codehub.vocabulary.timestamps import now_rfc3339, utc_now
 
 from .context import (
     WORKSPACES,
+    ServerContext,
     authorize,
     ctx_of,
     identity_of,
@@ -101,6 +110,37 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         namespace = None if ident.privileged else ident.user
     authorize(request, "watch", WORKSPACES, namespace, name=name or "")
     ctx = ctx_of(request)
+    initial, source = await _open(request, ctx, namespace, name)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    with stream_slot(request):
+        await response.prepare(request)
+        ctx.metrics.open_sse.inc()
+        events = EventQueue(source)
+        interval = ctx.config.sse_heartbeat_interval
+        warnings = IdleWarnings(ctx.config.idle_warning_seconds)
+        stream = _Stream(response, warnings, ctx.metrics.idle_warnings)
+        try:
+            with tracked_stream(request):
+                await _pump_sse(stream, events, initial, name, interval)
+        except ConnectionResetError:
+            pass
+        finally:
+            ctx.metrics.open_sse.dec()
+            await events.close()
+    return response
+
+
+async def _open(
+    request: web.Request, ctx: ServerContext, namespace: str | None, name: str | None
+) -> tuple[list[Obj], AsyncIterator[WatchEvent]]:
+    """The workspaces to announce at once and the watch that follows them: from a fresh
+    list, or, with ``Last-Event-ID``, from the log after that revision."""
     selectors = Selectors(fields={"metadata.name": name}) if name else None
     last_id = request.headers.get("Last-Event-ID", "").strip()
     initial: list[Obj] = []
@@ -131,29 +171,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         raise from_store_error(
             exc, resource="workspaces", group=WORKSPACES.group, kind="Workspace", name=name or ""
         ) from None
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    with stream_slot(request):
-        await response.prepare(request)
-        ctx.metrics.open_sse.inc()
-        events = EventQueue(source)
-        interval = ctx.config.sse_heartbeat_interval
-        warnings = IdleWarnings(ctx.config.idle_warning_seconds)
-        stream = _Stream(response, warnings, ctx.metrics.idle_warnings)
-        try:
-            with tracked_stream(request):
-                await _pump_sse(stream, events, initial, name, interval)
-        except ConnectionResetError:
-            pass
-        finally:
-            ctx.metrics.open_sse.dec()
-            await events.close()
-    return response
+    return initial, source
 
 
 @dataclass
