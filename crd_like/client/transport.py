@@ -1,6 +1,6 @@
 """One HTTP request of the client: session, TLS, the safe retries, errors mapped.
 
-Two kinds of retry, both bounded (docs/errors.md):
+Two kinds of retry, both bounded (docs/operations.md, "Outages"):
 
 * a pooled keep-alive connection the server had closed fails before the request reaches
   the server: one retry on a fresh connection, for every verb but a create;

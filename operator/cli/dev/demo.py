@@ -67,17 +67,16 @@ async def apply_demo(server: str, token: str, ca_file: str) -> tuple[str, str]:
     return ns, manifest.name
 
 
-async def wake_if_asleep(api: ApiClient, ns: str, name: str, obj: Obj) -> bool:
-    """Set desired_state RUNNING unless it is; whether it had to. The server records the
-    change as the user's, so the idle TTL counts its idle time from now."""
+async def wake_if_asleep(api: ApiClient, ns: str, name: str, obj: Obj) -> None:
+    """Set desired_state RUNNING unless it is. The server records the change as the
+    user's, so the idle TTL counts its idle time from now."""
     desired = (obj.get("spec") or {}).get("desired_state")
     if desired == "RUNNING":
-        return False
+        return
     source = ((obj.get("metadata") or {}).get("annotations") or {}).get(DESIRED_SOURCE_ANNOTATION)
     why = f", set by {source}" if source else ""
     say(f"    desired_state is {desired}{why}: starting it")
     await api.patch_merge(ns, name, {"spec": {"desired_state": "RUNNING"}})
-    return True
 
 
 async def follow(
