@@ -221,12 +221,24 @@ async def test_field_selector_and_table_watch(servers: Factory) -> None:
     assert first["type"] == "ADDED"
     assert first["object"]["kind"] == "Table"
     assert first["object"]["columnDefinitions"][0]["name"] == "Name"
-    assert [c["name"] for c in first["object"]["columnDefinitions"][1:]] == [
+    columns = first["object"]["columnDefinitions"][1:]
+    assert [c["name"] for c in columns if c["priority"] == 0] == [
         "Desired",
         "Observed",
         "Operation",
         "Display",
         "Age",
+    ]
+    # The rest only for `kubectl get -o wide`.
+    assert [c["name"] for c in columns if c["priority"] == 1] == [
+        "Image",
+        "Errors",
+        "Reason",
+        "Last-Access",
+        "Source",
+        "Conns",
+        "Idle-Action",
+        "Idle-At",
     ]
     assert first["object"]["rows"][0]["cells"][:2] == ["a", "STANDBY"]
     await api.memo("b", "not for this watcher")
